@@ -1,0 +1,43 @@
+"""``hiertrain train``: offline (no ROS) hierarchical or full-cloud training."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train offline (no ROS) and report test accuracy")
+    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    p.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
+    p.add_argument("--mode", default="hierarchical", choices=("hierarchical", "full-cloud"))
+    p.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
+    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", default=None, help="write the results to this file")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tqdm import tqdm
+
+    from ..core.data import load_dataset
+    from ..core.training import TrainConfig, train_offline
+    from .common import print_table, write_json
+
+    config = TrainConfig(arch=args.model, split_point=args.position, mode=args.mode, width=args.width,
+                         bits=args.bits, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    train = load_dataset(args.data, "train").subset(args.subset)
+    test = load_dataset(args.data, "test")
+    with tqdm(total=config.epochs * len(train), unit="img", desc=f"{args.mode} {args.model}") as bar:
+        def progress(done, total, loss):
+            bar.update(done - bar.n)
+            bar.set_postfix(loss=f"{loss:.3f}")
+        result = train_offline(config, train, test, progress=progress)
+    keys = ["final_accuracy", "early_exit_accuracy"] if args.mode == "hierarchical" else ["accuracy"]
+    print_table([{"mode": args.mode, "model": args.model, "position": args.position,
+                  **{k: result[k] for k in keys}, "train_s": result["train_seconds"],
+                  "wire_bits/sample": result["wire_bits_per_sample"]}])
+    write_json(args.json, result)
+    return 0
