@@ -1,0 +1,90 @@
+"""``hiertrain estimate``: estimated epoch runtime, hierarchical vs full-cloud (paper Eq. 1-5)."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("estimate", help="estimate one-epoch training runtime per separation position (Eq. 1-5)")
+    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    p.add_argument("--position", default="all", help="separation position (paper numbering) or 'all'")
+    p.add_argument("--link", default="3g", help="3g, 4g or an upload speed in bits/s")
+    p.add_argument("--samples", type=int, default=50000, help="samples per epoch (CIFAR-10: 50000)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
+    p.add_argument("--num-classes", type=int, default=10)
+    add_runtime_arguments(p)
+    p.add_argument("--json", default=None, help="write the estimates to this file")
+    p.set_defaults(func=run)
+
+
+def add_runtime_arguments(p) -> None:
+    """Options shared with ``hiertrain plan``: the constants of Eq. 1-5 and the timing."""
+    p.add_argument("--alpha", type=float, default=2.0, help="backward/forward compute ratio")
+    p.add_argument("--beta", type=float, default=None,
+                   help="FLOPs per parameter update (default: 18 for VGG-16/Adam, 2 for ResNet-18/SGD)")
+    p.add_argument("--edge-flops", type=float, default=None, help="edge speed, FLOP/s (default Quadro K620)")
+    p.add_argument("--cloud-flops", type=float, default=None, help="cloud speed, FLOP/s (default RTX 2080 Ti)")
+    p.add_argument("--edge-speed-ratio", type=float, default=None,
+                   help="edge forward time = measured x this (default cloud-flops / edge-flops)")
+    p.add_argument("--reps", type=int, default=5, help="timed forward passes per part (median)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed forward passes before timing")
+    p.add_argument("--device", default="cpu", help="torch device the forward passes are timed on")
+
+
+def runtime_params(args, s_net: float):
+    from ..core.runtime import PAPER_CLOUD_FLOPS, PAPER_EDGE_FLOPS, RuntimeParams, beta_for
+    from ..core.training import paper_optim
+
+    beta = args.beta if args.beta is not None else beta_for(paper_optim(args.model).name)
+    return RuntimeParams(alpha=args.alpha, beta=beta, s_edge=args.edge_flops or PAPER_EDGE_FLOPS,
+                         s_cloud=args.cloud_flops or PAPER_CLOUD_FLOPS, s_net=s_net)
+
+
+def parse_positions(value: str, arch: str) -> list[int]:
+    from ..core.models import positions
+
+    valid = positions(arch)
+    if value.strip().lower() == "all":
+        return valid
+    try:
+        chosen = [int(v) for v in value.split(",")]
+    except ValueError:
+        raise ValueError(f"position must be 'all' or integers like 3 or 2,3,5, got {value!r}") from None
+    bad = [p for p in chosen if p not in valid]
+    if bad:
+        raise ValueError(f"positions {bad} invalid for {arch}: valid are {valid[0]}..{valid[-1]}")
+    return chosen
+
+
+def run(args) -> int:
+    from ..core.models import SplitSpec, build_model
+    from ..core.runtime import estimate_epoch, measure_forward_times, parse_link
+    from .common import print_table, write_json
+
+    s_net = parse_link(args.link)
+    params = runtime_params(args, s_net)
+    chosen = parse_positions(args.position, args.model)
+    model = build_model(args.model, num_classes=args.num_classes, width=args.width)
+    rows, results, t_full = [], [], None
+    for position in chosen:
+        spec = SplitSpec(args.model, position, num_classes=args.num_classes, width=args.width, bits=args.bits)
+        t_edge, t_cloud, measured_full = measure_forward_times(
+            spec, args.batch_size, args.reps, args.device, model=model, include_full=t_full is None,
+            warmup=args.warmup)
+        t_full = t_full if measured_full is None else measured_full  # the full network is timed once
+        est = estimate_epoch(spec, args.samples, args.batch_size, params, (t_edge, t_cloud, t_full),
+                             args.edge_speed_ratio, model=model)
+        results.append(est)
+        rows.append({"pos": position, "edge_params": est["edge_params"],
+                     "bits/sample": round(est["payload_bits_per_sample"], 1),
+                     "edge_fwd": est["t_edge_fwd"], "edge_bwd": est["t_edge_bwd"], "comm": est["t_comm"],
+                     "cloud_fwd": est["t_cloud_fwd"], "cloud_bwd": est["t_cloud_bwd"],
+                     "T_hier_s": est["T_hier"], "T_full_s": est["T_full"], "hier/full": est["ratio"]})
+    print(f"# {args.model} width {args.width:g}, {args.samples} samples, batch {args.batch_size}, "
+          f"link {s_net:g} bit/s, alpha {params.alpha:g}, beta {params.beta:g}, "
+          f"edge x{results[0]['edge_speed_ratio']:.4g} slower than this machine; times in s per epoch")
+    print_table(rows)
+    write_json(args.json, {"model": args.model, "width": args.width, "link": args.link, "s_net": s_net,
+                           "samples": args.samples, "batch_size": args.batch_size, "estimates": results})
+    return 0

@@ -1,0 +1,177 @@
+"""``hiertrain plan``: choose the separation position with Algorithm 1 (paper §III-C)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .estimate import add_runtime_arguments, parse_positions, runtime_params
+
+_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1e3, "mb": 1e6, "gb": 1e9,
+          "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
+
+
+def parse_bytes(value: str) -> float:
+    """``2000000``, ``2e6``, ``512k``, ``64MiB``, ``2GB`` -> bytes."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*([a-zA-Z]*)\s*", str(value))
+    unit = match.group(2).lower() if match else None
+    if not match or unit not in _UNITS:
+        raise ValueError(f"edge memory must be bytes like 2e6, 512k or 64MiB, got {value!r}")
+    try:
+        amount = float(match.group(1)) * _UNITS[unit]
+    except ValueError:
+        raise ValueError(f"edge memory must be bytes like 2e6, 512k or 64MiB, got {value!r}") from None
+    if not amount > 0:
+        raise ValueError(f"edge memory must be > 0, got {value!r}")
+    return amount
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plan", help="select the edge/cloud separation position (Algorithm 1)")
+    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    p.add_argument("--positions", default="all", help="candidate positions: 'all' or e.g. 2,3,5")
+    p.add_argument("--edge-memory", default=None, help="available edge memory in bytes (e.g. 2e6, 64MiB); "
+                   "omitted: Loop 1 skipped")
+    p.add_argument("--link", default="3g", help="3g, 4g or an upload speed in bits/s")
+    p.add_argument("--max-runtime", type=float, default=None,
+                   help="accepted runtime of ONE epoch in seconds; omitted: Loops 2 and 3 skipped")
+    p.add_argument("--min-accuracy", type=float, default=None,
+                   help="accepted final-exit test accuracy in 0..1; omitted: Loop 4 skipped")
+    p.add_argument("--epochs", type=int, default=1, help="total training epochs per position in Loop 4")
+    p.add_argument("--subset", type=int, default=None, help="train on the first N training images")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
+    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
+    p.add_argument("--seed", type=int, default=0)
+    add_runtime_arguments(p)
+    p.add_argument("--json", default=None, help="write the plan to this file")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write the accuracy-vs-estimated-runtime guide (3G and 4G, paper Fig. 9) here")
+    p.add_argument("--accuracy-json", default=None, metavar="FILE",
+                   help='extra accuracies for --plot: {"3": 0.89, "full-cloud": 0.91, ...}')
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..core.data import load_dataset
+    from ..core.models import SplitSpec, build_model
+    from ..core.planner import InProcessTrainer, edge_param_bytes, select_position
+    from ..core.runtime import LINK_PRESETS, estimate_epoch, measure_forward_times, parse_link
+    from .common import print_table, write_json
+
+    if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
+        raise ValueError(f"--min-accuracy is a fraction in 0..1, got {args.min_accuracy}")
+    edge_memory = parse_bytes(args.edge_memory) if args.edge_memory is not None else None
+    s_net = parse_link(args.link)
+    params = runtime_params(args, s_net)
+    candidates = parse_positions(args.positions, args.model)
+    extra_accuracy = _read_accuracy_json(args.accuracy_json) if args.accuracy_json else {}
+
+    train = load_dataset(args.data, "train").subset(args.subset)
+    test = load_dataset(args.data, "test").subset(args.test_subset)
+    samples = len(train)
+    model = build_model(args.model, num_classes=train.num_classes, width=args.width)
+
+    def spec_for(position: int) -> SplitSpec:
+        return SplitSpec(args.model, position, num_classes=train.num_classes, width=args.width, bits=args.bits)
+
+    forward_cache: dict = {}
+
+    def forward_times(position: int):
+        if position not in forward_cache:
+            full = forward_cache.get("full")
+            t_edge, t_cloud, t_full = measure_forward_times(spec_for(position), args.batch_size, args.reps,
+                                                            args.device, model=model, include_full=full is None,
+                                                            warmup=args.warmup)
+            forward_cache["full"] = full if t_full is None else t_full
+            forward_cache[position] = (t_edge, t_cloud, forward_cache["full"])
+        return forward_cache[position]
+
+    def estimate(position: int, link_params=params) -> dict:
+        return estimate_epoch(spec_for(position), samples, args.batch_size, link_params, forward_times(position),
+                              args.edge_speed_ratio, model=model)
+
+    trainer = InProcessTrainer(spec_for, train, test, epochs=args.epochs, batch_size=args.batch_size,
+                               s_net=s_net, seed=args.seed)
+    result = select_position(
+        candidates,
+        edge_bytes=lambda p: edge_param_bytes(spec_for(p), model),
+        estimate_runtime=lambda p: estimate(p)["T_hier"],
+        measure_epoch=trainer.measure_epoch,
+        train_accuracy=trainer.train_accuracy,
+        edge_memory=edge_memory, max_runtime=args.max_runtime, min_accuracy=args.min_accuracy)
+
+    print(f"# {args.model} width {args.width:g} on {args.data} ({samples} training samples/epoch), "
+          f"link {s_net:g} bit/s, edge memory {edge_memory} B, max epoch runtime {args.max_runtime} s, "
+          f"min accuracy {args.min_accuracy}")
+    print_table([{"pos": p, "edge_bytes": result.edge_bytes.get(p), "est_epoch_s": result.estimated_s.get(p),
+                  "measured_epoch_s": result.measured_s.get(p), "accuracy": result.accuracy.get(p)}
+                 for p in candidates])
+    for name, label in (("s1", "loop 1 edge memory"), ("s2", "loop 2 estimated runtime"),
+                        ("s3", "loop 3 measured runtime, deepest first")):
+        loop = {"s1": "loop1", "s2": "loop2", "s3": "loop3"}[name]
+        note = " (skipped: no constraint)" if loop in result.skipped else ""
+        print(f"{name.upper()} after {label}{note}: {getattr(result, name)}")
+    note = " (loop 4 skipped: deepest of S3)" if "loop4" in result.skipped else ""
+    print(f"chosen position: {result.chosen}{note}")
+
+    out = {"model": args.model, "width": args.width, "data": args.data, "samples": samples, "s_net": s_net,
+           "plan": result.to_dict(), "training": trainer.results}
+    if args.plot:
+        accuracy = {**result.accuracy, **extra_accuracy}
+        out["plot"] = _plot(args, accuracy, estimate, params, LINK_PRESETS, candidates)
+    write_json(args.json, out)
+    return 0
+
+
+def _read_accuracy_json(path: str) -> dict:
+    data = json.loads(Path(path).read_text())
+    accuracy = {}
+    for key, value in data.items():
+        k = str(key).lower()
+        accuracy["full-cloud" if k in ("full", "full-cloud", "fullcloud") else int(k)] = float(value)
+    return accuracy
+
+
+def _plot(args, accuracy: dict, estimate, params, presets, candidates) -> list[str]:
+    """Fig. 9: accuracy vs estimated epoch runtime, one panel per link; returns the written files."""
+    import dataclasses
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    positions = sorted(p for p in accuracy if p != "full-cloud")
+    full_acc = accuracy.get("full-cloud")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, link in zip(axes, ("3g", "4g")):
+        link_params = dataclasses.replace(params, s_net=presets[link])
+        ests = {p: estimate(p, link_params) for p in positions}
+        if positions:
+            xs = [ests[p]["T_hier"] for p in positions]
+            ys = [100 * accuracy[p] for p in positions]
+            ax.plot(xs, ys, "o", color="tab:blue", label="hierarchical (label = position)")
+            for p, x, y in zip(positions, xs, ys):
+                ax.annotate(str(p), (x, y), textcoords="offset points", xytext=(4, 4))
+        # T_full does not depend on the position: take it from any estimate.
+        t_full = (ests[positions[0]] if positions else estimate(candidates[0], link_params))["T_full"]
+        if full_acc is not None:
+            ax.plot([t_full], [100 * full_acc], "s", color="tab:red", label="full-cloud")
+            ax.annotate("full-cloud", (t_full, 100 * full_acc), textcoords="offset points", xytext=(4, -12))
+        else:
+            ax.axvline(t_full, color="tab:red", linestyle="--", label="full-cloud runtime (accuracy unknown)")
+        ax.set_title(f"{args.model} w{args.width:g}, {link.upper()} ({presets[link] / 1e6:g} Mbit/s)")
+        ax.set_xlabel("estimated runtime of one epoch [s]")
+        ax.set_ylabel("final-exit test accuracy [%]")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    out_dir = Path(args.plot)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"plan_{args.model}_accuracy_vs_runtime.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [str(path)]

@@ -1,0 +1,106 @@
+"""``hiertrain profile``: edge/cloud parameters, training MACs and wire bits per separation position."""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["position", "feature", "edge_params", "cloud_params", "full_params", "edge_MACs", "cloud_MACs",
+           "full_MACs", "bits/sample", "raw_bits"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("profile", help="parameters, training MACs and bits per sample at each separation position")
+    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    p.add_argument("--position", default="all", help="separation position N (paper numbering) or 'all'")
+    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8), help="quantizer bits")
+    p.add_argument("--budget-bits", type=int, default=16384,
+                   help="per-sample bit budget that sets the compression channels")
+    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32, help="samples sharing one 32-bit scale")
+    p.add_argument("--json", default=None, help="write the table to this file")
+    p.add_argument("--plot", default=None, metavar="DIR", help="write Figs 5-7 style PNGs into DIR")
+    p.set_defaults(func=run)
+
+
+def _positions(value: str) -> list[int] | None:
+    if value.strip().lower() == "all":
+        return None
+    try:
+        return [int(value)]
+    except ValueError:
+        raise ValueError(f"--position must be an integer or 'all', got {value!r}") from None
+
+
+def run(args) -> int:
+    from ..core.costs import cost_table
+    from .common import print_table, write_json
+
+    rows = cost_table(args.model, positions=_positions(args.position), bits=args.bits,
+                      budget_bits=args.budget_bits, width=args.width, num_classes=args.num_classes,
+                      batch_size=args.batch_size)
+    print_table([{"position": r.position, "feature": "x".join(map(str, r.feature_shape)),
+                  "edge_params": r.edge_params, "cloud_params": r.cloud_params, "full_params": r.full_params,
+                  "edge_MACs": f"{r.edge_macs:.3g}", "cloud_MACs": f"{r.cloud_macs:.3g}",
+                  "full_MACs": f"{r.full_macs:.3g}", "bits/sample": f"{r.bits_per_sample:.7g}", "raw_bits": r.raw_bits}
+                 for r in rows], COLUMNS)
+    print(f"MACs: per sample, one training step = 3 x forward (conv + linear only); "
+          f"bits/sample include the 32-bit scale / {args.batch_size}")
+    write_json(args.json, {"model": args.model, "mac_convention": "FlopCounterMode forward FLOPs/2 on one "
+                           "1x3x32x32 sample; training step = 3 x forward",
+                           "rows": [r.as_dict() for r in rows]})
+    if args.plot:
+        for path in plot(rows, args.plot):
+            log.info("wrote %s", path)
+    return 0
+
+
+def plot(rows, out_dir) -> list[str]:
+    """Figs 5-7 of the paper: params, training MACs and bits per sample against the position."""
+    from pathlib import Path
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = rows[0].arch
+    pos = [r.position for r in rows]
+    figures = [
+        ("params", "parameters", [("edge", [r.edge_params for r in rows]), ("cloud", [r.cloud_params for r in rows])],
+         ("full-cloud", rows[0].full_params), True),
+        ("macs", "MACs per sample, one training step",
+         [("edge", [r.edge_macs for r in rows]), ("cloud", [r.cloud_macs for r in rows])],
+         ("full-cloud", rows[0].full_macs), True),
+        ("bits", "bits per sample sent to the cloud", [("hierarchical", [r.bits_per_sample for r in rows])],
+         ("full-cloud (raw image)", rows[0].raw_bits), False),
+    ]
+    paths = []
+    for name, ylabel, series, (base_label, base), log_y in figures:
+        fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+        n = len(series)
+        bar_w = 0.8 / n
+        for i, (label, values) in enumerate(series):
+            ax.bar([p + (i - (n - 1) / 2) * bar_w for p in pos], values, bar_w, label=label)
+        ax.axhline(base, color="black", linestyle="--", linewidth=1.2, label=base_label)
+        # Headroom above the full-cloud line keeps the legend clear of the bars.
+        if log_y:
+            ax.set_yscale("log")
+            ax.set_ylim(top=base * 6)
+        else:
+            ax.set_ylim(0, base * 1.3)
+        ax.set_xticks(pos)
+        ax.set_xlabel("separation position")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{arch} (width {rows[0].width:g}, {rows[0].bits}-bit, budget {rows[0].budget_bits} bits)")
+        ax.grid(axis="y", alpha=0.3, which="both")
+        ax.legend(loc="upper center", ncol=n + 1, fontsize="small")
+        fig.tight_layout()
+        path = out / f"{arch}_{name}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(str(path))
+    return paths

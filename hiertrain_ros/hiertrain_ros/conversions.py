@@ -1,0 +1,99 @@
+"""The one place that knows both the ROS messages and the core's types.
+
+Every ``*_from_msg`` raises ``ValueError`` (and only that) for a message that
+must be rejected; the checks run before anything large is allocated.
+"""
+
+from __future__ import annotations
+
+import array
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from hiertrain_interfaces.msg import FeatureBatch, Label, Prediction
+from sensor_msgs.msg import Image
+
+from .core import codec
+from .core.frames import decode_frame
+
+PURPOSE_TRAIN = FeatureBatch.PURPOSE_TRAIN
+PURPOSE_INFER = FeatureBatch.PURPOSE_INFER
+
+
+def frame_from_msg(msg: Image) -> np.ndarray:
+    """RGB uint8 H x W x 3 frame of an rgb8/bgr8/mono8 image."""
+    return decode_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+
+
+def image_msg(frame: np.ndarray, stamp, frame_id: str = "camera") -> Image:
+    msg = Image()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.height, msg.width = int(frame.shape[0]), int(frame.shape[1])
+    msg.encoding = "rgb8"
+    msg.step = msg.width * 3
+    msg.data = array.array("B", np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+    return msg
+
+
+def label_from_msg(msg: Label, num_classes: int) -> tuple[int, int]:
+    """(frame stamp in ns, class) of a label."""
+    if not 0 <= msg.class_id < num_classes:
+        raise ValueError(f"class_id must be in 0..{num_classes - 1}, got {msg.class_id}")
+    stamp = msg.header.stamp
+    if stamp.sec == 0 and stamp.nanosec == 0:
+        raise ValueError("label has no frame stamp")
+    return stamp.sec * 1_000_000_000 + stamp.nanosec, int(msg.class_id)
+
+
+def label_msg(stamp, class_id: int) -> Label:
+    msg = Label()
+    msg.header.stamp = stamp
+    msg.class_id = int(class_id)
+    return msg
+
+
+def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBatch:
+    msg = FeatureBatch()
+    msg.header.stamp = stamp
+    msg.model_id = payload.model_id
+    msg.encoder_version = payload.encoder_version
+    msg.seq = payload.seq
+    msg.purpose = purpose
+    msg.split_point = payload.split_point
+    msg.bits = payload.bits
+    msg.scale = float(payload.scale)
+    msg.zero_point = float(payload.zero_point)
+    msg.shape = array.array("I", payload.shape)
+    msg.data = array.array("B", payload.data)
+    msg.labels = array.array("h", np.asarray(payload.labels, dtype=np.int16).tobytes())
+    msg.frame_stamps = [Time(sec=s, nanosec=n) for s, n in payload.frame_stamps]
+    return msg
+
+
+def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
+    """(validated payload, purpose) of a feature message."""
+    if msg.purpose not in (PURPOSE_TRAIN, PURPOSE_INFER):
+        raise ValueError(f"purpose must be TRAIN or INFER, got {msg.purpose}")
+    payload = codec.FeaturePayload(
+        shape=tuple(int(d) for d in msg.shape), bits=int(msg.bits), scale=float(msg.scale),
+        zero_point=float(msg.zero_point), data=bytes(msg.data), labels=np.asarray(msg.labels, dtype=np.int16),
+        split_point=int(msg.split_point), encoder_version=int(msg.encoder_version), seq=int(msg.seq),
+        model_id=msg.model_id, frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps))
+    codec.validate(payload)
+    if msg.purpose == PURPOSE_INFER and len(payload.frame_stamps) != payload.num_samples:
+        raise ValueError(f"inference batch needs one frame stamp per sample ({payload.num_samples}), "
+                         f"got {len(payload.frame_stamps)}")
+    return payload, msg.purpose
+
+
+def prediction_msg(stamp, frame_id: str, class_id: int, confidence: float, source: int,
+                   latency: float) -> Prediction:
+    msg = Prediction()
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.class_id = int(class_id)
+    msg.confidence = float(confidence)
+    msg.source = source
+    msg.latency = float(latency)
+    return msg

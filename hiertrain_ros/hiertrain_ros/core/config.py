@@ -1,0 +1,130 @@
+"""Node settings as frozen dataclasses: YAML -> ROS parameters -> one of these.
+
+Each field's default is the ROS parameter default; ``LIVE`` names the fields a
+node accepts changing while it runs (the others are read at start-up).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .codec import VALID_BITS
+from .models import ARCHS, SplitSpec, positions
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    model: str = "vgg16"          # vgg16 or resnet18
+    split_point: int = 3          # separation position, paper numbering
+    width: float = 0.25           # channel multiplier (1.0 = the paper's network)
+    num_classes: int = 10
+    bits: int = 4                 # quantization bits on the link
+    budget_bits: int = 16384      # per-sample bit budget that sets the compression channels
+    optimizer: str = ""           # "" = the paper's (Adam for VGG, SGD+cosine for ResNet)
+    lr: float = 0.0               # 0 = the paper's learning rate
+    seed: int = 0
+
+    LIVE = ()
+
+    def __post_init__(self):
+        if self.model not in ARCHS:
+            raise ValueError(f"model must be one of {ARCHS}, got {self.model!r}")
+        if self.split_point not in positions(self.model):
+            raise ValueError(f"split_point for {self.model} must be in 1..{positions(self.model)[-1]}, "
+                             f"got {self.split_point}")
+        if self.bits not in VALID_BITS:
+            raise ValueError(f"bits must be one of {VALID_BITS}, got {self.bits}")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"width must be in (0, 4], got {self.width}")
+        if self.num_classes < 2 or self.budget_bits < 1 or self.lr < 0:
+            raise ValueError(f"num_classes >= 2, budget_bits >= 1, lr >= 0 required, got "
+                             f"{self.num_classes}, {self.budget_bits}, {self.lr}")
+        if self.optimizer not in ("", "adam", "sgd"):
+            raise ValueError(f"optimizer must be '', 'adam' or 'sgd', got {self.optimizer!r}")
+
+    def spec(self) -> SplitSpec:
+        return SplitSpec(self.model, self.split_point, num_classes=self.num_classes, width=self.width,
+                         bits=self.bits, budget_bits=self.budget_bits)
+
+    def optim(self):
+        from .training import paper_optim
+        optim = paper_optim(self.model)
+        if self.optimizer:
+            optim = replace(optim, name=self.optimizer, lr=self.lr or (2e-4 if self.optimizer == "adam" else 0.1))
+        elif self.lr:
+            optim = replace(optim, lr=self.lr)
+        return optim
+
+
+def _positive(obj, *names):
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(obj, name)}")
+
+
+@dataclass(frozen=True)
+class EdgeConfig(ModelParams):
+    batch_size: int = 32            # training batch
+    buffer_size: int = 512          # labelled frames waiting for training (drop-oldest)
+    queue_size: int = 64            # frames waiting for inference (drop-oldest)
+    pending_size: int = 256         # frames waiting for their label, and labels for their frame
+    predict_every: int = 1          # early-exit prediction (and cloud features) for every k-th frame
+    infer_batch: int = 16           # most frames predicted in one forward pass
+    link_budget_bps: float = 0.0    # bits/s the edge may offer the link; 0 = unlimited
+    outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
+    outbox_age_s: float = 600.0     # training batches older than this are dropped
+    heartbeat_timeout_s: float = 0.3
+    checkpoint_dir: str = ""        # "" = no checkpoints
+    checkpoint_every: int = 200     # training steps between checkpoints
+
+    LIVE = ("predict_every", "link_budget_bps")
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
+                  "outbox_bits", "outbox_age_s", "heartbeat_timeout_s", "checkpoint_every")
+        if self.link_budget_bps < 0:
+            raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
+
+
+@dataclass(frozen=True)
+class CloudConfig(ModelParams):
+    queue_size: int = 64            # feature batches waiting (drop-oldest, counted)
+    heartbeat_hz: float = 10.0
+    checkpoint_dir: str = ""
+    checkpoint_every: int = 200
+    metrics_every: int = 1          # publish training metrics every N steps
+
+    def __post_init__(self):
+        super().__post_init__()
+        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every")
+
+
+@dataclass(frozen=True)
+class FallbackConfig:
+    heartbeat_timeout_s: float = 0.3  # link declared lost after this long without a heartbeat
+    cloud_grace_s: float = 0.25       # how long an edge answer waits for the cloud's while the link is up
+    poll_hz: float = 50.0
+
+    LIVE = ("cloud_grace_s",)
+
+    def __post_init__(self):
+        _positive(self, "heartbeat_timeout_s", "cloud_grace_s", "poll_hz")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    data: str = "fashion-mnist"     # or cifar10-dir:PATH
+    rate_hz: float = 10.0
+    width_px: int = 32              # published frame size; the edge resizes to the model input
+    height_px: int = 32
+    holdout_every: int = 5          # every k-th frame is a held-out test image, published unlabelled
+    max_frames: int = 0             # stop after this many frames; 0 = run forever
+    seed: int = 0
+
+    LIVE = ("rate_hz",)
+
+    def __post_init__(self):
+        _positive(self, "rate_hz", "width_px", "height_px", "holdout_every")
+        if self.max_frames < 0:
+            raise ValueError(f"max_frames must be >= 0, got {self.max_frames}")

@@ -1,0 +1,34 @@
+"""Validation of raw camera frames (the pure part of sensor_msgs/Image handling).
+
+Every check happens before any array is built from the data, so a hostile
+message costs no allocation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
+MAX_SIDE = 8192  # larger than any robot camera, small enough to refuse absurd headers
+
+
+def decode_frame(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
+    """RGB uint8 H x W x 3 view of a frame, or ``ValueError`` naming what is wrong."""
+    channels = ENCODINGS.get(encoding)
+    if channels is None:
+        raise ValueError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
+    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
+        raise ValueError(f"height and width must be in 1..{MAX_SIDE}, got {height}x{width}")
+    row = width * channels
+    if step < row:
+        raise ValueError(f"step {step} is smaller than width*channels {row}")
+    if step > row + 64 * channels * 64:
+        raise ValueError(f"step {step} is implausibly large for width {width}")
+    if len(data) != step * height:
+        raise ValueError(f"data is {len(data)} bytes, step*height is {step * height}")
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(height, step)[:, :row].reshape(height, width, channels)
+    if encoding == "rgb8":
+        return raw
+    if encoding == "bgr8":
+        return raw[:, :, ::-1]
+    return np.repeat(raw, 3, axis=2)

@@ -1,0 +1,208 @@
+"""Edge node: trains the edge part from the early exit, publishes quantized features,
+answers every k-th frame with the early exit.  Heavy work runs in a worker thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import UInt64
+
+from . import conversions
+from .core import checkpoint
+from .core.buffers import DropOldestQueue, LabelMatcher
+from .core.config import EdgeConfig
+from .core.data import frames_to_tensor
+from .core.link import Outbox, TokenBucket
+from .core.models import build_split
+from .core.training import EdgeTrainer
+from .ros_common import (CAMERA_QOS, RELIABLE_QOS, TOPICS, Rejections, declare_config, diagnostic, heartbeat_qos,
+                         run_node, seconds_since, stamp_ns)
+from diagnostic_msgs.msg import DiagnosticArray
+
+
+class EdgeNode(Node):
+    def __init__(self, name: str = "edge_node"):
+        super().__init__(name)
+        self.config = cfg = declare_config(self, EdgeConfig)
+        spec = cfg.spec()
+        edge, _ = build_split(spec, seed=cfg.seed)
+        self.trainer = EdgeTrainer(edge, spec, cfg.optim())
+        self.checkpoint_path = Path(cfg.checkpoint_dir) / "edge.pt" if cfg.checkpoint_dir else None
+        self._resume()
+
+        self.matcher = LabelMatcher(cfg.pending_size)
+        self.train_buffer = DropOldestQueue(cfg.buffer_size)
+        self.infer_queue = DropOldestQueue(cfg.queue_size)
+        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s)
+        self.bucket = self._bucket()
+        self.rejections = Rejections(self)
+        self.frames = self.consumed = self.features_sent = self.wire_bytes = 0
+        self.last_loss = float("nan")
+        self._last_heartbeat = None
+        self._lock = threading.Lock()
+
+        self.feature_pub = self.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
+        self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RELIABLE_QOS)
+        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], 10)
+        self.consumed_pub = self.create_publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
+        self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
+        self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
+                                 heartbeat_qos(cfg.heartbeat_timeout_s))
+        self.create_timer(1.0, self.publish_diagnostics)
+
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._work, name="edge-worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"edge {spec.model_id}: features {edge.feature_shape}, "
+                               f"{self.trainer.step} steps done")
+
+    # -- configuration -------------------------------------------------------------------------
+    def _bucket(self) -> TokenBucket:
+        # One second of budget as burst: enough for the largest batch at any sane budget.
+        return TokenBucket(self.config.link_budget_bps, self.config.link_budget_bps)
+
+    def on_config_changed(self) -> None:
+        self.bucket = self._bucket()
+
+    def _resume(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        state = checkpoint.load(self.checkpoint_path)  # ValueError for a damaged file: refuse to start
+        if state is not None:
+            self.trainer.load_state_dict(state)
+            self.get_logger().info(f"resumed from {self.checkpoint_path} at step {self.trainer.step}")
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is not None:
+            with self._lock:
+                checkpoint.save(self.trainer.state_dict(), self.checkpoint_path)
+
+    # -- executor callbacks: validate and enqueue only ------------------------------------------
+    def on_image(self, msg: Image) -> None:
+        try:
+            frame = conversions.frame_from_msg(msg)
+        except ValueError as exc:
+            self.rejections("image", exc)
+            return
+        sample = frames_to_tensor(frame[None])[0]
+        stamp = stamp_ns(msg.header.stamp)
+        self.frames += 1
+        if self.frames % self.config.predict_every == 0:
+            self.infer_queue.put((msg.header, sample))
+        matched = self.matcher.add_frame(stamp, sample)
+        if matched is not None:
+            self.train_buffer.put(matched)
+        self._count_consumed(self.frames % self.config.predict_every != 0)
+
+    def on_label(self, msg: Label) -> None:
+        try:
+            stamp, label = conversions.label_from_msg(msg, self.config.num_classes)
+        except ValueError as exc:
+            self.rejections("label", exc)
+            return
+        matched = self.matcher.add_label(stamp, label)
+        if matched is not None:
+            self.train_buffer.put(matched)
+
+    def on_heartbeat(self, msg: Heartbeat) -> None:
+        self._last_heartbeat = self.get_clock().now()
+
+    def cloud_alive(self) -> bool:
+        if self._last_heartbeat is None:
+            return False
+        age = (self.get_clock().now() - self._last_heartbeat).nanoseconds / 1e9
+        return age <= self.config.heartbeat_timeout_s
+
+    def _count_consumed(self, done: bool, n: int = 1) -> None:
+        if done:
+            with self._lock:
+                self.consumed += n
+                self.consumed_pub.publish(UInt64(data=self.consumed))
+
+    # -- worker thread ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            self.infer_queue.wait(0.02)
+            try:
+                items = self.infer_queue.take(self.config.infer_batch)
+                if items:
+                    self._infer(items)
+                if len(self.train_buffer) >= self.config.batch_size:
+                    self._train(self.train_buffer.take(self.config.batch_size))
+                self._send()
+            except Exception as exc:  # a bug must show, but must not silently stop the edge
+                self.get_logger().error(f"edge worker: {exc!r}", throttle_duration_sec=2.0)
+
+    def _infer(self, items) -> None:
+        headers = [h for h, _ in items]
+        stamps = [(h.stamp.sec, h.stamp.nanosec) for h in headers]
+        with self._lock:
+            classes, confidence, payload = self.trainer.infer(torch.stack([s for _, s in items]),
+                                                              frame_stamps=tuple(stamps))
+        for header, c, p in zip(headers, classes, confidence):
+            self.prediction_pub.publish(conversions.prediction_msg(
+                header.stamp, header.frame_id, c, p, Prediction.SOURCE_EDGE, seconds_since(self, header.stamp)))
+        msg = conversions.feature_msg(payload, headers[-1].stamp, conversions.PURPOSE_INFER)
+        self.outbox.put(payload.wire_bits, msg, urgent=True)
+        self._count_consumed(True, len(items))
+
+    def _train(self, items) -> None:
+        images = torch.stack([s for s, _ in items])
+        labels = torch.tensor([y for _, y in items], dtype=torch.int64)
+        with self._lock:
+            result, payload = self.trainer.train_step(images, labels)
+            step = self.trainer.step
+        self.last_loss = result.loss
+        stamp = self.get_clock().now().to_msg()
+        self.outbox.put(payload.wire_bits, conversions.feature_msg(payload, stamp, conversions.PURPOSE_TRAIN))
+        metrics = TrainingMetrics(role="edge", step=step, loss=result.loss,
+                                  accuracy=result.correct / result.samples, samples=step * self.config.batch_size)
+        metrics.header.stamp = stamp
+        self.metrics_pub.publish(metrics)
+        if step % self.config.checkpoint_every == 0:
+            self.save_checkpoint()
+
+    def _send(self) -> None:
+        if not self.cloud_alive():
+            self.outbox.expire()  # store: training batches wait for the cloud (within limits)
+            return
+        for msg in self.outbox.pop_sendable(self.bucket):
+            self.feature_pub.publish(msg)
+            self.features_sent += 1
+            self.wire_bytes += len(msg.data)
+
+    # -- status -----------------------------------------------------------------------------------
+    def status(self) -> dict:
+        return {"frames": self.frames, "consumed": self.consumed, "steps": self.trainer.step,
+                "edge_loss": self.last_loss, "buffer_fill": len(self.train_buffer),
+                "buffer_size": self.train_buffer.maxlen, "infer_queue": len(self.infer_queue),
+                "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,
+                "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
+                "outbox_expired": self.outbox.expired, "features_sent": self.features_sent,
+                "frames_never_labelled": self.matcher.frames_expired,
+                "labels_without_frame": self.matcher.labels_expired,
+                "cloud_alive": self.cloud_alive(), "rejected": self.rejections.total,
+                **{f"rejected_{k}": v for k, v in self.rejections.counts.items()}}
+
+    def publish_diagnostics(self) -> None:
+        self.diagnostics_pub.publish(diagnostic(self, "training", self.status()))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._worker.join(timeout=5.0)
+        self.save_checkpoint()
+
+
+def main(args=None) -> None:
+    run_node(EdgeNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""ROS glue shared by the nodes: QoS profiles, parameters from a config dataclass,
+throttled rejection counting, stamps, diagnostics and the node entry point."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections import Counter
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+# Camera frames: best effort, shallow — a late frame is worth nothing.
+CAMERA_QOS = qos_profile_sensor_data
+# Features, labels and predictions: every message matters.
+RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Latched state (link status): late joiners get the last value.
+LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def heartbeat_qos(period_s: float) -> QoSProfile:
+    """Heartbeat: the deadline event fires when a period passes without one."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      deadline=Duration(seconds=period_s))
+
+
+TOPICS = {
+    "image": "camera/image_raw",
+    "labels": "hiertrain/labels",
+    "truth": "hiertrain/eval/truth",
+    "features": "hiertrain/features",
+    "edge_prediction": "hiertrain/edge/prediction",
+    "cloud_prediction": "hiertrain/cloud/prediction",
+    "prediction": "hiertrain/prediction",
+    "heartbeat": "hiertrain/cloud/heartbeat",
+    "link_status": "hiertrain/link_status",
+    "edge_metrics": "hiertrain/edge/metrics",
+    "cloud_metrics": "hiertrain/cloud/metrics",
+    "consumed": "hiertrain/edge/consumed",
+}
+
+
+def declare_config(node, cls):
+    """Declare one typed parameter per field of ``cls`` and build the config from them.
+
+    Later changes are validated by building a new config; fields outside
+    ``cls.LIVE`` are refused with a reason (they are read at start-up).
+    """
+    for f in dataclasses.fields(cls):
+        node.declare_parameter(f.name, f.default)
+    values = {f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)}
+    config = cls(**values)  # ValueError on a bad YAML value: the node refuses to start
+
+    def on_set(params):
+        changes = {p.name: p.value for p in params if p.name in values}
+        frozen = [n for n in changes if n not in cls.LIVE and changes[n] != getattr(node.config, n)]
+        if frozen:
+            return SetParametersResult(successful=False,
+                                       reason=f"{', '.join(frozen)} is read at start-up; restart the node")
+        try:
+            new = dataclasses.replace(node.config, **changes)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        node.config = new
+        node.on_config_changed()
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(on_set)
+    return config
+
+
+class Rejections:
+    """Counts rejected inputs by kind and logs them at a throttled rate."""
+
+    def __init__(self, node, period_s: float = 2.0):
+        self._node = node
+        self._period = period_s
+        self.counts: Counter = Counter()
+
+    def __call__(self, kind: str, reason) -> None:
+        self.counts[kind] += 1
+        self._node.get_logger().warning(f"rejected {kind} (#{self.counts[kind]}): {reason}",
+                                         throttle_duration_sec=self._period)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def stamp_ns(stamp) -> int:
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def seconds_since(node, stamp) -> float:
+    return (node.get_clock().now().nanoseconds - stamp_ns(stamp)) / 1e9
+
+
+def diagnostic(node, name: str, values: dict, *, level=DiagnosticStatus.OK, message: str = "ok") -> DiagnosticArray:
+    array = DiagnosticArray()
+    array.header.stamp = node.get_clock().now().to_msg()
+    status = DiagnosticStatus(level=level, name=f"{node.get_name()}: {name}", message=message,
+                              hardware_id=node.get_name())
+    status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+    array.status = [status]
+    return array
+
+
+def run_node(node_cls, args=None) -> None:
+    """Entry point shared by the node executables: multi-threaded executor, clean Ctrl-C."""
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = None
+    try:
+        node = node_cls()
+        executor = MultiThreadedExecutor(num_threads=2)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.try_shutdown()

@@ -1,0 +1,191 @@
+"""Start the node graph as processes from one params file (for pip users: there is no
+ros2 launch wheel), and watch the output topics to report accuracy and counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import rclpy
+from hiertrain_interfaces.msg import FeatureBatch, Label, LinkStatus, Prediction, TrainingMetrics
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+
+from .ros_common import LATCHED_QOS, RELIABLE_QOS, TOPICS, stamp_ns
+
+GRAPHS = {
+    "edge_cloud": ("camera_sim", "edge_node", "cloud_node", "fallback_node"),
+    "edge": ("camera_sim", "edge_node", "fallback_node"),
+    "cloud": ("cloud_node",),
+}
+
+
+def default_params_file() -> Path:
+    """The installed config (share/hiertrain_ros/config) or, in a source checkout, the repo's."""
+    for base in (Path(sys.prefix) / "share" / "hiertrain_ros", Path(__file__).resolve().parent.parent):
+        candidate = base / "config" / "edge_cloud.yaml"
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError("config/edge_cloud.yaml not found; pass --params-file")
+
+
+def _ros_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'" if value == "" else value
+    return repr(value)
+
+
+class Graph:
+    """The nodes of one graph as child processes sharing a params file."""
+
+    def __init__(self, nodes, params_file: Path | None = None, overrides: dict | None = None,
+                 env: dict | None = None, log_dir: Path | None = None):
+        self.nodes = tuple(nodes)
+        self.params_file = Path(params_file) if params_file else default_params_file()
+        self.overrides = overrides or {}
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def command(self, name: str) -> list[str]:
+        cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file),
+               "-r", f"__node:={name}"]
+        for key, value in {**self.overrides.get("*", {}), **self.overrides.get(name, {})}.items():
+            cmd += ["-p", f"{key}:={_ros_value(value)}"]
+        return cmd
+
+    def start(self, name: str | None = None) -> None:
+        for node in (name,) if name else self.nodes:
+            out = None
+            if self.log_dir:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"{node}.log", "ab")
+            self.procs[node] = subprocess.Popen(self.command(node), env=self.env, stdout=out,
+                                                stderr=subprocess.STDOUT if out else None)
+
+    def kill(self, name: str, sig=signal.SIGKILL) -> None:
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=15)
+
+    def alive(self) -> dict[str, bool]:
+        return {n: p.poll() is None for n, p in self.procs.items()}
+
+    def stop(self, timeout: float = 15.0) -> dict[str, int]:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+        codes = {}
+        deadline = time.monotonic() + timeout
+        for name, proc in self.procs.items():
+            try:
+                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = proc.wait()
+        self.procs.clear()
+        return codes
+
+
+class Monitor(Node):
+    """Joins held-out truth with predictions; counts every topic of the graph."""
+
+    def __init__(self, name: str = "hiertrain_monitor"):
+        super().__init__(name)
+        self.truth: dict[int, int] = {}
+        self.predictions: dict[str, dict[int, tuple[int, int, float]]] = {"edge": {}, "cloud": {}, "output": {}}
+        self.output_times: list[tuple[float, int]] = []  # (receive time, source)
+        self.counts: Counter = Counter()
+        self.feature_bytes = 0
+        self.cloud_losses: list[float] = []
+        self.edge_losses: list[float] = []
+        self.link: LinkStatus | None = None
+        self._lock = threading.Lock()
+        self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
+        self.create_subscription(Label, TOPICS["labels"], lambda m: self._count("labels"), RELIABLE_QOS)
+        for key, topic in (("edge", "edge_prediction"), ("cloud", "cloud_prediction"), ("output", "prediction")):
+            self.create_subscription(Prediction, TOPICS[topic], lambda m, k=key: self._on_prediction(k, m),
+                                     RELIABLE_QOS)
+        self.create_subscription(FeatureBatch, TOPICS["features"], self._on_features, RELIABLE_QOS)
+        self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"],
+                                 lambda m: self._on_metrics(self.cloud_losses, "cloud_metrics", m), 10)
+        self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"],
+                                 lambda m: self._on_metrics(self.edge_losses, "edge_metrics", m), 10)
+        self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def _on_truth(self, msg: Label) -> None:
+        with self._lock:
+            self.truth[stamp_ns(msg.header.stamp)] = msg.class_id
+            self.counts["held_out_frames"] += 1
+
+    def _on_prediction(self, key: str, msg: Prediction) -> None:
+        with self._lock:
+            self.predictions[key][stamp_ns(msg.header.stamp)] = (msg.class_id, msg.source, msg.latency)
+            self.counts[f"{key}_predictions"] += 1
+            if key == "output":
+                self.output_times.append((time.monotonic(), msg.source))
+
+    def _on_features(self, msg: FeatureBatch) -> None:
+        with self._lock:
+            self.counts["feature_batches"] += 1
+            self.feature_bytes += len(msg.data)
+
+    def _on_metrics(self, losses: list, key: str, msg: TrainingMetrics) -> None:
+        with self._lock:
+            losses.append(float(msg.loss))
+            self.counts[key] += 1
+
+    def _on_link(self, msg: LinkStatus) -> None:
+        self.link = msg
+
+    def accuracy(self, key: str) -> tuple[float | None, int]:
+        with self._lock:
+            hits = [(self.predictions[key][s][0] == y) for s, y in self.truth.items() if s in self.predictions[key]]
+        return (sum(hits) / len(hits) if hits else None), len(hits)
+
+    def report(self) -> dict:
+        result = {"counts": dict(self.counts), "feature_bytes": self.feature_bytes}
+        for key in ("edge", "cloud", "output"):
+            acc, n = self.accuracy(key)
+            result[f"{key}_accuracy"] = acc
+            result[f"{key}_evaluated"] = n
+        for key, losses in (("cloud", self.cloud_losses), ("edge", self.edge_losses)):
+            if losses:
+                k = max(1, len(losses) // 10)
+                result[f"{key}_loss_first"] = sum(losses[:k]) / k
+                result[f"{key}_loss_last"] = sum(losses[-k:]) / k
+        with self._lock:
+            served = Counter(source for _, source in self.output_times)
+        result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
+        result["output_from_cloud"] = served.get(Prediction.SOURCE_CLOUD, 0)
+        return result
+
+
+class MonitorThread:
+    """A Monitor spinning in a background thread of this process."""
+
+    def __init__(self):
+        if not rclpy.ok():
+            rclpy.init()
+        self.node = Monitor()
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown()
