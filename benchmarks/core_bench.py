@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     p.add_argument("--positions", type=lambda s: [int(v) for v in s.split(",")], default=[1, 3, 5, 8],
                    help="comma-separated positions for (c)")
     p.add_argument("--width", type=float, default=0.25, help="width multiplier for (c)")
-    p.add_argument("--subset", type=int, default=6000, help="training images for (c)")
+    p.add_argument("--subset", type=int, default=8000, help="training images for (c)")
     p.add_argument("--test-subset", type=int, default=10000, help="test images for (c)")
     p.add_argument("--epochs", type=int, default=2, help="epochs for (c)")
     p.add_argument("--seed", type=int, default=0)

@@ -26,6 +26,7 @@ class CloudNode(Node):
     def __init__(self, name: str = "cloud_node"):
         super().__init__(name)
         self.config = cfg = declare_config(self, CloudConfig)
+        cfg.apply_threads()
         spec = cfg.spec()
         _, cloud = build_split(spec, seed=cfg.seed)
         self.trainer = CloudTrainer(cloud, spec, cfg.optim())

@@ -29,6 +29,7 @@ class EdgeNode(Node):
     def __init__(self, name: str = "edge_node"):
         super().__init__(name)
         self.config = cfg = declare_config(self, EdgeConfig)
+        cfg.apply_threads()
         spec = cfg.spec()
         edge, _ = build_split(spec, seed=cfg.seed)
         self.trainer = EdgeTrainer(edge, spec, cfg.optim())

@@ -7,12 +7,14 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import rclpy
+import yaml
 from hiertrain_interfaces.msg import FeatureBatch, Label, LinkStatus, Prediction, TrainingMetrics
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -35,14 +37,6 @@ def default_params_file() -> Path:
     raise FileNotFoundError("config/edge_cloud.yaml not found; pass --params-file")
 
 
-def _ros_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return f"'{value}'" if value == "" else value
-    return repr(value)
-
-
 class Graph:
     """The nodes of one graph as child processes sharing a params file."""
 
@@ -56,11 +50,15 @@ class Graph:
         self.procs: dict[str, subprocess.Popen] = {}
 
     def command(self, name: str) -> list[str]:
-        cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file),
-               "-r", f"__node:={name}"]
-        for key, value in {**self.overrides.get("*", {}), **self.overrides.get(name, {})}.items():
-            cmd += ["-p", f"{key}:={_ros_value(value)}"]
-        return cmd
+        cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file)]
+        overrides = {**self.overrides.get("*", {}), **self.overrides.get(name, {})}
+        if overrides:
+            # A node-specific file given later wins over both the node's and the /** entries
+            # of the main file (a plain -p would lose to the node's own entries).
+            overlay = Path(tempfile.mkdtemp(prefix="hiertrain-")) / f"{name}.yaml"
+            overlay.write_text(yaml.safe_dump({name: {"ros__parameters": overrides}}))
+            cmd += ["--params-file", str(overlay)]
+        return cmd + ["-r", f"__node:={name}"]
 
     def start(self, name: str | None = None) -> None:
         for node in (name,) if name else self.nodes:
@@ -187,5 +185,6 @@ class MonitorThread:
 
     def close(self) -> None:
         self.executor.shutdown()
+        self._thread.join(timeout=5.0)
         self.node.destroy_node()
         rclpy.try_shutdown()

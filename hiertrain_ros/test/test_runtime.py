@@ -260,7 +260,7 @@ def test_in_process_trainer_default_callables():
 def test_cli_estimate_all_positions(tmp_path, capsys):
     out = tmp_path / "est.json"
     rc = cli.main(["estimate", "--model", "vgg16", "--position", "all", "--link", "3g", "--json", str(out),
-                   "--width", "0.0625", "--batch-size", "4", "--reps", "1"])
+                   "--width", "0.0625", "--batch-size", "2", "--reps", "1", "--warmup", "1"])
     assert rc == 0
     data = json.loads(out.read_text())
     assert [e["position"] for e in data["estimates"]] == positions("vgg16")
@@ -282,7 +282,8 @@ def test_cli_plan_memory_only_with_plot(tmp_path, capsys):
     acc.write_text(json.dumps({"1": 0.8, "2": 0.85, "full-cloud": 0.9}))
     out = tmp_path / "plan.json"
     rc = cli.main(["plan", "--model", "resnet18", "--positions", "1,2,3", "--edge-memory", "175k",
-                   "--link", "4g", "--width", "0.125", "--subset", "64", "--reps", "1", "--batch-size", "4",
+                   "--link", "4g", "--width", "0.125", "--subset", "64", "--reps", "1", "--warmup", "1",
+                   "--batch-size", "4",
                    "--json", str(out), "--plot", str(tmp_path / "plots"), "--accuracy-json", str(acc)])
     assert rc == 0
     data = json.loads(out.read_text())

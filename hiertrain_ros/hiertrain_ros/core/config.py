@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import torch
+
 from .codec import VALID_BITS
 from .models import ARCHS, SplitSpec, positions
+from .training import OptimConfig, paper_optim
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,7 @@ class ModelParams:
     optimizer: str = ""           # "" = the paper's (Adam for VGG, SGD+cosine for ResNet)
     lr: float = 0.0               # 0 = the paper's learning rate
     seed: int = 0
+    torch_threads: int = 1        # CPU threads for this node's torch work; 0 = torch's default
 
     LIVE = ()
 
@@ -39,15 +43,20 @@ class ModelParams:
         if self.num_classes < 2 or self.budget_bits < 1 or self.lr < 0:
             raise ValueError(f"num_classes >= 2, budget_bits >= 1, lr >= 0 required, got "
                              f"{self.num_classes}, {self.budget_bits}, {self.lr}")
+        if self.torch_threads < 0:
+            raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.optimizer not in ("", "adam", "sgd"):
             raise ValueError(f"optimizer must be '', 'adam' or 'sgd', got {self.optimizer!r}")
+
+    def apply_threads(self) -> None:
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
 
     def spec(self) -> SplitSpec:
         return SplitSpec(self.model, self.split_point, num_classes=self.num_classes, width=self.width,
                          bits=self.bits, budget_bits=self.budget_bits)
 
-    def optim(self):
-        from .training import paper_optim
+    def optim(self) -> OptimConfig:
         optim = paper_optim(self.model)
         if self.optimizer:
             optim = replace(optim, name=self.optimizer, lr=self.lr or (2e-4 if self.optimizer == "adam" else 0.1))

@@ -26,7 +26,12 @@ Bits on the wire
 bytes) plus the batch's single 32-bit float scale amortized over
 ``batch_size`` samples, as :func:`models.payload_bits_per_sample` defines it.
 The compression convolution has ``floor(budget_bits / (bits * H * W))``
-output channels, capped at the backbone's channels and at least 1.
+output channels, capped at the backbone's channels and at least 1 (so a budget
+smaller than one channel's ``bits * H * W`` is exceeded; a warning is logged).
+
+Models are built and split on the meta device: shapes and parameter counts are
+exact, but no weight is initialized and no layer is run, so a full table takes
+about a second.
 """
 
 from __future__ import annotations
@@ -162,5 +167,9 @@ def _cost_rows(arch: str, chosen: tuple[int, ...], bits: int, budget_bits: int, 
         cost = PositionCost(full_forward_macs=full_fwd, full_macs=TRAIN_STEP_FACTOR * full_fwd, **row)
         log.debug("%s position %d: edge %d params, %d MACs/step; %g bits/sample",
                   arch, cost.position, cost.edge_params, cost.edge_macs, cost.bits_per_sample)
+        if cost.payload_bits > budget_bits:
+            log.warning("%s position %d: one %dx%d channel at %d bits (%d bits) exceeds the %d-bit budget",
+                        arch, cost.position, cost.feature_shape[1], cost.feature_shape[2], bits,
+                        cost.payload_bits, budget_bits)
         out.append(cost)
     return tuple(out)

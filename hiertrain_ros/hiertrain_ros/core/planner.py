@@ -137,7 +137,9 @@ class InProcessTrainer:
     on a link of ``s_net`` bits/s (edge and cloud run sequentially here, so
     nothing overlaps; with ``s_net=None`` the link is not emulated).  The
     trainers are kept, and ``train_accuracy(p)`` trains them for the remaining
-    ``epochs - 1`` epochs and returns the final-exit accuracy on ``test``.
+    ``epochs - 1`` epochs and returns the final-exit accuracy on ``test``
+    (measured positions that Loop 4 never reaches keep their trainers in memory
+    until this object is dropped).
     Both sides run on this machine: for a real deployment inject callables
     that run on the actual edge and cloud instead.
     """
