@@ -9,9 +9,9 @@ from collections import Counter
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import SetParametersResult
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
@@ -52,13 +52,18 @@ def declare_config(node, cls):
     Later changes are validated by building a new config; fields outside
     ``cls.LIVE`` are refused with a reason (they are read at start-up).
     """
-    for f in dataclasses.fields(cls):
-        node.declare_parameter(f.name, f.default)
-    values = {f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)}
+    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+    for name, kind in kinds.items():
+        # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.
+        node.declare_parameter(name, getattr(cls, name), ParameterDescriptor(dynamic_typing=True))
+    values = {name: _coerce(name, node.get_parameter(name).value, kind) for name, kind in kinds.items()}
     config = cls(**values)  # ValueError on a bad YAML value: the node refuses to start
 
     def on_set(params):
-        changes = {p.name: p.value for p in params if p.name in values}
+        try:
+            changes = {p.name: _coerce(p.name, p.value, kinds[p.name]) for p in params if p.name in kinds}
+        except ValueError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
         frozen = [n for n in changes if n not in cls.LIVE and changes[n] != getattr(node.config, n)]
         if frozen:
             return SetParametersResult(successful=False,
@@ -73,6 +78,14 @@ def declare_config(node, cls):
 
     node.add_on_set_parameters_callback(on_set)
     return config
+
+
+def _coerce(name: str, value, kind):
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not kind:
+        raise ValueError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
+    return value
 
 
 class Rejections:
@@ -112,12 +125,14 @@ def diagnostic(node, name: str, values: dict, *, level=DiagnosticStatus.OK, mess
 
 
 def run_node(node_cls, args=None) -> None:
-    """Entry point shared by the node executables: multi-threaded executor, clean Ctrl-C."""
+    """Entry point shared by the node executables: spin until Ctrl-C, then close cleanly."""
     rclpy.init(args=args if args is not None else sys.argv)
     node = None
     try:
         node = node_cls()
-        executor = MultiThreadedExecutor(num_threads=2)
+        # Callbacks only validate and enqueue (heavy work has its own thread), so one
+        # executor thread is enough, and it leaves the GIL to the worker.
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):

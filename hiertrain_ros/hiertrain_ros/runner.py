@@ -15,11 +15,11 @@ from pathlib import Path
 
 import rclpy
 import yaml
-from hiertrain_interfaces.msg import FeatureBatch, Label, LinkStatus, Prediction, TrainingMetrics
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, LinkStatus, Prediction, TrainingMetrics
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from .ros_common import LATCHED_QOS, RELIABLE_QOS, TOPICS, stamp_ns
+from .ros_common import LATCHED_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, stamp_ns
 
 GRAPHS = {
     "edge_cloud": ("camera_sim", "edge_node", "cloud_node", "fallback_node"),
@@ -106,6 +106,8 @@ class Monitor(Node):
         self.cloud_losses: list[float] = []
         self.edge_losses: list[float] = []
         self.link: LinkStatus | None = None
+        self.heartbeat_times: list[float] = []
+        self.link_changes: list[tuple[float, bool]] = []  # (receive time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
         self.create_subscription(Label, TOPICS["labels"], lambda m: self._count("labels"), RELIABLE_QOS)
@@ -118,6 +120,8 @@ class Monitor(Node):
         self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"],
                                  lambda m: self._on_metrics(self.edge_losses, "edge_metrics", m), 10)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
+        self.create_subscription(Heartbeat, TOPICS["heartbeat"],
+                                 lambda m: self.heartbeat_times.append(time.monotonic()), heartbeat_qos(1.0))
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -146,6 +150,8 @@ class Monitor(Node):
             self.counts[key] += 1
 
     def _on_link(self, msg: LinkStatus) -> None:
+        if self.link is None or self.link.cloud_alive != msg.cloud_alive:
+            self.link_changes.append((time.monotonic(), msg.cloud_alive))
         self.link = msg
 
     def accuracy(self, key: str) -> tuple[float | None, int]:

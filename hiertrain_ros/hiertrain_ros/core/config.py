@@ -82,7 +82,7 @@ class EdgeConfig(ModelParams):
     link_budget_bps: float = 0.0    # bits/s the edge may offer the link; 0 = unlimited
     outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
     outbox_age_s: float = 600.0     # training batches older than this are dropped
-    heartbeat_timeout_s: float = 0.3
+    heartbeat_timeout_s: float = 0.25  # stop sending (store instead) after this long without a heartbeat
     checkpoint_dir: str = ""        # "" = no checkpoints
     checkpoint_every: int = 200     # training steps between checkpoints
 
@@ -111,7 +111,7 @@ class CloudConfig(ModelParams):
 
 @dataclass(frozen=True)
 class FallbackConfig:
-    heartbeat_timeout_s: float = 0.3  # link declared lost after this long without a heartbeat
+    heartbeat_timeout_s: float = 0.25  # link declared lost after this long without a 10 Hz heartbeat
     cloud_grace_s: float = 0.25       # how long an edge answer waits for the cloud's while the link is up
     poll_hz: float = 50.0
 

@@ -1,0 +1,80 @@
+"""System tests: real node processes on real DDS, observed from a monitor node."""
+
+import time
+
+import pytest
+
+from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+from hiertrain_interfaces.msg import Prediction
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+FAST = {"camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16}}
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture
+def system(ros_env, tmp_path):
+    graph = Graph(GRAPHS["edge_cloud"], overrides=FAST, log_dir=tmp_path / "logs")
+    monitor = MonitorThread()
+    graph.start()
+    yield graph, monitor.node
+    graph.stop()
+    monitor.close()
+
+
+def test_features_flow_cloud_learns_and_images_stay_on_the_edge(system):
+    graph, mon = system
+    wait_for(lambda: mon.counts["cloud_metrics"] >= 60, 150, "60 cloud training steps")
+    report = mon.report()
+    assert report["counts"]["feature_batches"] > 60
+    assert report["cloud_loss_last"] < report["cloud_loss_first"] - 0.1, report
+    assert report["counts"]["output_predictions"] > 100
+
+    # Privacy boundary, read from the live graph: only the edge reads the camera, and the
+    # cloud subscribes to no image topic at all.
+    readers = {i.node_name for i in mon.get_subscriptions_info_by_topic("/camera/image_raw")}
+    assert readers == {"edge_node"}
+    cloud_topics = mon.get_subscriber_names_and_types_by_node("cloud_node", "/")
+    assert cloud_topics and not [t for t, types in cloud_topics if "sensor_msgs/msg/Image" in types]
+    assert all(codes == 0 for codes in graph.stop().values())
+
+
+def test_fallback_serves_edge_within_300ms_and_hands_back(system):
+    graph, mon = system
+    wait_for(lambda: mon.link is not None and mon.link.cloud_alive and mon.counts["output_predictions"] > 50,
+             90, "the cloud serving predictions")
+    graph.kill("cloud_node")  # SIGKILL: no goodbye on the wire
+    killed = time.monotonic()
+    wait_for(lambda: any(not alive for t, alive in mon.link_changes if t > killed), 5, "link-down status")
+    last_heartbeat = max(mon.heartbeat_times)
+    down_at = next(t for t, alive in mon.link_changes if t > killed and not alive)
+    assert down_at - last_heartbeat <= 0.3, f"link loss seen {down_at - last_heartbeat:.3f} s after the last heartbeat"
+    wait_for(lambda: any(t > down_at and s == Prediction.SOURCE_EDGE for t, s in mon.output_times), 2,
+             "edge predictions on the output topic")
+    first_edge = next(t for t, s in mon.output_times if t > killed and s == Prediction.SOURCE_EDGE)
+    assert first_edge - last_heartbeat <= 0.3 + 0.05, "fallback answered too late"
+
+    graph.start("cloud_node")
+    restarted = time.monotonic()
+    wait_for(lambda: [t for t in mon.heartbeat_times if t > restarted], 60, "the restarted cloud's heartbeat")
+    first_heartbeat = next(t for t in mon.heartbeat_times if t > restarted)
+    wait_for(lambda: any(t > first_heartbeat and s == Prediction.SOURCE_CLOUD for t, s in mon.output_times), 5,
+             "cloud predictions again")
+    back = next(t for t, s in mon.output_times if t > first_heartbeat and s == Prediction.SOURCE_CLOUD)
+    assert back - first_heartbeat <= 1.0
+
+    # Every frame the edge answered got exactly one output, through both switches.
+    time.sleep(1.0)
+    edge_frames = set(mon.predictions["edge"])
+    output_frames = set(mon.predictions["output"])
+    assert len(edge_frames - output_frames) <= 5, "frames left without an output prediction"
+    assert mon.counts["output_predictions"] == len(output_frames), "a frame got two outputs"
