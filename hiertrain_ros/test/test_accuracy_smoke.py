@@ -15,4 +15,4 @@ def test_hierarchical_vgg16_learns_fashion_mnist():
     result = train_offline(TrainConfig(arch="vgg16", split_point=3, width=0.25, epochs=3), train, test)
     assert result["final_accuracy"] > 0.80, result
     assert result["early_exit_accuracy"] > 0.75, result
-    assert result["wire_bits_per_sample"] <= 16384 + 32 / 32
+    assert result["wire_bits_per_sample"] <= 16384 + 2  # + the per-batch scale, amortized

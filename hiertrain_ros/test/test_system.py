@@ -50,8 +50,8 @@ def test_features_flow_cloud_learns_and_images_stay_on_the_edge(system):
 
 def test_fallback_serves_edge_within_300ms_and_hands_back(system):
     graph, mon = system
-    wait_for(lambda: mon.link is not None and mon.link.cloud_alive and mon.counts["output_predictions"] > 50,
-             90, "the cloud serving predictions")
+    wait_for(lambda: mon.link is not None and mon.link.cloud_alive and mon.counts["output_predictions"] > 50
+             and len(mon.heartbeat_times) > 5, 90, "the cloud serving predictions")
     graph.kill("cloud_node")  # SIGKILL: no goodbye on the wire
     killed = time.monotonic()
     wait_for(lambda: any(not alive for t, alive in mon.link_changes if t > killed), 5, "link-down status")
