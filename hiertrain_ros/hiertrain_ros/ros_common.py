@@ -4,6 +4,7 @@ throttled rejection counting, stamps, diagnostics and the node entry point."""
 from __future__ import annotations
 
 import dataclasses
+import signal
 import sys
 from collections import Counter
 
@@ -12,6 +13,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
                        qos_profile_sensor_data)
 
@@ -124,9 +126,19 @@ def diagnostic(node, name: str, values: dict, *, level=DiagnosticStatus.OK, mess
     return array
 
 
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
+
 def run_node(node_cls, args=None) -> None:
-    """Entry point shared by the node executables: spin until Ctrl-C, then close cleanly."""
-    rclpy.init(args=args if args is not None else sys.argv)
+    """Entry point shared by the node executables: spin until Ctrl-C/SIGTERM, then close cleanly.
+
+    rclpy's own signal handler would invalidate the context while the node's worker
+    thread may still publish; handling the signal here lets ``close()`` stop the worker
+    and write the last checkpoint first.
+    """
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    signal.signal(signal.SIGTERM, _interrupt)
     node = None
     try:
         node = node_cls()
@@ -138,8 +150,10 @@ def run_node(node_cls, args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        # A second Ctrl-C (the terminal's and the launcher's) must not cut the last checkpoint short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         if node is not None:
             node.close()
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.try_shutdown()
+        rclpy.try_shutdown()

@@ -1,0 +1,255 @@
+"""Unit tests of the link budget (TokenBucket), the store-and-forward Outbox and the edge's
+bounded buffers (DropOldestQueue, LabelMatcher), all with a fake clock."""
+
+import threading
+
+import pytest
+
+from hiertrain_ros.core.buffers import DropOldestQueue, LabelMatcher
+from hiertrain_ros.core.link import Outbox, TokenBucket
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, dt: float) -> None:
+        self.t += dt
+
+
+# -- TokenBucket -----------------------------------------------------------------------------------
+
+def test_bucket_limits_rate_to_budget():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=1000, burst_bits=1000, clock=clock)
+    # The initial burst lets 1000 bits through at once, then nothing.
+    assert [bucket.try_consume(250) for _ in range(5)] == [True, True, True, True, False]
+    clock.advance(0.1)  # 100 bits of credit: not enough for 250
+    assert not bucket.try_consume(250)
+    clock.advance(0.15)  # 250 bits now
+    assert bucket.try_consume(250)
+    assert not bucket.try_consume(1)
+
+
+def test_bucket_long_run_throughput_matches_rate():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=8000, burst_bits=8000, clock=clock)
+    sent = 0
+    for _ in range(10_000):  # 10 s in 1 ms ticks, always offering more than the budget
+        while bucket.try_consume(500):
+            sent += 500
+        clock.advance(0.001)
+    assert 8000 * 10 <= sent <= 8000 * 10 + 8000 + 500  # rate * time + at most one burst
+
+
+def test_bucket_credit_is_capped_at_burst():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=100, burst_bits=300, clock=clock)
+    clock.advance(3600)  # an hour idle must not bank an hour of credit
+    assert [bucket.try_consume(100) for _ in range(4)] == [True, True, True, False]
+
+
+def test_bucket_rate_zero_is_unlimited():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=0, burst_bits=0, clock=clock)
+    assert all(bucket.try_consume(10**12) for _ in range(100))
+
+
+def test_oversized_message_goes_once_bucket_is_full_then_pays_its_debt():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=1000, burst_bits=1000, clock=clock)
+    assert bucket.try_consume(5000)  # full bucket: the oversized message goes (else it never would)
+    clock.advance(1.0)
+    assert not bucket.try_consume(5000)  # its 4000-bit debt is paid before anything else goes
+    assert not bucket.try_consume(1)
+    clock.advance(4.0)  # 5 s after the send the bucket is full again
+    assert bucket.try_consume(5000)
+
+
+def test_oversized_message_waits_while_bucket_is_not_full():
+    clock = FakeClock()
+    bucket = TokenBucket(rate_bps=1000, burst_bits=1000, clock=clock)
+    assert bucket.try_consume(600)
+    assert not bucket.try_consume(5000)
+    clock.advance(0.6)
+    assert bucket.try_consume(5000)
+
+
+def test_bucket_refuses_negative_settings():
+    with pytest.raises(ValueError):
+        TokenBucket(-1, 10)
+    with pytest.raises(ValueError):
+        TokenBucket(10, -1)
+
+
+# -- Outbox ----------------------------------------------------------------------------------------
+
+def unlimited():
+    return TokenBucket(0, 0)
+
+
+def test_outbox_sends_urgent_before_bulk_and_bulk_oldest_first():
+    clock = FakeClock()
+    box = Outbox(max_bits=1e9, max_age_s=100, clock=clock)
+    box.put(10, "train1")
+    box.put(10, "train2")
+    box.put(10, "infer1", urgent=True)
+    box.put(10, "train3")
+    box.put(10, "infer2", urgent=True)
+    assert len(box) == 5
+    assert box.pop_sendable(unlimited()) == ["infer1", "infer2", "train1", "train2", "train3"]
+    assert len(box) == 0 and box.bulk_bits == 0
+
+
+def test_outbox_respects_bucket_and_keeps_order_across_calls():
+    clock = FakeClock()
+    box = Outbox(max_bits=1e9, max_age_s=100, clock=clock)
+    bucket = TokenBucket(rate_bps=100, burst_bits=100, clock=clock)
+    for i in range(4):
+        box.put(50, f"train{i}")
+    assert box.pop_sendable(bucket) == ["train0", "train1"]
+    box.put(50, "infer", urgent=True)  # arrives while bulk is waiting: goes first next time
+    clock.advance(1.0)
+    assert box.pop_sendable(bucket) == ["infer", "train2"]
+    clock.advance(0.5)
+    assert box.pop_sendable(bucket) == ["train3"]
+    assert box.dropped == 0 and box.expired == 0
+
+
+def test_outbox_bulk_waits_while_urgent_is_blocked():
+    clock = FakeClock()
+    box = Outbox(max_bits=1e9, max_age_s=100, clock=clock)
+    bucket = TokenBucket(rate_bps=100, burst_bits=100, clock=clock)
+    assert bucket.try_consume(100)  # empty the bucket
+    box.put(60, "infer", urgent=True)
+    box.put(1, "tiny-train")
+    clock.advance(0.3)  # 30 bits: neither the urgent item nor (behind it) the bulk one may go
+    assert box.pop_sendable(bucket) == []
+    clock.advance(0.35)  # 65 bits: the urgent item, then the bulk one behind it
+    assert box.pop_sendable(bucket) == ["infer", "tiny-train"]
+
+
+def test_outbox_max_bits_drops_oldest_bulk_and_counts():
+    clock = FakeClock()
+    box = Outbox(max_bits=100, max_age_s=100, clock=clock)
+    for i in range(5):
+        box.put(30, f"train{i}")
+    # 150 bits offered, 100 allowed: the two oldest go.
+    assert box.dropped == 2
+    assert box.bulk_bits == 90
+    box.put(30, "urgent", urgent=True)  # urgent items never count against max_bits
+    assert box.dropped == 2
+    assert box.pop_sendable(unlimited()) == ["urgent", "train2", "train3", "train4"]
+
+
+def test_outbox_keeps_a_single_item_larger_than_max_bits():
+    box = Outbox(max_bits=10, max_age_s=100, clock=FakeClock())
+    box.put(1000, "big")
+    assert len(box) == 1 and box.dropped == 0
+    box.put(1, "small")
+    assert box.dropped == 1
+    assert box.pop_sendable(unlimited()) == ["small"]
+
+
+def test_outbox_expires_old_items_and_counts():
+    clock = FakeClock()
+    box = Outbox(max_bits=1e9, max_age_s=10, urgent_age_s=1.0, clock=clock)
+    box.put(10, "old-train")
+    box.put(10, "old-infer", urgent=True)
+    clock.advance(2.0)  # the inference answer is stale now, the training batch is not
+    box.put(10, "new-train")
+    box.expire()
+    assert box.expired == 1 and len(box) == 2
+    clock.advance(9.0)  # old-train is 11 s old, new-train 9 s
+    assert box.pop_sendable(unlimited()) == ["new-train"]
+    assert box.expired == 2 and box.dropped == 0
+    assert box.bulk_bits == 0
+
+
+def test_outbox_is_thread_safe_for_concurrent_puts():
+    box = Outbox(max_bits=1e12, max_age_s=1e6)
+
+    def put_many(tag):
+        for i in range(2000):
+            box.put(1, (tag, i))
+
+    threads = [threading.Thread(target=put_many, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    out = box.pop_sendable(unlimited())
+    assert len(out) == 8000 and box.bulk_bits == 0
+    for tag in range(4):  # per producer, oldest first
+        assert [i for t, i in out if t == tag] == list(range(2000))
+
+
+# -- DropOldestQueue -------------------------------------------------------------------------------
+
+def test_drop_oldest_queue_is_bounded_and_counts_drops():
+    q = DropOldestQueue(3)
+    for i in range(10):
+        q.put(i)
+    assert len(q) == 3 and q.maxlen == 3
+    assert q.dropped == 7
+    assert q.take(2) == [7, 8]
+    assert q.take(10) == [9]
+    assert q.take(1) == []
+
+
+def test_drop_oldest_queue_wait():
+    q = DropOldestQueue(2)
+    assert q.wait(0.01) is False
+    threading.Timer(0.05, q.put, args=("x",)).start()
+    assert q.wait(2.0) is True
+    assert q.take(1) == ["x"]
+
+
+def test_drop_oldest_queue_refuses_zero_length():
+    with pytest.raises(ValueError):
+        DropOldestQueue(0)
+
+
+# -- LabelMatcher ----------------------------------------------------------------------------------
+
+def test_label_matcher_pairs_frame_then_label():
+    m = LabelMatcher(10)
+    assert m.add_frame(1, "f1") is None
+    assert m.add_label(1, 7) == ("f1", 7)
+    assert m.add_label(1, 7) is None  # the frame was consumed: a second label waits for a new frame
+
+
+def test_label_matcher_pairs_label_then_frame():
+    m = LabelMatcher(10)
+    assert m.add_label(2, 3) is None
+    assert m.add_frame(2, "f2") == ("f2", 3)
+    assert m.frames_expired == 0 and m.labels_expired == 0
+
+
+def test_label_matcher_interleaved_orders():
+    m = LabelMatcher(100)
+    pairs = []
+    for s in range(50):
+        first, second = (m.add_frame, m.add_label) if s % 2 else (m.add_label, m.add_frame)
+        args = ((s, f"f{s}"), (s, s % 10)) if s % 2 else ((s, s % 10), (s, f"f{s}"))
+        assert first(*args[0]) is None
+        pairs.append(second(*args[1]))
+    assert pairs == [(f"f{s}", s % 10) for s in range(50)]
+
+
+def test_label_matcher_is_bounded_and_counts_expiries():
+    m = LabelMatcher(4)
+    for s in range(10):
+        m.add_frame(s, f"f{s}")  # held-out frames: never labelled
+    assert m.frames_expired == 6
+    for s in range(100, 107):
+        m.add_label(s, 1)  # labels whose frames never came
+    assert m.labels_expired == 3
+    # The oldest were evicted, the newest still match.
+    assert m.add_label(0, 1) is None
+    assert m.add_label(9, 2) == ("f9", 2)
+    assert m.add_frame(106, "f106") == ("f106", 1)
+    assert m.add_frame(100, "f100") is None  # its label was evicted
