@@ -280,6 +280,10 @@ def _check_path(path: str | Path) -> Path:
     return path
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 @contextmanager
 def open_bag(path: str | Path):
     """A rosbags Reader on ``path``; any failure to read it becomes a ValueError."""
@@ -287,14 +291,12 @@ def open_bag(path: str | Path):
     reader = Reader(path)
     try:
         reader.open()
-    except FileNotFoundError as exc:
-        raise ValueError(f"{path} is not a readable rosbag2 bag: {exc}") from None
-    except _READ_ERRORS as exc:
-        raise ValueError(f"{path} is not a readable rosbag2 bag: {exc}") from None
+    except (FileNotFoundError, *_READ_ERRORS) as exc:
+        raise ValueError(f"{path} is not a readable rosbag2 bag: {_one_line(exc)}") from None
     try:
         yield reader
     except _READ_ERRORS as exc:
-        raise ValueError(f"{path}: malformed bag: {exc!r}") from None
+        raise ValueError(f"{path}: malformed bag: {_one_line(exc) or type(exc).__name__}") from None
     finally:
         try:
             reader.close()

@@ -4,7 +4,7 @@ publishes a 10 Hz heartbeat that acknowledges the last trained batch."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from pathlib import Path
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -31,6 +31,8 @@ class CloudNode(Node):
         _, cloud = build_split(spec, seed=cfg.seed)
         self.trainer = CloudTrainer(cloud, spec, cfg.optim())
         self.last_seq = 0
+        self._acks: deque = deque(maxlen=256)  # repeated in every heartbeat: one lost heartbeat costs nothing
+        self._ack_lock = threading.Lock()  # never held during training, so heartbeats stay on time
         self._trained: OrderedDict = OrderedDict()  # recent trained seqs, so a resent batch is not trained twice
         self.checkpoint_path = Path(cfg.checkpoint_dir) / "cloud.pt" if cfg.checkpoint_dir else None
         self._resume()
@@ -43,7 +45,7 @@ class CloudNode(Node):
         self._lock = threading.Lock()
 
         self.prediction_pub = self.create_publisher(Prediction, TOPICS["cloud_prediction"], RELIABLE_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], 10)
+        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], RELIABLE_QOS)
         self.heartbeat_pub = self.create_publisher(Heartbeat, TOPICS["heartbeat"],
                                                    heartbeat_qos(2.0 / cfg.heartbeat_hz))
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -93,7 +95,7 @@ class CloudNode(Node):
         if purpose == conversions.PURPOSE_INFER:
             self.infer_queue.put(payload)
         elif payload.seq in self._trained:
-            self.duplicates += 1
+            self._duplicate(payload.seq)
         else:
             self.train_queue.put(payload)
 
@@ -119,7 +121,7 @@ class CloudNode(Node):
 
     def _train(self, payload) -> None:
         if payload.seq in self._trained:
-            self.duplicates += 1
+            self._duplicate(payload.seq)
             return
         with self._lock:
             result = self.trainer.train_step(payload)
@@ -128,17 +130,29 @@ class CloudNode(Node):
             while len(self._trained) > 4096:
                 self._trained.popitem(last=False)
             self.last_seq = max(self.last_seq, payload.seq)
+        self._ack(payload.seq)
         self.last_loss = result.loss
         if step % self.config.metrics_every == 0:
-            metrics = TrainingMetrics(role="cloud", step=step, loss=result.loss,
+            metrics = TrainingMetrics(role="cloud", step=step, seq=payload.seq, loss=result.loss,
                                       accuracy=result.correct / result.samples, samples=result.samples)
             metrics.header.stamp = self.get_clock().now().to_msg()
             self.metrics_pub.publish(metrics)
         if step % self.config.checkpoint_every == 0:
             self.save_checkpoint()
 
+    def _ack(self, seq: int) -> None:
+        with self._ack_lock:
+            self._acks.append(seq)
+
+    def _duplicate(self, seq: int) -> None:
+        """A resent batch already trained: not again, but acknowledge it again."""
+        self.duplicates += 1
+        self._ack(seq)
+
     def publish_heartbeat(self) -> None:
-        msg = Heartbeat(steps=self.trainer.step, last_seq=self.last_seq)
+        with self._ack_lock:
+            acked = list(self._acks)
+        msg = Heartbeat(steps=self.trainer.step, last_seq=self.last_seq, acked=acked)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(msg)
 

@@ -17,7 +17,7 @@ from .core import checkpoint
 from .core.buffers import DropOldestQueue, LabelMatcher
 from .core.config import EdgeConfig
 from .core.data import frames_to_tensor
-from .core.link import Outbox, TokenBucket
+from .core.link import AckTracker, Outbox, TokenBucket
 from .core.models import build_split
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RELIABLE_QOS, TOPICS, Rejections, declare_config, diagnostic, heartbeat_qos,
@@ -40,16 +40,17 @@ class EdgeNode(Node):
         self.train_buffer = DropOldestQueue(cfg.buffer_size)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s)
+        self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
         self.rejections = Rejections(self)
-        self.frames = self.consumed = self.features_sent = self.wire_bytes = 0
+        self.frames = self.consumed = self.features_sent = 0
         self.last_loss = float("nan")
         self._last_heartbeat = None
         self._lock = threading.Lock()
 
         self.feature_pub = self.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RELIABLE_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], 10)
+        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], RELIABLE_QOS)
         self.consumed_pub = self.create_publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
@@ -83,7 +84,8 @@ class EdgeNode(Node):
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None:
             with self._lock:
-                checkpoint.save(self.trainer.state_dict(), self.checkpoint_path)
+                state = {**self.trainer.state_dict(), "acked_seq": self.unacked.acked_seq}
+            checkpoint.save(state, self.checkpoint_path)
 
     # -- executor callbacks: validate and enqueue only ------------------------------------------
     def on_image(self, msg: Image) -> None:
@@ -114,6 +116,7 @@ class EdgeNode(Node):
 
     def on_heartbeat(self, msg: Heartbeat) -> None:
         self._last_heartbeat = self.get_clock().now()
+        self.unacked.ack(msg.acked)
 
     def cloud_alive(self) -> bool:
         if self._last_heartbeat is None:
@@ -163,7 +166,7 @@ class EdgeNode(Node):
         self.last_loss = result.loss
         stamp = self.get_clock().now().to_msg()
         self.outbox.put(payload.wire_bits, conversions.feature_msg(payload, stamp, conversions.PURPOSE_TRAIN))
-        metrics = TrainingMetrics(role="edge", step=step, loss=result.loss,
+        metrics = TrainingMetrics(role="edge", step=step, seq=payload.seq, loss=result.loss,
                                   accuracy=result.correct / result.samples, samples=step * self.config.batch_size)
         metrics.header.stamp = stamp
         self.metrics_pub.publish(metrics)
@@ -174,10 +177,13 @@ class EdgeNode(Node):
         if not self.cloud_alive():
             self.outbox.expire()  # store: training batches wait for the cloud (within limits)
             return
+        for bits, msg in self.unacked.due():
+            self.outbox.put(bits, msg)
         for msg in self.outbox.pop_sendable(self.bucket):
             self.feature_pub.publish(msg)
             self.features_sent += 1
-            self.wire_bytes += len(msg.data)
+            if msg.purpose == conversions.PURPOSE_TRAIN:
+                self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
 
     # -- status -----------------------------------------------------------------------------------
     def status(self) -> dict:
@@ -187,6 +193,8 @@ class EdgeNode(Node):
                 "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,
                 "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
                 "outbox_expired": self.outbox.expired, "features_sent": self.features_sent,
+                "unacked": len(self.unacked), "acked_seq": self.unacked.acked_seq, "resent": self.unacked.resent,
+                "unacked_dropped": self.unacked.dropped,
                 "frames_never_labelled": self.matcher.frames_expired,
                 "labels_without_frame": self.matcher.labels_expired,
                 "cloud_alive": self.cloud_alive(), "rejected": self.rejections.total,

@@ -14,11 +14,13 @@ from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-# Camera frames: best effort, shallow — a late frame is worth nothing.
-CAMERA_QOS = qos_profile_sensor_data
+# Camera frames: best effort as sensor data, but a deeper history than the sensor-data
+# profile's 5 so that a busy moment of the subscriber's executor does not cost frames
+# (the edge's own bounded queue decides what to drop).
+CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=ReliabilityPolicy.BEST_EFFORT,
+                        durability=DurabilityPolicy.VOLATILE)
 # Features, labels and predictions: every message matters.
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
 # Latched state (link status): late joiners get the last value.

@@ -74,6 +74,13 @@ class Graph:
         proc.send_signal(sig)
         proc.wait(timeout=15)
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP: the process (and its DDS participant) goes silent without dying."""
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
     def alive(self) -> dict[str, bool]:
         return {n: p.poll() is None for n, p in self.procs.items()}
 
@@ -105,6 +112,7 @@ class Monitor(Node):
         self.feature_bytes = 0
         self.cloud_losses: list[float] = []
         self.edge_losses: list[float] = []
+        self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
         self.link: LinkStatus | None = None
         self.heartbeat_times: list[float] = []
         self.link_changes: list[tuple[float, bool]] = []  # (receive time, cloud alive)
@@ -115,10 +123,10 @@ class Monitor(Node):
             self.create_subscription(Prediction, TOPICS[topic], lambda m, k=key: self._on_prediction(k, m),
                                      RELIABLE_QOS)
         self.create_subscription(FeatureBatch, TOPICS["features"], self._on_features, RELIABLE_QOS)
-        self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"],
-                                 lambda m: self._on_metrics(self.cloud_losses, "cloud_metrics", m), 10)
-        self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"],
-                                 lambda m: self._on_metrics(self.edge_losses, "edge_metrics", m), 10)
+        self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], lambda m: self._on_metrics("cloud", m),
+                                 RELIABLE_QOS)
+        self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], lambda m: self._on_metrics("edge", m),
+                                 RELIABLE_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"],
                                  lambda m: self.heartbeat_times.append(time.monotonic()), heartbeat_qos(1.0))
@@ -144,10 +152,11 @@ class Monitor(Node):
             self.counts["feature_batches"] += 1
             self.feature_bytes += len(msg.data)
 
-    def _on_metrics(self, losses: list, key: str, msg: TrainingMetrics) -> None:
+    def _on_metrics(self, role: str, msg: TrainingMetrics) -> None:
         with self._lock:
-            losses.append(float(msg.loss))
-            self.counts[key] += 1
+            (self.cloud_losses if role == "cloud" else self.edge_losses).append(float(msg.loss))
+            self.trained_seqs[role].append(msg.seq)
+            self.counts[f"{role}_metrics"] += 1
 
     def _on_link(self, msg: LinkStatus) -> None:
         if self.link is None or self.link.cloud_alive != msg.cloud_alive:

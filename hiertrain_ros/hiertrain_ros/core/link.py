@@ -101,3 +101,54 @@ class Outbox:
     @property
     def bulk_bits(self) -> float:
         return self._bulk_bits
+
+
+class AckTracker:
+    """Training batches sent but not yet acknowledged by the cloud.
+
+    The cloud acknowledges each training batch it received by sequence number (a
+    duplicate is acknowledged again, since the first acknowledgement may have been
+    lost).  A batch still unacknowledged ``resend_after_s`` after it was sent (lost in
+    an outage the heartbeat had not yet revealed) is offered again; the cloud drops the
+    copy if it already trained it.  Beyond ``max_items`` the oldest are given up and
+    counted.
+    """
+
+    def __init__(self, max_items: int, resend_after_s: float, clock=time.monotonic):
+        self._items: dict = {}  # seq -> [sent time, bits, item], insertion (= seq) order
+        self.max_items = max_items
+        self.resend_after_s = resend_after_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.acked_seq = 0
+        self.dropped = 0
+        self.resent = 0
+
+    def sent(self, seq: int, bits: float, item) -> None:
+        with self._lock:
+            self._items.pop(seq, None)
+            self._items[seq] = [self._clock(), bits, item]
+            while len(self._items) > self.max_items:
+                del self._items[next(iter(self._items))]
+                self.dropped += 1
+
+    def ack(self, seqs) -> None:
+        with self._lock:
+            for seq in seqs:
+                if self._items.pop(seq, None) is not None:
+                    self.acked_seq = max(self.acked_seq, seq)
+
+    def due(self) -> list:
+        """(bits, item) of the batches to send again, oldest first."""
+        with self._lock:
+            now = self._clock()
+            out = []
+            for entry in sorted(self._items.values(), key=lambda e: e[0]):
+                if now - entry[0] >= self.resend_after_s:
+                    entry[0] = now
+                    out.append((entry[1], entry[2]))
+            self.resent += len(out)
+            return out
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,161 @@
+"""``hiertrain replay``: the offline test — the edge/cloud/fallback graph against a bag, in
+lockstep, with held-out accuracy over the course of the bag.  Same bag, config and seed:
+same numbers."""
+
+from __future__ import annotations
+
+import hashlib
+
+NODES = ("edge_node", "cloud_node", "fallback_node")
+# Offline there is no link to lose: a node slowed down by a busy machine must not look like
+# an outage (which would make the output path depend on timing).  --set overrides these.
+OFFLINE_DEFAULTS = {
+    "edge_node": {"heartbeat_timeout_s": 5.0},
+    "cloud_node": {"metrics_every": 1},
+    "fallback_node": {"heartbeat_timeout_s": 5.0, "cloud_grace_s": 2.0},
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("replay", help="run edge/cloud/fallback against a bag in lockstep and report accuracy")
+    p.add_argument("bag")
+    p.add_argument("--config", default=None, help="ROS params YAML (default: config/edge_cloud.yaml)")
+    p.add_argument("--seed", type=int, default=None, help="model seed for every node (overrides the config)")
+    p.add_argument("--set", action="append", default=[], metavar="[NODE.]NAME=VALUE",
+                   help="override a parameter, e.g. --set width=0.125 --set edge_node.batch_size=16")
+    p.add_argument("--bins", type=int, default=10, help="accuracy over time in this many parts of the bag")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each lockstep answer")
+    p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
+    p.add_argument("--json", default=None, help="write the report to this file")
+    p.set_defaults(func=run)
+
+
+def merge_overrides(sets: list[str], seed: int | None) -> dict:
+    from .launch import parse_overrides
+
+    overrides = {node: dict(values) for node, values in OFFLINE_DEFAULTS.items()}
+    for node, values in parse_overrides(sets).items():
+        overrides.setdefault(node, {}).update(values)
+    if seed is not None:
+        overrides.setdefault("*", {})["seed"] = seed
+    return overrides
+
+
+def accuracy_over_time(frame_stamps: list[int], truth: dict, predictions: dict, bins: int) -> list[dict]:
+    """Held-out accuracy of each path in each of ``bins`` consecutive parts of the bag."""
+    n = len(frame_stamps)
+    rows = [{"part": f"{100 * b // bins}-{100 * (b + 1) // bins}%", "held_out": 0,
+             **{f"{k}_correct": 0 for k in predictions}, **{f"{k}_evaluated": 0 for k in predictions}}
+            for b in range(bins)]
+    for i, stamp in enumerate(frame_stamps):
+        if stamp not in truth:
+            continue
+        row = rows[min(bins - 1, i * bins // max(1, n))]
+        row["held_out"] += 1
+        for key, preds in predictions.items():
+            if stamp in preds:
+                row[f"{key}_evaluated"] += 1
+                row[f"{key}_correct"] += int(preds[stamp][0] == truth[stamp])
+    for row in rows:
+        for key in predictions:
+            done = row.pop(f"{key}_evaluated")
+            row[f"{key}_accuracy"] = row.pop(f"{key}_correct") / done if done else None
+    return rows
+
+
+def digest(frame_stamps: list[int], predictions: dict) -> str:
+    """Fingerprint of every prediction, in bag order (equal digests: identical runs)."""
+    h = hashlib.sha256()
+    for stamp in frame_stamps:
+        for key in sorted(predictions):
+            p = predictions[key].get(stamp)
+            h.update(f"{key}:{p[0] if p else '-'};".encode())
+    return h.hexdigest()[:16]
+
+
+def run(args) -> int:
+    import tempfile
+    import time
+    from pathlib import Path
+
+    from .. import bags
+    from ..bag_tools import Player, Spinner, StopFlag, use_large_data_transport
+    from ..runner import Graph, MonitorThread
+    from .common import print_table, write_json
+
+    info = bags.bag_info(args.bag)  # a missing or malformed bag fails here, before any node starts
+    if not any(t["topic"] == bags.TOPIC_IMAGE for t in info["topics"]):
+        raise ValueError(f"{args.bag} has no {bags.TOPIC_IMAGE}: nothing to replay")
+    if args.bins < 1:
+        raise ValueError(f"--bins must be >= 1, got {args.bins}")
+    overrides = merge_overrides(args.set, args.seed)
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="hiertrain-replay-"))
+    use_large_data_transport()  # before rclpy.init and Graph: the nodes inherit it via the environment
+    graph = Graph(NODES, args.config, overrides, log_dir=log_dir)
+    stop = StopFlag()
+    monitor = MonitorThread()
+    spinner = None
+    codes: dict = {}
+    start = time.monotonic()
+    print(f"hiertrain replay {args.bag}: {info['messages']} messages, {', '.join(NODES)} "
+          f"with {graph.params_file} (logs in {log_dir})", flush=True)
+    try:
+        player = Player(args.bag, lockstep=True)
+        spinner = Spinner(player)
+        graph.start()
+        total = next(t["count"] for t in info["topics"] if t["topic"] == bags.TOPIC_IMAGE)
+        marks = {max(1, total * k // 10) for k in range(1, 11)}
+
+        def progress(p):
+            if p.frames_sent in marks:
+                dead = [n for n, ok in graph.alive().items() if not ok]
+                if dead:
+                    raise RuntimeError(f"node(s) exited: {', '.join(dead)} (see {log_dir})")
+                print(f"  {p.frames_sent}/{total} frames, {p.edge_steps} training steps", flush=True)
+
+        try:
+            summary = player.play_lockstep(wait_cloud=True, timeout=args.timeout, stop=stop, progress=progress)
+        except RuntimeError as exc:
+            raise ValueError(str(exc)) from None
+        time.sleep(0.5)  # the monitor's last predictions and metrics
+    finally:
+        if spinner:
+            spinner.close()
+        codes = graph.stop()
+        mon = monitor.node
+        report = mon.report()
+        with mon._lock:
+            truth = dict(mon.truth)
+            predictions = {k: dict(v) for k, v in mon.predictions.items() if k in ("edge", "cloud")}
+        monitor.close()
+        stop.restore()
+
+    frames = player.frame_stamps
+    truth_in_bag = sum(t["count"] for t in info["topics"] if t["topic"] == bags.TOPIC_TRUTH)
+    report.update(
+        bag=str(args.bag), seed=args.seed, overrides=overrides, exit_codes=codes,
+        duration_s=time.monotonic() - start, player=summary,
+        accuracy_over_time=accuracy_over_time(frames, truth, predictions, args.bins),
+        predictions_digest=digest(frames, predictions),
+        drops={"frames_not_consumed": summary["frames"] - summary["consumed"],
+               "held_out_truth_missing": truth_in_bag - len(truth),
+               # every held-out frame is predicted only with predict_every 1
+               "edge_predictions_missing": sum(1 for s in truth if s not in predictions["edge"])
+               if summary["predict_every"] == 1 else None,
+               "cloud_predictions_missing": sum(1 for s in truth if s not in predictions["cloud"])
+               if summary["predict_every"] == 1 else None,
+               "lockstep_timeouts": sum(summary["timeouts"].values())})
+    print("\nHeld-out accuracy over the bag:")
+    print_table(report["accuracy_over_time"], ["part", "held_out", "edge_accuracy", "cloud_accuracy"])
+    print("\nHeld-out accuracy, whole bag:")
+    print_table([{"path": k, "accuracy": report[f"{k}_accuracy"], "frames": report[f"{k}_evaluated"]}
+                 for k in ("edge", "cloud", "output")])
+    print("\nMessage counts:")
+    print_table([{"topic": k, "count": v} for k, v in sorted(report["counts"].items())])
+    print(f"\nframes {summary['frames']}, consumed {summary['consumed']}, edge steps {summary['edge_steps']}, "
+          f"cloud steps {summary['cloud_steps']}, {summary['frames_per_s']:.1f} frames/s")
+    print("drops: " + ", ".join(f"{k} {v}" for k, v in report["drops"].items()))
+    print(f"predictions digest: {report['predictions_digest']}")
+    write_json(args.json, report)
+    bad_exit = not all(c in (0, -2, 130) for c in codes.values())
+    return 1 if bad_exit or any(report["drops"].values()) else 0
