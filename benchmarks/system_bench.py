@@ -14,14 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from collections import defaultdict
-
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray
 from hiertrain_interfaces.msg import FeatureBatch
 from rclpy.serialization import serialize_message
 
 from hiertrain_ros.cli.common import print_table, write_json
+from hiertrain_ros.core.config import EdgeConfig
 from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
 
 
@@ -40,22 +38,11 @@ def main() -> None:
         "camera_sim": {"rate_hz": args.rate, "width_px": width, "height_px": height}})
     monitor = MonitorThread()
     mon = monitor.node
-    status: dict[str, dict] = {}
-    peaks: dict[str, int] = defaultdict(int)
     wire: list[tuple[int, int, int]] = []  # (serialized bytes, payload bits, samples)
-
-    def on_diagnostics(msg: DiagnosticArray) -> None:
-        for s in msg.status:
-            values = dict((kv.key, kv.value) for kv in s.values)
-            status[s.hardware_id] = values
-            for key in ("infer_queue", "buffer_fill", "outbox", "train_queue"):
-                if key in values:
-                    peaks[f"{s.hardware_id}.{key}"] = max(peaks[f"{s.hardware_id}.{key}"], int(values[key]))
 
     def on_features(msg: FeatureBatch) -> None:
         wire.append((len(serialize_message(msg)), len(msg.data) * 8 + 32, msg.shape[0] if msg.shape else 0))
 
-    mon.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 50)
     mon.create_subscription(FeatureBatch, "hiertrain/features", on_features, 50)
     graph.start()
     time.sleep(args.seconds)
@@ -64,7 +51,7 @@ def main() -> None:
     report = mon.report()
     monitor.close()
 
-    edge = status.get("edge_node", {})
+    edge = report["node_status"].get("edge_node", {})
     published = report["counts"].get("labels", 0) + report["counts"].get("held_out_frames", 0)
     latencies = {}
     for key in ("edge", "cloud", "output"):
@@ -83,8 +70,8 @@ def main() -> None:
         "edge_dropped_infer_queue": int(edge.get("dropped_infer_queue", 0)),
         "edge_dropped_train_buffer": int(edge.get("dropped_train_buffer", 0)),
         "edge_steps": int(edge.get("steps", 0)),
-        "queue_peaks": dict(peaks),
-        "queue_limits": {"edge_node.infer_queue": 64, "edge_node.buffer_fill": 512},
+        "queue_peaks": report["queue_peaks"],
+        "queue_limits": {"edge_node.infer_queue": EdgeConfig.queue_size, "edge_node.buffer_fill": EdgeConfig.buffer_size},
         "wire_over_payload_train": float(train[:, 0].sum() / (train[:, 1].sum() / 8)) if len(train) else None,
         "wire_over_payload_infer": float(infer[:, 0].sum() / (infer[:, 1].sum() / 8)) if len(infer) else None,
         "wire_over_payload_all": float(sizes[:, 0].sum() / (sizes[:, 1].sum() / 8)) if len(sizes) else None,
@@ -94,7 +81,7 @@ def main() -> None:
     }
     print_table([{k: v for k, v in result.items() if not isinstance(v, dict)}])
     print_table([{"path": k, **v} for k, v in latencies.items()])
-    print("queue peaks:", dict(peaks))
+    print("queue peaks:", report["queue_peaks"])
     write_json(args.json, result)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import rclpy
 import yaml
+from diagnostic_msgs.msg import DiagnosticArray
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, LinkStatus, Prediction, TrainingMetrics
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -100,6 +101,9 @@ class Graph:
         return codes
 
 
+QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "unacked", "train_queue")
+
+
 class Monitor(Node):
     """Joins held-out truth with predictions; counts every topic of the graph."""
 
@@ -114,6 +118,8 @@ class Monitor(Node):
         self.edge_losses: list[float] = []
         self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
         self.link: LinkStatus | None = None
+        self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
+        self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
         self.link_changes: list[tuple[float, bool]] = []  # (receive time, cloud alive)
         self._lock = threading.Lock()
@@ -128,6 +134,7 @@ class Monitor(Node):
         self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], lambda m: self._on_metrics("edge", m),
                                  RELIABLE_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
+        self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"],
                                  lambda m: self.heartbeat_times.append(time.monotonic()), heartbeat_qos(1.0))
 
@@ -158,6 +165,15 @@ class Monitor(Node):
             self.trained_seqs[role].append(msg.seq)
             self.counts[f"{role}_metrics"] += 1
 
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            values = {kv.key: kv.value for kv in status.values}
+            self.status[status.hardware_id] = values
+            for key in QUEUE_KEYS:
+                if key in values:
+                    name = f"{status.hardware_id}.{key}"
+                    self.peaks[name] = max(self.peaks[name], int(values[key]))
+
     def _on_link(self, msg: LinkStatus) -> None:
         if self.link is None or self.link.cloud_alive != msg.cloud_alive:
             self.link_changes.append((time.monotonic(), msg.cloud_alive))
@@ -183,6 +199,8 @@ class Monitor(Node):
             served = Counter(source for _, source in self.output_times)
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
         result["output_from_cloud"] = served.get(Prediction.SOURCE_CLOUD, 0)
+        result["node_status"] = dict(self.status)
+        result["queue_peaks"] = dict(self.peaks)
         return result
 
 

@@ -155,13 +155,13 @@ def test_edge_refuses_checkpoint_of_another_encoder_version():
 
 # -- live: SIGKILL, restart, resume ----------------------------------------------------------------
 
-def wait_for(predicate, timeout, what):
+def wait_for(predicate, timeout, what, state=lambda: ""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout} s waiting for {what} {state()}")
 
 
 EVERY = 10
@@ -196,41 +196,46 @@ def test_killed_nodes_resume_from_their_checkpoints(ros_env, tmp_path):
     mon.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"],
                             lambda m: cloud_steps.append((time.monotonic(), m.step)), 50)
     mon.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
+
+    def state():
+        return (f"(alive {graph.alive()}, last heartbeat {heartbeats[-1:]}, last edge step {edge_steps[-1:]}, "
+                f"last cloud step {cloud_steps[-1:]}, diagnostics {diag})")
+
     graph.start()
     try:
         # -- the cloud ---------------------------------------------------------------------------
-        wait_for(lambda: heartbeats and heartbeats[-1][1] > 25, 90, "the cloud past 25 steps")
-        wait_for(lambda: (ckpt / "cloud.pt").exists(), 5, "the cloud's checkpoint")
+        wait_for(lambda: heartbeats and heartbeats[-1][1] > 25, 90, "the cloud past 25 steps", state)
+        wait_for(lambda: (ckpt / "cloud.pt").exists(), 5, "the cloud's checkpoint", state)
         steps_before = max(s for _, s in heartbeats)
         graph.kill("cloud_node")  # SIGKILL: no checkpoint on the way out
         killed = time.monotonic()
         graph.start("cloud_node")
-        wait_for(lambda: [s for t, s in heartbeats if t > killed], 60, "the restarted cloud's heartbeat")
+        wait_for(lambda: [s for t, s in heartbeats if t > killed], 60, "the restarted cloud's heartbeat", state)
         resumed = next(s for t, s in heartbeats if t > killed)
         print(f"\ncloud killed at >= {steps_before} steps, resumed at {resumed}")
         assert resumed >= steps_before - EVERY and resumed >= steps_before // EVERY * EVERY > 0, (steps_before,
                                                                                                  resumed)
-        wait_for(lambda: [s for t, s in cloud_steps if t > killed], 30, "the restarted cloud training")
+        wait_for(lambda: [s for t, s in cloud_steps if t > killed], 30, "the restarted cloud training", state)
         first = next(s for t, s in cloud_steps if t > killed)
         assert first == resumed + 1 or first > resumed, (resumed, first)
         log = (tmp_path / "logs" / "cloud_node.log").read_text(errors="replace")
         assert "resumed from" in log
 
         # -- the edge ----------------------------------------------------------------------------
-        wait_for(lambda: edge_steps and edge_steps[-1][1] > 25, 60, "the edge past 25 steps")
+        wait_for(lambda: edge_steps and edge_steps[-1][1] > 25, 60, "the edge past 25 steps", state)
         edge_before = max(s for _, s in edge_steps)
         graph.kill("edge_node")
         killed = time.monotonic()
         cloud_at_edge_kill = max(s for _, s in heartbeats)
         graph.start("edge_node")
-        wait_for(lambda: [s for t, s in edge_steps if t > killed], 60, "the restarted edge training")
+        wait_for(lambda: [s for t, s in edge_steps if t > killed], 60, "the restarted edge training", state)
         first = next(s for t, s in edge_steps if t > killed)
         print(f"edge killed at >= {edge_before} steps, first step after restart {first}")
         assert first > edge_before // EVERY * EVERY and first >= edge_before - EVERY, (edge_before, first)
 
         # The cloud goes on training on the restarted edge's batches.
         wait_for(lambda: max(s for _, s in heartbeats) >= cloud_at_edge_kill + 2 * EVERY, 30,
-                 "the cloud training on the restarted edge's batches")
+                 "the cloud training on the restarted edge's batches", state)
         time.sleep(1.5)
         print(f"cloud after edge restart: {diag.get('cloud_node')}")
         assert all(graph.alive().values()), graph.alive()

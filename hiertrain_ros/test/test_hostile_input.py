@@ -12,7 +12,7 @@ import torch
 from builtin_interfaces.msg import Time
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label
+from hiertrain_interfaces.msg import FeatureBatch, Label
 from sensor_msgs.msg import Image
 
 from hiertrain_ros import conversions

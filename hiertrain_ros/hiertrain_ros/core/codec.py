@@ -12,8 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 VALID_BITS = (1, 2, 4, 8)
 # Bumped whenever the packing or the payload fields change meaning.
@@ -56,6 +60,8 @@ class FeaturePayload:
 
 def quantize(features: torch.Tensor, bits: int) -> tuple[np.ndarray, float, float]:
     """Codes (uint8, one per value), scale and zero point of a batch."""
+    import torch  # in the tensor functions only: pack/unpack/validate serve torch-free nodes
+
     if bits not in VALID_BITS:
         raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
     x = features.detach().to(torch.float32).cpu()
@@ -72,6 +78,8 @@ def quantize(features: torch.Tensor, bits: int) -> tuple[np.ndarray, float, floa
 
 
 def dequantize(codes: np.ndarray, scale: float, zero_point: float) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(codes.astype(np.float32)) * scale + zero_point
 
 

@@ -2,17 +2,19 @@
 
 Each field's default is the ROS parameter default; ``LIVE`` names the fields a
 node accepts changing while it runs (the others are read at start-up).
+
+torch is imported only inside the methods of the model-bearing configs: importing
+it costs ~1 GB of RSS with the CUDA wheels, which the fallback node and the camera
+simulator should not pay on a robot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-import torch
-
 from .codec import VALID_BITS
-from .models import ARCHS, SplitSpec, positions
-from .training import OptimConfig, paper_optim
+
+ARCHS = ("vgg16", "resnet18")
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,8 @@ class ModelParams:
     LIVE = ()
 
     def __post_init__(self):
+        from .models import positions
+
         if self.model not in ARCHS:
             raise ValueError(f"model must be one of {ARCHS}, got {self.model!r}")
         if self.split_point not in positions(self.model):
@@ -49,14 +53,20 @@ class ModelParams:
             raise ValueError(f"optimizer must be '', 'adam' or 'sgd', got {self.optimizer!r}")
 
     def apply_threads(self) -> None:
+        import torch
+
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
 
-    def spec(self) -> SplitSpec:
+    def spec(self):
+        from .models import SplitSpec
+
         return SplitSpec(self.model, self.split_point, num_classes=self.num_classes, width=self.width,
                          bits=self.bits, budget_bits=self.budget_bits)
 
-    def optim(self) -> OptimConfig:
+    def optim(self):
+        from .training import paper_optim
+
         optim = paper_optim(self.model)
         if self.optimizer:
             optim = replace(optim, name=self.optimizer, lr=self.lr or (2e-4 if self.optimizer == "adam" else 0.1))

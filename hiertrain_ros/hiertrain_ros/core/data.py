@@ -15,10 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from .models import INPUT_SIZE
+from .frames import INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +96,11 @@ def load_dataset(spec: str, split: str = "train") -> Frames:
     raise ValueError(f"data must be 'fashion-mnist' or 'cifar10-dir:PATH', got {spec!r}")
 
 
-def frames_to_tensor(images: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor:
-    """uint8 N x H x W x 3 frames -> normalized float N x 3 x size x size."""
+def frames_to_tensor(images: np.ndarray, size: int = INPUT_SIZE):
+    """uint8 N x H x W x 3 frames -> normalized float tensor N x 3 x size x size."""
+    import torch  # here, not at the top: the camera simulator reads datasets without torch
+    import torch.nn.functional as F
+
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).to(torch.float32)
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x, size=(size, size), mode="area")
@@ -108,6 +109,8 @@ def frames_to_tensor(images: np.ndarray, size: int = INPUT_SIZE) -> torch.Tensor
 
 def batches(frames: Frames, batch_size: int, *, shuffle: bool, seed: int = 0):
     """Yield (images tensor, labels tensor) batches; the last partial batch is kept."""
+    import torch
+
     order = np.random.default_rng(seed).permutation(len(frames)) if shuffle else np.arange(len(frames))
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]

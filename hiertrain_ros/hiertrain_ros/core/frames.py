@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+INPUT_SIZE = 32  # side of the square model input, px
 ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 MAX_SIDE = 8192  # larger than any robot camera, small enough to refuse absurd headers
 

@@ -19,8 +19,9 @@ from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
-ARCHS = ("vgg16", "resnet18")
-INPUT_SIZE = 32
+from .config import ARCHS
+from .frames import INPUT_SIZE
+
 DEFAULT_BITS = 4
 # 2/3 of a raw 32x32x3 8-bit image: keeps every split cheaper to send than the image.
 DEFAULT_BUDGET_BITS = 16384
