@@ -82,6 +82,8 @@ class CloudNode(Node):
     def on_features(self, msg: FeatureBatch) -> None:
         try:
             payload, purpose = conversions.payload_from_msg(msg)
+            if payload.split_point != self.trainer.spec.split_point:
+                raise ValueError(f"split_point {payload.split_point} != {self.trainer.spec.split_point}")
             if payload.model_id != self.trainer.model_id:
                 raise ValueError(f"model_id {payload.model_id!r} is not this cloud's {self.trainer.model_id!r}")
             if tuple(payload.shape[1:]) != tuple(self.trainer.model.feature_shape):

@@ -41,8 +41,8 @@ def label_from_msg(msg: Label, num_classes: int) -> tuple[int, int]:
     if not 0 <= msg.class_id < num_classes:
         raise ValueError(f"class_id must be in 0..{num_classes - 1}, got {msg.class_id}")
     stamp = msg.header.stamp
-    if stamp.sec == 0 and stamp.nanosec == 0:
-        raise ValueError("label has no frame stamp")
+    if stamp.sec < 0 or stamp.nanosec >= 1_000_000_000 or (stamp.sec, stamp.nanosec) == (0, 0):
+        raise ValueError(f"label needs the stamp of its frame, got {stamp.sec}.{stamp.nanosec:09d}")
     return stamp.sec * 1_000_000_000 + stamp.nanosec, int(msg.class_id)
 
 

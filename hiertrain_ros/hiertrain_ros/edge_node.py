@@ -4,6 +4,7 @@ answers every k-th frame with the early exit.  Heavy work runs in a worker threa
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -35,6 +36,9 @@ class EdgeNode(Node):
         self.trainer = EdgeTrainer(edge, spec, cfg.optim())
         self.checkpoint_path = Path(cfg.checkpoint_dir) / "edge.pt" if cfg.checkpoint_dir else None
         self._resume()
+        # Sequence numbers must never repeat across restarts (the cloud would take a new batch
+        # for a resent one): start from the wall clock in microseconds.
+        self.trainer.seq = max(self.trainer.seq, time.time_ns() // 1000)
 
         self.matcher = LabelMatcher(cfg.pending_size)
         self.train_buffer = DropOldestQueue(cfg.buffer_size)

@@ -106,8 +106,6 @@ class _Evil:
         return os.mkdir, (self.marker,)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: checkpoint.load uses torch.load(weights_only=False), so a "
-                                       "planted checkpoint runs arbitrary code while the node starts")
 def test_checkpoint_that_runs_code_is_refused(tmp_path):
     marker = tmp_path / "code-ran"
     path = tmp_path / "edge.pt"

@@ -31,7 +31,7 @@ def load(path: str | Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated/corrupt files
         raise ValueError(f"checkpoint {path} is corrupt or truncated: {exc}") from exc
     if not isinstance(state, dict) or "model" not in state:

@@ -25,6 +25,9 @@ ENCODER_VERSION = 1
 # Sanity limits checked before any allocation: far above any real batch.
 MAX_DIM = 1 << 16
 MAX_ELEMENTS = 1 << 28
+# Post-BN/ReLU activations are O(1..100); a decoded value beyond this is an attack or a bug,
+# and one such batch would turn the cloud's weights to NaN for good.
+MAX_FEATURE = 1e4
 
 
 def packed_size(num_values: int, bits: int) -> int:
@@ -141,6 +144,9 @@ def validate(payload: FeaturePayload) -> None:
         raise ValueError(f"scale must be finite and >= 0, got {payload.scale}")
     if not math.isfinite(payload.zero_point):
         raise ValueError(f"zero_point must be finite, got {payload.zero_point}")
+    top = abs(payload.zero_point) + payload.scale * ((1 << payload.bits) - 1)
+    if not top <= MAX_FEATURE:
+        raise ValueError(f"scale/zero_point decode to values up to {top:.3g}, the limit is {MAX_FEATURE:g}")
     expected = packed_size(n, payload.bits)
     if len(payload.data) != expected:
         raise ValueError(f"data is {len(payload.data)} bytes, shape {tuple(shape)} at {payload.bits} bits "

@@ -10,7 +10,7 @@ import numpy as np
 
 INPUT_SIZE = 32  # side of the square model input, px
 ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
-MAX_SIDE = 8192  # larger than any robot camera, small enough to refuse absurd headers
+MAX_SIDE = 4096  # above 4K UHD, small enough that a hostile header cannot cost gigabytes
 
 
 def decode_frame(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:

@@ -65,6 +65,8 @@ class _Trainer:
         self.step = 0
 
     def _update(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise ValueError(f"non-finite loss {float(loss)}: batch refused, weights untouched")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -84,11 +86,14 @@ class _Trainer:
         if state.get("encoder_version") != codec.ENCODER_VERSION:
             raise ValueError(f"checkpoint encoder version {state.get('encoder_version')} "
                              f"!= {codec.ENCODER_VERSION}")
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler"):
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.step = int(state["step"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None and state.get("scheduler"):
+                self.scheduler.load_state_dict(state["scheduler"])
+            self.step = int(state["step"])
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise ValueError(f"checkpoint for {self.model_id!r} is incomplete or damaged: {exc}") from exc
 
 
 def _predictions(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
