@@ -153,7 +153,7 @@ def main() -> None:
     import rclpy
 
     from hiertrain_ros import bags
-    from hiertrain_ros.bag_tools import large_data_profile, use_large_data_transport
+    from hiertrain_ros.ros_common import large_data_profile, use_large_data_transport
     from hiertrain_ros.cli.common import print_table, write_json
 
     use_large_data_transport()  # this process's counting subscriber; the player sets its own

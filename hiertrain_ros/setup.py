@@ -12,7 +12,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
-        ("share/" + package_name + "/config", glob("config/*.yaml")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     # torch/torchvision and the ROS 2 wheels are installed by scripts/setup.sh (pip) or rosdep (apt).
     install_requires=["setuptools", "numpy", "pyyaml", "tqdm"],

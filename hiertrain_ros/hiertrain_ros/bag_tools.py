@@ -24,7 +24,6 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -56,60 +55,7 @@ BEST_EFFORT_WATCH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
 # single lost fragment loses the frame (measured: 1 of 60 frames at 30 Hz on localhost).
 # What counts is the *publishing* participant's segment, so the player uses this profile
 # (and so should a camera driver publishing large best-effort images; see docs/bags.md).
-FASTDDS_LARGE_DATA_XML = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>hiertrain_shm</transport_id>
-        <type>SHM</type>
-        <segment_size>8388608</segment_size>
-        <maxMessageSize>4194304</maxMessageSize>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>hiertrain_udp</transport_id>
-        <type>UDPv4</type>
-        <sendBufferSize>4194304</sendBufferSize>
-        <receiveBufferSize>4194304</receiveBufferSize>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="hiertrain_large_data" is_default_profile="true">
-      <rtps>
-        <userTransports>
-          <transport_id>hiertrain_shm</transport_id>
-          <transport_id>hiertrain_udp</transport_id>
-        </userTransports>
-        <useBuiltinTransports>false</useBuiltinTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
 
-
-def use_large_data_transport() -> str | None:
-    """Point Fast DDS at FASTDDS_LARGE_DATA_XML for this process (call before rclpy.init).
-
-    Does nothing under another RMW or when the user already chose a profiles file.
-    Returns the profile path when it was set.
-    """
-    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
-        return None
-    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
-        return None
-    path = large_data_profile()
-    os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = path
-    return path
-
-
-def large_data_profile() -> str:
-    """FASTDDS_LARGE_DATA_XML written to a file of its own (once per user)."""
-    path = Path(tempfile.gettempdir()) / f"hiertrain-fastdds-large-data-{os.getuid()}.xml"
-    if not path.exists() or path.read_text() != FASTDDS_LARGE_DATA_XML:
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(FASTDDS_LARGE_DATA_XML)
-        tmp.replace(path)
-    return str(path)
 
 
 def message_class(msgtype: str):

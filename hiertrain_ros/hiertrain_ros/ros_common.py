@@ -4,9 +4,11 @@ throttled rejection counting, stamps, diagnostics and the node entry point."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import signal
 import sys
 from collections import Counter
+from pathlib import Path
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -48,6 +50,34 @@ TOPICS = {
     "cloud_metrics": "hiertrain/cloud/metrics",
     "consumed": "hiertrain/edge/consumed",
 }
+
+
+def config_file(name: str) -> Path:
+    """A file of config/: installed (share/hiertrain_ros/config) or in a source checkout."""
+    for base in (Path(sys.prefix) / "share" / "hiertrain_ros", Path(__file__).resolve().parent.parent):
+        candidate = base / "config" / name
+        if candidate.exists():
+            return candidate
+    raise FileNotFoundError(f"config/{name} not found")
+
+
+def large_data_profile() -> str:
+    return str(config_file("fastdds_large_data.xml"))
+
+
+def large_data_env() -> dict:
+    """Environment that gives Fast DDS room for 640x480 frames (8 MiB shared-memory segments
+    instead of 512 KiB, 4 MiB UDP buffers); empty when the user chose transports or another RMW."""
+    chosen = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or any(
+            os.environ.get(k) for k in chosen):
+        return {}
+    return {"FASTDDS_DEFAULT_PROFILES_FILE": large_data_profile()}
+
+
+def use_large_data_transport() -> None:
+    """Apply :func:`large_data_env` to this process (before rclpy.init)."""
+    os.environ.update(large_data_env())
 
 
 def declare_config(node, cls):

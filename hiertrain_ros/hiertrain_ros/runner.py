@@ -20,7 +20,8 @@ from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, LinkStatus,
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from .ros_common import LATCHED_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, stamp_ns
+from .ros_common import (LATCHED_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
+                         stamp_ns)
 
 GRAPHS = {
     "edge_cloud": ("camera_sim", "edge_node", "cloud_node", "fallback_node"),
@@ -30,12 +31,10 @@ GRAPHS = {
 
 
 def default_params_file() -> Path:
-    """The installed config (share/hiertrain_ros/config) or, in a source checkout, the repo's."""
-    for base in (Path(sys.prefix) / "share" / "hiertrain_ros", Path(__file__).resolve().parent.parent):
-        candidate = base / "config" / "edge_cloud.yaml"
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("config/edge_cloud.yaml not found; pass --params-file")
+    try:
+        return config_file("edge_cloud.yaml")
+    except FileNotFoundError:
+        raise FileNotFoundError("config/edge_cloud.yaml not found; pass --params-file") from None
 
 
 class Graph:
@@ -46,7 +45,7 @@ class Graph:
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, **large_data_env(), **(env or {})}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
 

@@ -129,7 +129,7 @@ def _wait_matched(publishers, proc, timeout=60.0):
 def rcl_node(ros_env, monkeypatch):
     import rclpy
 
-    from hiertrain_ros.bag_tools import large_data_profile
+    from hiertrain_ros.ros_common import large_data_profile
 
     # A 640x480 frame must fit the publisher's shared-memory segment (see bag_tools).
     monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", large_data_profile())

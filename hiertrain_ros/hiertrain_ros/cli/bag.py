@@ -77,7 +77,8 @@ def _info(args) -> int:
 
 
 def _record(args) -> int:
-    from ..bag_tools import StopFlag, record, use_large_data_transport
+    from ..bag_tools import StopFlag, record
+    from ..ros_common import use_large_data_transport
 
     stop = StopFlag()  # before anything else: Ctrl-C from here on closes the bag cleanly
     use_large_data_transport()
@@ -95,7 +96,8 @@ def _record(args) -> int:
 def _play(args) -> int:
     import rclpy
 
-    from ..bag_tools import Player, Spinner, StopFlag, use_large_data_transport
+    from ..bag_tools import Player, Spinner, StopFlag
+    from ..ros_common import use_large_data_transport
     from .common import write_json
 
     stop = StopFlag()

@@ -79,7 +79,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import bags
-    from ..bag_tools import Player, Spinner, StopFlag, use_large_data_transport
+    from ..bag_tools import Player, Spinner, StopFlag
+    from ..ros_common import use_large_data_transport
     from ..runner import Graph, MonitorThread
     from .common import print_table, write_json
 

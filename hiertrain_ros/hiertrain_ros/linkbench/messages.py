@@ -32,7 +32,7 @@ def raw_payload(frames: np.ndarray, labels: np.ndarray, seq: int) -> codec.Featu
 def raw_frames(payload: codec.FeaturePayload) -> np.ndarray:
     if payload.model_id != RAW_MODEL_ID or payload.bits != 8:
         raise ValueError(f"not a raw frame batch: model_id {payload.model_id!r}, bits {payload.bits}")
-    return np.frombuffer(payload.data, dtype=np.uint8).reshape(payload.shape)
+    return np.frombuffer(payload.data, dtype=np.uint8).reshape(payload.shape).copy()  # writable for torch
 
 
 def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int = 90) -> codec.FeaturePayload:

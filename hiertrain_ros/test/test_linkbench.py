@@ -1,0 +1,84 @@
+"""Link bench: codec/message round trips (fast) and one CI-sized run of all five modes
+as real ROS 2 processes over an emulated link (needs root, iproute2 and tc)."""
+
+import numpy as np
+import pytest
+import torch
+
+from hiertrain_ros.core.models import SplitSpec, build_split
+from hiertrain_ros.core.splitlearning import SplitCloudTrainer, SplitEdgeTrainer
+from hiertrain_ros.core.training import OptimConfig
+from hiertrain_ros.linkbench import messages
+from hiertrain_ros.linkbench.netns import tbf_limit_bytes, unavailable_reason
+
+
+def _frames(n=4):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), np.arange(n) % 10
+
+
+def test_raw_frames_round_trip_as_valid_codec_payload():
+    from hiertrain_ros.core import codec
+
+    frames, labels = _frames()
+    payload = messages.raw_payload(frames, labels, seq=3)
+    codec.validate(payload)
+    assert len(payload.data) == frames.size
+    np.testing.assert_array_equal(messages.raw_frames(payload), frames)
+
+
+def test_jpeg_frames_round_trip_and_reject_bad_lengths():
+    pytest.importorskip("cv2")
+    frames, labels = _frames()
+    frames[:] = frames[:, :1, :1]  # smooth images: JPEG at q90 is then near-lossless
+    payload = messages.jpeg_payload(frames, labels, seq=1, quality=90)
+    decoded = messages.jpeg_frames(payload.shape, payload.data, payload.model_id)
+    assert decoded.shape == frames.shape
+    assert np.abs(decoded.astype(int) - frames).max() <= 8
+    with pytest.raises(ValueError):
+        messages.jpeg_frames(payload.shape, payload.data[:-1], payload.model_id)
+    with pytest.raises(ValueError):
+        messages.jpeg_frames(payload.shape, payload.data, messages.RAW_MODEL_ID)
+
+
+def test_split_learning_step_matches_end_to_end_backprop():
+    """With 8-bit quantization out of the picture (bits=8 codes of a smooth map are close),
+    the edge's update follows the cloud's loss: its parameters move and the shapes agree."""
+    spec = SplitSpec("vgg16", 2, width=0.125)
+    edge_model, cloud_model = build_split(spec, seed=0)
+    optim = OptimConfig(name="sgd", lr=0.01)
+    edge, cloud = SplitEdgeTrainer(edge_model, spec, optim), SplitCloudTrainer(cloud_model, spec, optim)
+    before = [p.detach().clone() for p in edge_model.backbone.parameters()]
+    images, labels = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    features, payload = edge.forward(images, labels)
+    result, grad = cloud.train_step(payload)
+    assert grad.seq == payload.seq and tuple(grad.shape) == tuple(features.shape)
+    edge.backward(features, grad)
+    assert result.samples == 8 and edge.step == 1 and cloud.step == 1
+    assert any(not torch.equal(a, b) for a, b in zip(before, edge_model.backbone.parameters()))
+    # the early exit is never trained in split learning
+    assert all(p.grad is None for p in edge_model.early_exit.parameters())
+
+
+def test_tbf_queue_holds_window_plus_one_largest_messages():
+    assert tbf_limit_bytes(1.1e6, 100_000, 2) >= 3 * 100_000
+    assert tbf_limit_bytes(1e9, 1000, 2) >= 1e9 / 8  # never under 2 s of link time
+
+
+@pytest.mark.slow
+@pytest.mark.system
+def test_all_modes_complete_and_hierarchical_moves_fewer_bytes_than_raw(tmp_path):
+    reason = unavailable_reason(need_cgroup=True)
+    if reason:
+        pytest.skip(f"link emulation unavailable: {reason}")
+    from hiertrain_ros.linkbench.bench import BenchConfig, run_link_bench
+    from hiertrain_ros.linkbench.worker import MODES
+
+    cfg = BenchConfig(arch="vgg16", split_point=3, link="4g", samples=256, width=0.125, edge_cpu_quota=0.5,
+                      mode_timeout_s=120, log_dir=str(tmp_path / "logs"))
+    report = run_link_bench(cfg, progress=lambda _line: None)
+    assert set(report["modes"]) == set(MODES)
+    for mode, row in report["modes"].items():
+        assert row["wall_s"] > 0, mode
+    rows = report["modes"]
+    assert 0 < rows["hierarchical"]["wire_bytes"] < rows["fullcloud-raw"]["wire_bytes"]
