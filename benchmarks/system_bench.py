@@ -45,14 +45,25 @@ def main() -> None:
 
     mon.create_subscription(FeatureBatch, "hiertrain/features", on_features, 50)
     graph.start()
+
+    def snapshot():
+        published = mon.counts["labels"] + mon.counts["held_out_frames"]
+        return published, int(mon.status.get("edge_node", {}).get("frames", 0))
+
+    # Count from the edge's first status report on: frames published before the edge
+    # had subscribed are start-up, not drops.
+    deadline = time.monotonic() + 60
+    while "edge_node" not in mon.status and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first = snapshot()
     time.sleep(args.seconds)
+    last = snapshot()
     graph.stop()
     time.sleep(0.5)
     report = mon.report()
     monitor.close()
 
     edge = report["node_status"].get("edge_node", {})
-    published = report["counts"].get("labels", 0) + report["counts"].get("held_out_frames", 0)
     latencies = {}
     for key in ("edge", "cloud", "output"):
         values = np.array([lat for _, _, lat in mon.predictions[key].values()])
@@ -65,8 +76,9 @@ def main() -> None:
     result = {
         "conditions": {"seconds": args.seconds, "rate_hz": args.rate, "size": args.size,
                        "cpu_count": os.cpu_count(), "note": "all nodes and the monitor on one machine"},
-        "frames_published": published,
-        "edge_frames_received": int(edge.get("frames", 0)),
+        "frames_published": last[0] - first[0],
+        "edge_frames_received": last[1] - first[1],
+        "frames_lost_before_edge": (last[0] - first[0]) - (last[1] - first[1]),
         "edge_dropped_infer_queue": int(edge.get("dropped_infer_queue", 0)),
         "edge_dropped_train_buffer": int(edge.get("dropped_train_buffer", 0)),
         "edge_steps": int(edge.get("steps", 0)),
