@@ -3,93 +3,66 @@ answers every k-th frame with the early exit.  Heavy work runs in a worker threa
 
 from __future__ import annotations
 
-import threading
 import time
-from pathlib import Path
 
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import UInt64
 
 from . import conversions
-from .core import checkpoint
 from .core.buffers import DropOldestQueue, LabelMatcher
 from .core.config import EdgeConfig
 from .core.data import frames_to_tensor
+from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, Outbox, TokenBucket
 from .core.models import build_split
 from .core.training import EdgeTrainer
-from .ros_common import (CAMERA_QOS, RELIABLE_QOS, TOPICS, Rejections, declare_config, diagnostic, heartbeat_qos,
-                         run_node, seconds_since, stamp_ns)
-from diagnostic_msgs.msg import DiagnosticArray
+from .ros_common import CAMERA_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since, stamp_ns
+from .trainer_node import TrainerNode
 
 
-class EdgeNode(Node):
+class EdgeNode(TrainerNode):
+    role = "edge"
+
     def __init__(self, name: str = "edge_node"):
-        super().__init__(name)
-        self.config = cfg = declare_config(self, EdgeConfig)
-        cfg.apply_threads()
-        spec = cfg.spec()
-        edge, _ = build_split(spec, seed=cfg.seed)
-        self.trainer = EdgeTrainer(edge, spec, cfg.optim())
-        self.checkpoint_path = Path(cfg.checkpoint_dir) / "edge.pt" if cfg.checkpoint_dir else None
-        self._resume()
+        super().__init__(name, EdgeConfig)
+        cfg = self.config
         # Sequence numbers must never repeat across restarts (the cloud would take a new batch
         # for a resent one): start from the wall clock in microseconds.
         self.trainer.seq = max(self.trainer.seq, time.time_ns() // 1000)
-
         self.matcher = LabelMatcher(cfg.pending_size)
         self.train_buffer = DropOldestQueue(cfg.buffer_size)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
-        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s)
+        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s)
         self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
-        self.rejections = Rejections(self)
         self.frames = self.consumed = self.features_sent = 0
-        self.last_loss = float("nan")
         self._last_heartbeat = None
-        self._lock = threading.Lock()
 
         self.feature_pub = self.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RELIABLE_QOS)
         self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], RELIABLE_QOS)
         self.consumed_pub = self.create_publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                  heartbeat_qos(cfg.heartbeat_timeout_s))
-        self.create_timer(1.0, self.publish_diagnostics)
+        self.start()
 
-        self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="edge-worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(f"edge {spec.model_id}: features {edge.feature_shape}, "
-                               f"{self.trainer.step} steps done")
+    def make_trainer(self, spec, optim):
+        edge, _ = build_split(spec, seed=self.config.seed)
+        return EdgeTrainer(edge, spec, optim)
 
-    # -- configuration -------------------------------------------------------------------------
+    def input_shape(self) -> tuple:
+        return (3, INPUT_SIZE, INPUT_SIZE)
+
     def _bucket(self) -> TokenBucket:
         # One second of budget as burst: enough for the largest batch at any sane budget.
         return TokenBucket(self.config.link_budget_bps, self.config.link_budget_bps)
 
     def on_config_changed(self) -> None:
         self.bucket = self._bucket()
-
-    def _resume(self) -> None:
-        if self.checkpoint_path is None:
-            return
-        state = checkpoint.load(self.checkpoint_path)  # ValueError for a damaged file: refuse to start
-        if state is not None:
-            self.trainer.load_state_dict(state)
-            self.get_logger().info(f"resumed from {self.checkpoint_path} at step {self.trainer.step}")
-
-    def save_checkpoint(self) -> None:
-        if self.checkpoint_path is not None:
-            with self._lock:
-                state = {**self.trainer.state_dict(), "acked_seq": self.unacked.acked_seq}
-            checkpoint.save(state, self.checkpoint_path)
 
     # -- executor callbacks: validate and enqueue only ------------------------------------------
     def on_image(self, msg: Image) -> None:
@@ -135,18 +108,14 @@ class EdgeNode(Node):
                 self.consumed_pub.publish(UInt64(data=self.consumed))
 
     # -- worker thread ----------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            self.infer_queue.wait(0.02)
-            try:
-                items = self.infer_queue.take(self.config.infer_batch)
-                if items:
-                    self._infer(items)
-                if len(self.train_buffer) >= self.config.batch_size:
-                    self._train(self.train_buffer.take(self.config.batch_size))
-                self._send()
-            except Exception as exc:  # a bug must show, but must not silently stop the edge
-                self.get_logger().error(f"edge worker: {exc!r}", throttle_duration_sec=2.0)
+    def work_once(self) -> None:
+        self.infer_queue.wait(0.02)
+        items = self.infer_queue.take(self.config.infer_batch)
+        if items:
+            self._infer(items)
+        if len(self.train_buffer) >= self.config.batch_size:
+            self._train(self.train_buffer.take(self.config.batch_size))
+        self._send()
 
     def _infer(self, items) -> None:
         headers = [h for h, _ in items]
@@ -174,8 +143,7 @@ class EdgeNode(Node):
                                   accuracy=result.correct / result.samples, samples=step * self.config.batch_size)
         metrics.header.stamp = stamp
         self.metrics_pub.publish(metrics)
-        if step % self.config.checkpoint_every == 0:
-            self.save_checkpoint()
+        self.checkpoint_due(step)
 
     def _send(self) -> None:
         if not self.cloud_alive():
@@ -190,9 +158,12 @@ class EdgeNode(Node):
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
 
     # -- status -----------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"acked_seq": self.unacked.acked_seq}
+
     def status(self) -> dict:
-        return {"frames": self.frames, "consumed": self.consumed, "steps": self.trainer.step,
-                "edge_loss": self.last_loss, "buffer_fill": len(self.train_buffer),
+        return {**super().status(), "frames": self.frames, "consumed": self.consumed,
+                "buffer_fill": len(self.train_buffer),
                 "buffer_size": self.train_buffer.maxlen, "infer_queue": len(self.infer_queue),
                 "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,
                 "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
@@ -201,16 +172,7 @@ class EdgeNode(Node):
                 "unacked_dropped": self.unacked.dropped,
                 "frames_never_labelled": self.matcher.frames_expired,
                 "labels_without_frame": self.matcher.labels_expired,
-                "cloud_alive": self.cloud_alive(), "rejected": self.rejections.total,
-                **{f"rejected_{k}": v for k, v in self.rejections.counts.items()}}
-
-    def publish_diagnostics(self) -> None:
-        self.diagnostics_pub.publish(diagnostic(self, "training", self.status()))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._worker.join(timeout=5.0)
-        self.save_checkpoint()
+                "cloud_alive": self.cloud_alive()}
 
 
 def main(args=None) -> None:

@@ -67,11 +67,9 @@ class SplitCloudTrainer(CloudTrainer):
         self.grad_bits = grad_bits
 
     def train_step(self, payload: codec.FeaturePayload) -> tuple[StepResult, codec.FeaturePayload]:
-        features = self.features(payload).requires_grad_(True)
+        self.check(payload, train=True)
+        features = codec.decode(payload).requires_grad_(True)
         labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
-        if labels.min() < 0 or labels.max() >= self.spec.num_classes:
-            raise ValueError(f"labels must be in 0..{self.spec.num_classes - 1}, got "
-                             f"{int(labels.min())}..{int(labels.max())}")
         self.model.train()
         logits = self.model(features)
         cloud_loss = F.cross_entropy(logits, labels)

@@ -159,22 +159,25 @@ class CloudTrainer(_Trainer):
         super().__init__(cloud, optim, spec.model_id)
         self.spec = spec
 
-    def features(self, payload: codec.FeaturePayload) -> torch.Tensor:
-        """Decoded batch, after checking it was made by this model's edge."""
+    def check(self, payload: codec.FeaturePayload, *, train: bool) -> None:
+        """``ValueError`` unless ``payload`` is well-formed, made by this model's edge and, for
+        training, labelled within range.  Allocates nothing."""
+        codec.validate(payload)
         if payload.split_point != self.spec.split_point:
             raise ValueError(f"payload split_point {payload.split_point} != {self.spec.split_point}")
         if payload.model_id and payload.model_id != self.model_id:
             raise ValueError(f"payload model_id {payload.model_id!r} != {self.model_id!r}")
         if tuple(payload.shape[1:]) != tuple(self.model.feature_shape):
             raise ValueError(f"payload feature shape {tuple(payload.shape[1:])} != {self.model.feature_shape}")
-        return codec.decode(payload)
-
-    def train_step(self, payload: codec.FeaturePayload) -> StepResult:
-        features = self.features(payload)
-        labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
-        if labels.min() < 0 or labels.max() >= self.spec.num_classes:
+        labels = np.asarray(payload.labels)
+        if train and (labels.min() < 0 or labels.max() >= self.spec.num_classes):
             raise ValueError(f"labels must be in 0..{self.spec.num_classes - 1}, got "
                              f"{int(labels.min())}..{int(labels.max())}")
+
+    def train_step(self, payload: codec.FeaturePayload) -> StepResult:
+        self.check(payload, train=True)
+        features = codec.decode(payload)
+        labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
         self.model.train()
         logits = self.model(features)
         cloud_loss = F.cross_entropy(logits, labels)
@@ -183,7 +186,8 @@ class CloudTrainer(_Trainer):
 
     @torch.no_grad()
     def predict(self, payload: codec.FeaturePayload) -> tuple[np.ndarray, np.ndarray]:
-        features = self.features(payload)
+        self.check(payload, train=False)
+        features = codec.decode(payload)
         self.model.eval()
         return _predictions(self.model(features))
 

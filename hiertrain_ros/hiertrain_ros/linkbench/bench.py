@@ -138,12 +138,24 @@ def _run_processes(link: LinkEmulator, cfg: BenchConfig, mode: str, domain: int,
         codes = procs.wait(timeout)
     finally:
         procs.kill()
-    failed = {r: c for r, c in codes.items() if c != 0}
+    results, failed, teardown = {}, {}, {}
+    for role, code in codes.items():
+        path = workdir / f"{mode}-{role}.json"
+        result = json.loads(path.read_text()) if path.exists() else {}
+        if result.get("complete"):
+            results[role] = result
+            if code != 0:  # measured and written, then crashed while closing ROS
+                teardown[role] = code
+                log.warning("mode %s: %s exited %s after writing its result", mode, role, code)
+        else:
+            failed[role] = code
     if failed:
         tails = {r: (logs / f"{mode}-{r}.log").read_text(errors="replace")[-1500:] for r in failed}
         raise RuntimeError(f"mode {mode}: worker(s) failed {failed} (None = timed out):\n"
                            + "\n".join(f"--- {r} ---\n{t}" for r, t in tails.items()))
-    return {role: json.loads((workdir / f"{mode}-{role}.json").read_text()) for role in roles}
+    if teardown:
+        results["teardown_exit_codes"] = teardown
+    return results
 
 
 def _mean(values) -> float:
@@ -254,6 +266,8 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
             start = time.monotonic()
             res = _run_processes(link, cfg, mode, domain + i, workdir, roles, workers, cfg.mode_timeout_s)
             row = _summarise(mode, cfg, rate, res)
+            if "teardown_exit_codes" in res:
+                row["teardown_exit_codes"] = res["teardown_exit_codes"]
             losses = (res["edge"] if mode == "edge-only" else res["cloud"])["losses"]
             row["loss_first_last"] = [losses[0], losses[-1]]
             report["modes"][mode] = row

@@ -35,10 +35,16 @@ def raw_frames(payload: codec.FeaturePayload) -> np.ndarray:
     return np.frombuffer(payload.data, dtype=np.uint8).reshape(payload.shape).copy()  # writable for torch
 
 
-def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int = 90) -> codec.FeaturePayload:
-    """Frames (N x H x W x 3 RGB) as per-frame JPEGs; not codec-validatable (variable length)."""
+def _cv2():
     import cv2
 
+    cv2.setNumThreads(1)  # one 32x32 frame at a time: a thread pool only adds start-up and teardown
+    return cv2
+
+
+def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int = 90) -> codec.FeaturePayload:
+    """Frames (N x H x W x 3 RGB) as per-frame JPEGs; not codec-validatable (variable length)."""
+    cv2 = _cv2()
     streams = []
     for frame in frames:
         ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
@@ -53,8 +59,7 @@ def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int 
 
 def jpeg_frames(shape, data: bytes, model_id: str) -> np.ndarray:
     """Decoded N x H x W x 3 RGB frames of a JPEG batch (checks lengths before decoding)."""
-    import cv2
-
+    cv2 = _cv2()
     if model_id != JPEG_MODEL_ID or len(shape) != 4 or shape[3] != 3:
         raise ValueError(f"not a JPEG frame batch: model_id {model_id!r}, shape {tuple(shape)}")
     n = int(shape[0])

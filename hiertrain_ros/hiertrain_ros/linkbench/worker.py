@@ -107,9 +107,21 @@ class _Spinner:
     def close(self):
         import rclpy
 
-        self.executor.shutdown(timeout_sec=1.0)
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(timeout=5.0)
         self.node.destroy_node()
         rclpy.try_shutdown()
+
+
+_RESULT_PATH: Path | None = None
+
+
+def _emit(result: dict) -> dict:
+    """Write the result before any ROS teardown, so a crash while closing cannot lose a measurement."""
+    result = {**result, "pid": os.getpid(), "complete": True}
+    if _RESULT_PATH is not None:
+        _RESULT_PATH.write_text(json.dumps(result))
+    return result
 
 
 def _wait(predicate, timeout: float, what: str) -> None:
@@ -219,7 +231,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
             losses.append(trainer.train_step(images, labels).loss)
             compute.append(time.monotonic() - s)
         t1 = time.monotonic()
-        return {**result, "t_start": t0, "t_end": t1, "compute_s": compute, "losses": losses}
+        return _emit({**result, "t_start": t0, "t_end": t1, "compute_s": compute, "losses": losses})
 
     from .. import conversions
     from builtin_interfaces.msg import Time
@@ -297,7 +309,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
             result.update(t_edge_done=t_edge_done, send_times=sender.send_times, ack_times=sender.ack_times)
         result.update(t_start=t0, t_end=t1, compute_s=compute, payload_bytes=payload_bytes,
                       counters_start=counters0, counters_end=counters1)
-        return result
+        return _emit(result)
     finally:
         spinner.close()
 
@@ -385,8 +397,8 @@ def run_cloud(cfg: WorkerConfig) -> dict:
         for pub in (ack_pub, grad_pub):
             if pub is not None:
                 pub.wait_for_all_acked(Duration(seconds=30))
-        return {"role": "cloud", "mode": cfg.mode, "t_first_step": t_first_step, "t_end": t_end,
-                "received": received, "compute_s": compute, "losses": losses}
+        return _emit({"role": "cloud", "mode": cfg.mode, "t_first_step": t_first_step, "t_end": t_end,
+                      "received": received, "compute_s": compute, "losses": losses})
     finally:
         spinner.close()
 
@@ -427,11 +439,13 @@ def main(argv=None) -> int:
         print("usage: python -m hiertrain_ros.linkbench.worker edge|cloud|measure CONFIG_JSON RESULT_JSON",
               file=sys.stderr)
         return 2
+    global _RESULT_PATH
     role, config, out = argv
     cfg = WorkerConfig(**json.loads(config))
+    _RESULT_PATH = Path(out)
     result = {"edge": run_edge, "cloud": run_cloud, "measure": run_measure}[role](cfg)
-    result["pid"] = os.getpid()
-    Path(out).write_text(json.dumps(result))
+    if role == "measure":
+        _emit(result)
     return 0
 
 
