@@ -11,6 +11,7 @@ import torch
 from hiertrain_ros.core import checkpoint, codec
 from hiertrain_ros.core.models import SplitSpec
 from hiertrain_ros.core.training import EdgeTrainer, OptimConfig, make_trainers, paper_optim
+from waiting import wait_for
 
 SPEC = SplitSpec("vgg16", 3, width=0.125)
 
@@ -152,14 +153,6 @@ def test_edge_refuses_checkpoint_of_another_encoder_version():
 
 
 # -- live: SIGKILL, restart, resume ----------------------------------------------------------------
-
-def wait_for(predicate, timeout, what, state=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what} {state()}")
 
 
 EVERY = 10

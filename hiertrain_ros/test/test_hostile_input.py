@@ -18,6 +18,7 @@ from sensor_msgs.msg import Image
 from hiertrain_ros import conversions
 from hiertrain_ros.core import codec
 from hiertrain_ros.core.frames import ENCODINGS, MAX_SIDE
+from waiting import wait_for
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 U32 = 2**32 - 1
@@ -204,14 +205,6 @@ def test_accepted_payload_cannot_poison_the_cloud():
 
 
 # -- the live graph under a flood of malformed messages --------------------------------------------
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 FAST = {"camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16}}

@@ -10,20 +10,13 @@ from collections import Counter
 import pytest
 
 from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+from waiting import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 RATE_HZ = 100.0
 OVERRIDES = {"camera_sim": {"rate_hz": RATE_HZ}, "edge_node": {"batch_size": 16}}
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.mark.parametrize("outage_s", [5, 30])

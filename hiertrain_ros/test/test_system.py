@@ -6,19 +6,12 @@ import pytest
 
 from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
 from hiertrain_interfaces.msg import Prediction
+from waiting import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 FAST = {"camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16}}
 
-
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
