@@ -14,6 +14,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results to this file")
     p.set_defaults(func=run)
@@ -29,7 +30,7 @@ def run(args) -> int:
     config = TrainConfig(arch=args.model, split_point=args.position, mode=args.mode, width=args.width,
                          bits=args.bits, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     train = load_dataset(args.data, "train").subset(args.subset)
-    test = load_dataset(args.data, "test")
+    test = load_dataset(args.data, "test").subset(args.test_subset)
     with tqdm(total=config.epochs * len(train), unit="img", desc=f"{args.mode} {args.model}") as bar:
         def progress(done, total, loss):
             bar.update(done - bar.n)
