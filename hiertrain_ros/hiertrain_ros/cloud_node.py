@@ -22,12 +22,12 @@ class CloudNode(TrainerNode):
     role = "cloud"
 
     def __init__(self, name: str = "cloud_node"):
+        super().__init__(name, CloudConfig)
+        cfg = self.config
         self.last_seq = 0
         self._trained: OrderedDict = OrderedDict()  # recent trained seqs, so a resent batch is not trained twice
         self._acks: deque = deque(maxlen=256)  # repeated in every heartbeat: one lost heartbeat costs nothing
         self._ack_lock = threading.Lock()  # never held during training, so heartbeats stay on time
-        super().__init__(name, CloudConfig)
-        cfg = self.config
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.train_queue = DropOldestQueue(cfg.queue_size)
         self.duplicates = self.predictions = 0

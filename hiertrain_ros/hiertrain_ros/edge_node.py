@@ -3,8 +3,6 @@ answers every k-th frame with the early exit.  Heavy work runs in a worker threa
 
 from __future__ import annotations
 
-import time
-
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
 from sensor_msgs.msg import Image
@@ -28,9 +26,6 @@ class EdgeNode(TrainerNode):
     def __init__(self, name: str = "edge_node"):
         super().__init__(name, EdgeConfig)
         cfg = self.config
-        # Sequence numbers must never repeat across restarts (the cloud would take a new batch
-        # for a resent one): start from the wall clock in microseconds.
-        self.trainer.seq = max(self.trainer.seq, time.time_ns() // 1000)
         self.matcher = LabelMatcher(cfg.pending_size)
         self.train_buffer = DropOldestQueue(cfg.buffer_size)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
@@ -160,6 +155,9 @@ class EdgeNode(TrainerNode):
     # -- status -----------------------------------------------------------------------------------
     def extra_state(self) -> dict:
         return {"acked_seq": self.unacked.acked_seq}
+
+    def restore_extra(self, state: dict) -> None:
+        self.unacked.acked_seq = int(state.get("acked_seq", 0))
 
     def status(self) -> dict:
         return {**super().status(), "frames": self.frames, "consumed": self.consumed,

@@ -34,7 +34,6 @@ class TrainerNode(Node):
         self._worker = threading.Thread(target=self._work, name=f"{self.role}-worker", daemon=True)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.publish_diagnostics)
-        self._resume()
 
     def make_trainer(self, spec, optim):
         raise NotImplementedError
@@ -46,6 +45,8 @@ class TrainerNode(Node):
         raise NotImplementedError
 
     def start(self) -> None:
+        """Resume from the last checkpoint, warm up, start the worker (end of the subclass's __init__)."""
+        self._resume()
         # One forward pass before announcing ourselves: the first one in a fresh process is
         # slow (lazy initialisation) and would delay the first answers.
         model = self.trainer.model

@@ -35,13 +35,14 @@ def test_cloud_backward_never_touches_edge(arch):
 
 def test_edge_step_updates_only_edge_and_payload_is_labelled():
     edge, cloud = make_trainers(SPEC, OptimConfig())
+    first_seq = edge.seq + 1
     images, labels = _batch()
     cloud_before = [p.detach().clone() for p in cloud.model.parameters()]
     result, payload = edge.train_step(images, labels)
     assert result.samples == 8 and result.loss > 0
     assert payload.shape == (8, *edge.model.feature_shape)
     assert payload.labels.tolist() == labels.tolist()
-    assert payload.model_id == SPEC.model_id and payload.seq == 1
+    assert payload.model_id == SPEC.model_id and payload.seq == first_seq
     assert all(p.grad is None for p in cloud.model.parameters())
     assert all(torch.equal(a, b.detach()) for a, b in zip(cloud_before, cloud.model.parameters()))
 
@@ -70,8 +71,9 @@ def test_checkpoint_round_trip_and_mismatch():
     edge.train_step(*_batch())
     state = edge.state_dict()
     fresh, _ = make_trainers(SPEC, paper_optim("vgg16"), seed=1)
+    fresh.seq = 0  # as if its clock were behind: the checkpoint's seq still wins
     fresh.load_state_dict(state)
-    assert fresh.step == 1 and fresh.seq == 1
+    assert fresh.step == 1 and fresh.seq == edge.seq
     for a, b in zip(edge.model.state_dict().values(), fresh.model.state_dict().values()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="checkpoint"):
@@ -79,6 +81,14 @@ def test_checkpoint_round_trip_and_mismatch():
     other, _ = make_trainers(SplitSpec("vgg16", 4, width=0.125), OptimConfig())
     with pytest.raises(ValueError, match="checkpoint"):
         other.load_state_dict(state)
+
+
+def test_batch_seqs_never_repeat_across_restarts():
+    edge, _ = make_trainers(SPEC, OptimConfig())
+    _, first = edge.train_step(*_batch())
+    restarted, _ = make_trainers(SPEC, OptimConfig())  # a restart without a checkpoint
+    _, second = restarted.train_step(*_batch())
+    assert second.seq > first.seq
 
 
 def test_resnet_uses_sgd_with_cosine():

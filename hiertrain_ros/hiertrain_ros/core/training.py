@@ -116,7 +116,9 @@ class EdgeTrainer(_Trainer):
     def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig):
         super().__init__(edge, optim, spec.model_id)
         self.spec = spec
-        self.seq = 0
+        # Batch sequence numbers must never repeat, across restarts too (the cloud would take a
+        # new batch for one it already trained): count on from the wall clock in microseconds.
+        self.seq = time.time_ns() // 1000
 
     def _payload(self, features: torch.Tensor, labels, **meta) -> codec.FeaturePayload:
         self.seq += 1
@@ -147,7 +149,7 @@ class EdgeTrainer(_Trainer):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.seq = int(state.get("seq", 0))
+        self.seq = max(self.seq, int(state.get("seq", 0)))
 
 
 class CloudTrainer(_Trainer):

@@ -92,15 +92,18 @@ class _Procs:
         self.procs[name] = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
         return self.procs[name]
 
-    def wait(self, timeout: float) -> dict[str, int]:
+    def wait(self, timeout: float, grace: float = 10.0) -> dict[str, int | None]:
+        """Exit codes (None: still running at the deadline).  Once one worker fails, the others
+        get ``grace`` seconds and are then killed: a peer that died would leave them waiting."""
         deadline = time.monotonic() + timeout
-        codes = {}
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                codes[name] = None
-        return codes
+        while time.monotonic() < deadline:
+            codes = {name: proc.poll() for name, proc in self.procs.items()}
+            if all(c is not None for c in codes.values()):
+                return codes
+            if any(c not in (None, 0) for c in codes.values()):
+                deadline = min(deadline, time.monotonic() + grace)
+            time.sleep(0.1)
+        return {name: proc.poll() for name, proc in self.procs.items()}
 
     def kill(self):
         for proc in self.procs.values():

@@ -88,8 +88,11 @@ class _Spinner:
     def __init__(self, name: str):
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
+        from rclpy.signals import SignalHandlerOptions
 
-        rclpy.init(args=[])
+        # No rclpy signal handlers: SIGTERM/SIGINT from the bench must end the worker at once,
+        # even while it waits on a queue.
+        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
         self.node = rclpy.create_node(name)
         self.executor = SingleThreadedExecutor()
         self.executor.add_node(self.node)
