@@ -11,6 +11,7 @@ def add_parser(sub) -> None:
     p.add_argument("--mode", default="hierarchical", choices=("hierarchical", "full-cloud"))
     p.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
     p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
+    p.add_argument("--budget-bits", type=int, default=16384, help="per-sample bit budget of the features")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
@@ -28,7 +29,8 @@ def run(args) -> int:
     from .common import print_table, write_json
 
     config = TrainConfig(arch=args.model, split_point=args.position, mode=args.mode, width=args.width,
-                         bits=args.bits, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+                         bits=args.bits, budget_bits=args.budget_bits, epochs=args.epochs,
+                         batch_size=args.batch_size, seed=args.seed)
     train = load_dataset(args.data, "train").subset(args.subset)
     test = load_dataset(args.data, "test").subset(args.test_subset)
     with tqdm(total=config.epochs * len(train), unit="img", desc=f"{args.mode} {args.model}") as bar:
