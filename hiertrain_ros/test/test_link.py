@@ -181,10 +181,20 @@ def test_outbox_is_thread_safe_for_concurrent_puts():
         t.start()
     for t in threads:
         t.join()
-    out = box.pop_sendable(unlimited())
+    out = box.pop_sendable(unlimited(), max_bulk=10_000)
     assert len(out) == 8000 and box.bulk_bits == 0
     for tag in range(4):  # per producer, oldest first
         assert [i for t, i in out if t == tag] == list(range(2000))
+
+
+def test_outbox_flushes_a_backlog_a_few_items_at_a_time():
+    box = Outbox(max_bits=1e12, max_age_s=1e6)
+    for i in range(10):
+        box.put(1, ("bulk", i))
+    box.put(1, ("live", 0), urgent=True)
+    first = box.pop_sendable(unlimited(), max_bulk=4)
+    assert first == [("live", 0), ("bulk", 0), ("bulk", 1), ("bulk", 2), ("bulk", 3)]
+    assert len(box) == 6
 
 
 # -- DropOldestQueue -------------------------------------------------------------------------------

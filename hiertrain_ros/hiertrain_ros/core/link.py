@@ -80,13 +80,16 @@ class Outbox:
                         self._bulk_bits -= bits
                     self.expired += 1
 
-    def pop_sendable(self, bucket: TokenBucket) -> list:
-        """Items the bucket lets through now, in send order (urgent first, then oldest bulk)."""
+    def pop_sendable(self, bucket: TokenBucket, max_bulk: int = 4) -> list:
+        """Items the bucket lets through now, in send order: urgent first, then at most
+        ``max_bulk`` of the oldest bulk items, so that flushing a backlog after an outage
+        never holds up live traffic for long."""
         self.expire()
         out = []
         with self._lock:
-            for queue in (self._urgent, self._bulk):
-                while queue and bucket.try_consume(queue[0][1]):
+            for queue, limit in ((self._urgent, len(self._urgent)), (self._bulk, max_bulk)):
+                while queue and limit > 0 and bucket.try_consume(queue[0][1]):
+                    limit -= 1
                     _, bits, item = queue.popleft()
                     if queue is self._bulk:
                         self._bulk_bits -= bits
