@@ -17,31 +17,23 @@ import torch
 import torch.nn.functional as F
 
 from . import codec
-from .models import EdgeModel, SplitSpec
-from .training import CloudTrainer, OptimConfig, StepResult, _Trainer
+from .models import SplitSpec
+from .training import CloudTrainer, EdgeTrainer, OptimConfig, StepResult
 
 # Gradients are signed and much less tolerant of coarse quantization than ReLU activations.
 DEFAULT_GRAD_BITS = 8
 
 
-class SplitEdgeTrainer(_Trainer):
+class SplitEdgeTrainer(EdgeTrainer):
     """Edge half of split learning: forward to the split, then backward from the cloud's gradient."""
 
     role = "split-edge"
-
-    def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig):
-        super().__init__(edge, optim, spec.model_id)
-        self.spec = spec
-        self.seq = 0
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[torch.Tensor, codec.FeaturePayload]:
         """Activations at the split (graph kept for :meth:`backward`) and their payload."""
         self.model.train()
         features = self.model.compress(self.model.backbone(images))  # the early exit is not used
-        self.seq += 1
-        payload = codec.encode(features, bits=self.spec.bits, split_point=self.spec.split_point,
-                               labels=labels.numpy(), seq=self.seq, model_id=self.model_id, **meta)
-        return features, payload
+        return features, self._payload(features, labels.numpy(), **meta)
 
     def backward(self, features: torch.Tensor, grad_payload: codec.FeaturePayload) -> None:
         """Backpropagate the cloud's gradient (straight through the quantizer) and update."""
@@ -49,12 +41,7 @@ class SplitEdgeTrainer(_Trainer):
             raise ValueError(f"gradient for seq {grad_payload.seq} shape {tuple(grad_payload.shape)} does not "
                              f"match activations seq {self.seq} shape {tuple(features.shape)}")
         grad = codec.decode(grad_payload)
-        self.optimizer.zero_grad(set_to_none=True)
-        features.backward(grad)
-        self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
-        self.step += 1
+        self._apply(lambda: features.backward(grad))
 
 
 class SplitCloudTrainer(CloudTrainer):

@@ -67,8 +67,12 @@ class _Trainer:
     def _update(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
             raise ValueError(f"non-finite loss {float(loss)}: batch refused, weights untouched")
+        self._apply(loss.backward)
+
+    def _apply(self, backward) -> None:
+        """One optimizer step around ``backward()``, which fills the gradients."""
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward()
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
