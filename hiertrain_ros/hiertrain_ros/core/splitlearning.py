@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import codec
 from .models import SplitSpec
@@ -57,11 +56,7 @@ class SplitCloudTrainer(CloudTrainer):
         self.check(payload, train=True)
         features = codec.decode(payload).requires_grad_(True)
         labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
-        self.model.train()
-        logits = self.model(features)
-        cloud_loss = F.cross_entropy(logits, labels)
-        self._update(cloud_loss)  # its backward also fills features.grad
+        result = self._classify_step(features, labels)  # its backward also fills features.grad
         grad = codec.encode(features.grad, bits=self.grad_bits, split_point=payload.split_point,
                             seq=payload.seq, model_id=payload.model_id)
-        result = StepResult(float(cloud_loss.detach()), int((logits.argmax(1) == labels).sum()), len(labels))
         return result, grad

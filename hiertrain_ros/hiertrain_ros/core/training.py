@@ -69,6 +69,14 @@ class _Trainer:
             raise ValueError(f"non-finite loss {float(loss)}: batch refused, weights untouched")
         self._apply(loss.backward)
 
+    def _classify_step(self, inputs: torch.Tensor, labels: torch.Tensor) -> StepResult:
+        """Forward, cross-entropy, one update: the step of every part whose model ends in logits."""
+        self.model.train()
+        logits = self.model(inputs)
+        loss = F.cross_entropy(logits, labels)
+        self._update(loss)
+        return StepResult(float(loss.detach()), int((logits.argmax(1) == labels).sum()), len(labels))
+
     def _apply(self, backward) -> None:
         """One optimizer step around ``backward()``, which fills the gradients."""
         self.optimizer.zero_grad(set_to_none=True)
@@ -181,14 +189,9 @@ class CloudTrainer(_Trainer):
                              f"{int(labels.min())}..{int(labels.max())}")
 
     def train_step(self, payload: codec.FeaturePayload) -> StepResult:
+        """Decode, then one step on the final (cloud) loss."""
         self.check(payload, train=True)
-        features = codec.decode(payload)
-        labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
-        self.model.train()
-        logits = self.model(features)
-        cloud_loss = F.cross_entropy(logits, labels)
-        self._update(cloud_loss)
-        return StepResult(float(cloud_loss.detach()), int((logits.argmax(1) == labels).sum()), len(labels))
+        return self._classify_step(codec.decode(payload), torch.from_numpy(np.asarray(payload.labels, dtype=np.int64)))
 
     @torch.no_grad()
     def predict(self, payload: codec.FeaturePayload) -> tuple[np.ndarray, np.ndarray]:
@@ -203,15 +206,8 @@ class FullCloudTrainer(_Trainer):
 
     role = "full-cloud"
 
-    def __init__(self, model: nn.Module, optim: OptimConfig, model_id: str):
-        super().__init__(model, optim, model_id)
-
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> StepResult:
-        self.model.train()
-        logits = self.model(images)
-        loss = F.cross_entropy(logits, labels)
-        self._update(loss)
-        return StepResult(float(loss.detach()), int((logits.argmax(1) == labels).sum()), len(labels))
+        return self._classify_step(images, labels)
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
