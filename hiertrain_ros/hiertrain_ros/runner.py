@@ -48,6 +48,7 @@ class Graph:
         self.env = {**os.environ, **large_data_env(), **(env or {})}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
+        self._overlays = tempfile.TemporaryDirectory(prefix="hiertrain-")
 
     def command(self, name: str) -> list[str]:
         cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file)]
@@ -55,19 +56,20 @@ class Graph:
         if overrides:
             # A node-specific file given later wins over both the node's and the /** entries
             # of the main file (a plain -p would lose to the node's own entries).
-            overlay = Path(tempfile.mkdtemp(prefix="hiertrain-")) / f"{name}.yaml"
+            overlay = Path(self._overlays.name) / f"{name}.yaml"
             overlay.write_text(yaml.safe_dump({name: {"ros__parameters": overrides}}))
             cmd += ["--params-file", str(overlay)]
         return cmd + ["-r", f"__node:={name}"]
 
     def start(self, name: str | None = None) -> None:
         for node in (name,) if name else self.nodes:
-            out = None
-            if self.log_dir:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                out = open(self.log_dir / f"{node}.log", "ab")
-            self.procs[node] = subprocess.Popen(self.command(node), env=self.env, stdout=out,
-                                                stderr=subprocess.STDOUT if out else None)
+            if not self.log_dir:
+                self.procs[node] = subprocess.Popen(self.command(node), env=self.env)
+                continue
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.log_dir / f"{node}.log", "ab") as out:  # the child keeps its own handle
+                self.procs[node] = subprocess.Popen(self.command(node), env=self.env, stdout=out,
+                                                    stderr=subprocess.STDOUT)
 
     def kill(self, name: str, sig=signal.SIGKILL) -> None:
         proc = self.procs.pop(name)

@@ -36,6 +36,7 @@ class BenchConfig:
     batch_size: int = 32
     width: float = 0.25
     bits: int = 4
+    budget_bits: int = 16384              # per-sample bit budget: sets the compression channels (models.DEFAULT_BUDGET_BITS)
     edge_cpu_quota: float | None = None   # cores; None = no CPU limit on the edge
     modes: tuple = MODES
     window: int = 2                       # un-acknowledged batches on the wire
@@ -53,12 +54,19 @@ class BenchConfig:
             raise ValueError(f"modes must be some of {MODES}, got {self.modes}")
         if self.samples < 1 or self.batch_size < 1 or self.epoch_samples < 1:
             raise ValueError("samples, batch_size and epoch_samples must be >= 1")
+        if self.bits not in (1, 2, 4, 8) or self.budget_bits < 1:
+            raise ValueError(f"bits must be 1, 2, 4 or 8 and budget_bits >= 1, got {self.bits}, {self.budget_bits}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
 
+    def spec(self):
+        from ..core.models import SplitSpec
+
+        return SplitSpec(self.arch, self.split_point, width=self.width, bits=self.bits, budget_bits=self.budget_bits)
+
     def worker(self, mode: str, **kw) -> WorkerConfig:
         return WorkerConfig(mode=mode, arch=self.arch, split_point=self.split_point, width=self.width,
-                            bits=self.bits, samples=self.samples, batch_size=self.batch_size, seed=self.seed,
+                            bits=self.bits, budget_bits=self.budget_bits, samples=self.samples, batch_size=self.batch_size, seed=self.seed,
                             window=self.window, jpeg_quality=self.jpeg_quality, data=self.data,
                             done_timeout_s=self.mode_timeout_s, **kw)
 
@@ -208,14 +216,14 @@ def _summarise(mode: str, cfg: BenchConfig, rate: float, res: dict) -> dict:
 
 def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits: float | None) -> dict:
     """Eq. 1-5 for ``cfg.samples`` samples, from this machine's forward times (edge ones under the quota)."""
-    from ..core.models import SplitSpec, build_model, count_params
+    from ..core.models import build_model, count_params
     from ..core.runtime import RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time
     from ..core.training import paper_optim
 
     quota = cfg.edge_cpu_quota or 1.0
     params = RuntimeParams(beta=beta_for(paper_optim(cfg.arch).name), s_edge=flops * min(quota, 1.0),
                            s_cloud=flops * cfg.cloud_threads, s_net=rate)
-    spec = SplitSpec(cfg.arch, cfg.split_point, width=cfg.width, bits=cfg.bits)
+    spec = cfg.spec()
     model = build_model(cfg.arch, width=cfg.width)
     est = estimate_epoch(spec, cfg.samples, cfg.batch_size, params,
                          (fwd["edge_under_quota"], fwd["cloud"], fwd["full"]), edge_speed_ratio=1.0, model=model)
@@ -239,11 +247,10 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
     """Set up the link, run ``cfg.modes`` one after the other, tear everything down; return the report."""
     import torch
 
-    from ..core.models import SplitSpec
     from ..core.runtime import RAW_INPUT_BITS, measure_forward_times, parse_link
 
     rate = parse_link(cfg.link)
-    spec = SplitSpec(cfg.arch, cfg.split_point, width=cfg.width, bits=cfg.bits)
+    spec = cfg.spec()
     largest = cfg.batch_size * RAW_INPUT_BITS // 8 + 4096  # a raw frame batch + message fields
     link = LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, largest, cfg.window),
                         edge_cpu_quota=cfg.edge_cpu_quota)

@@ -38,6 +38,7 @@ class WorkerConfig:
     split_point: int = 3
     width: float = 0.25
     bits: int = 4
+    budget_bits: int = 16384   # per-sample bit budget that sets the compression channels
     num_classes: int = 10
     samples: int = 256
     batch_size: int = 32
@@ -58,7 +59,8 @@ class WorkerConfig:
 def _spec(cfg: WorkerConfig):
     from ..core.models import SplitSpec
 
-    return SplitSpec(cfg.arch, cfg.split_point, num_classes=cfg.num_classes, width=cfg.width, bits=cfg.bits)
+    return SplitSpec(cfg.arch, cfg.split_point, num_classes=cfg.num_classes, width=cfg.width, bits=cfg.bits,
+                     budget_bits=cfg.budget_bits)
 
 
 def _optim(cfg: WorkerConfig):
