@@ -81,3 +81,24 @@ def test_all_modes_complete_and_hierarchical_moves_fewer_bytes_than_raw(tmp_path
         assert row["wall_s"] > 0, mode
     rows = report["modes"]
     assert 0 < rows["hierarchical"]["wire_bytes"] < rows["fullcloud-raw"]["wire_bytes"]
+
+
+def test_bench_link_args_carry_budget_bits_and_positions():
+    from hiertrain_ros.cli import build_parser
+    from hiertrain_ros.cli.bench import config_from_args
+
+    args = build_parser().parse_args(["bench", "link", "--model", "resnet18", "--bits", "2", "--budget-bits", "8192",
+                                      "--json", "x.json"])
+    cfg, positions = config_from_args(args)
+    assert positions is None and cfg.budget_bits == 8192 and cfg.bits == 2 and len(cfg.modes) == 5
+    for mode in ("hierarchical", "split"):
+        w = cfg.worker(mode)
+        assert (w.bits, w.budget_bits) == (2, 8192)
+    assert cfg.spec().budget_bits == 8192
+    args = build_parser().parse_args(["bench", "link", "--positions", "5,1,3", "--json", "x.json"])
+    cfg, positions = config_from_args(args)
+    assert positions == [1, 3, 5] and cfg.modes == ("hierarchical",)
+    args = build_parser().parse_args(["bench", "link", "--model", "resnet18", "--positions", "all", "--json", "x"])
+    assert config_from_args(args)[1] == list(range(1, 8))
+    with pytest.raises(ValueError):
+        config_from_args(build_parser().parse_args(["bench", "link", "--positions", "0,13", "--json", "x"]))

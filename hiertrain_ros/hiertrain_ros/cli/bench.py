@@ -13,13 +13,19 @@ def add_parser(sub) -> None:
                                          "real ROS 2 processes over a tbf-shaped veth between two namespaces")
     link.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
     link.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
+    link.add_argument("--positions", default=None,
+                      help="'all' or a list such as 1,3,5: run the hierarchical mode (or --modes) once per "
+                           "position, and with --plot draw estimated vs measured epoch time per position")
     link.add_argument("--link", default="3g", help="edge->cloud rate: 3g, 4g or bits/s")
     link.add_argument("--samples", type=int, default=512, help="training samples each mode runs")
     link.add_argument("--edge-cpu-quota", type=float, default=None,
                       help="edge CPU as a fraction of one core (cgroup v1 cfs quota); default: no limit")
     link.add_argument("--batch-size", type=int, default=32)
     link.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    link.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
+    link.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8),
+                      help="bits per transmitted feature value (hierarchical and split)")
+    link.add_argument("--budget-bits", type=int, default=16384,
+                      help="per-sample bit budget that sets the compression channels (hierarchical and split)")
     link.add_argument("--modes", nargs="+", default=None,
                       help="some of: hierarchical fullcloud-raw fullcloud-jpeg split edge-only (default all)")
     link.add_argument("--window", type=int, default=2, help="un-acknowledged batches allowed on the wire")
@@ -38,28 +44,53 @@ def _terminate(_signum, _frame):
     raise KeyboardInterrupt  # unwinds through the emulator's clean-up
 
 
-def run(args) -> int:
-    from ..linkbench.bench import BenchConfig, plot, run_link_bench, table_rows
-    from ..linkbench.netns import LinkUnavailable
+def config_from_args(args):
+    """(BenchConfig, positions or None) from the parsed ``bench link`` arguments."""
+    from ..linkbench.bench import BenchConfig, parse_positions
     from ..linkbench.worker import MODES
-    from .common import print_table, write_json
 
-    cfg = BenchConfig(arch=args.model, split_point=args.position, link=args.link, samples=args.samples,
-                      batch_size=args.batch_size, width=args.width, bits=args.bits,
-                      edge_cpu_quota=args.edge_cpu_quota, modes=tuple(args.modes or MODES), window=args.window,
+    positions = parse_positions(args.positions, args.model) if args.positions else None
+    default_modes = ("hierarchical",) if positions else MODES
+    cfg = BenchConfig(arch=args.model, split_point=positions[0] if positions else args.position, link=args.link,
+                      samples=args.samples, batch_size=args.batch_size, width=args.width, bits=args.bits,
+                      budget_bits=args.budget_bits, edge_cpu_quota=args.edge_cpu_quota,
+                      modes=tuple(args.modes or default_modes), window=args.window,
                       jpeg_quality=args.jpeg_quality, cloud_threads=args.cloud_threads,
                       epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir)
+    return cfg, positions
+
+
+def run(args) -> int:
+    from ..linkbench.bench import plot, plot_positions, run_link_bench, run_positions, table_rows
+    from ..linkbench.netns import LinkUnavailable
+    from .common import print_table, write_json
+
+    try:
+        cfg, positions = config_from_args(args)
+    except ValueError as exc:
+        print(f"hiertrain bench link: {exc}", file=sys.stderr)
+        return 2
     old = signal.signal(signal.SIGTERM, _terminate)
     try:
-        report = run_link_bench(cfg)
+        report = run_positions(cfg, positions) if positions else run_link_bench(cfg)
     except LinkUnavailable as exc:
         print(f"hiertrain bench link: {exc}", file=sys.stderr)
         return 3
     finally:
         signal.signal(signal.SIGTERM, old)
     c = report["config"]
+    if positions:
+        print(f"# {c['arch']} width {c['width']:g} positions {positions}, link {report['link_bps']:g} bit/s, "
+              f"edge quota {c['edge_cpu_quota']}, {c['bits']} bits, budget {c['budget_bits']} bits, "
+              f"{c['samples']} samples per position; {report['cpu']}")
+        print_table(report["rows"])
+        write_json(args.json, report)
+        if args.plot:
+            print(f"plot: {plot_positions(report, args.plot)}")
+        return 0
     print(f"# {c['arch']} width {c['width']:g} position {c['split_point']}, link {report['link_bps']:g} bit/s, "
-          f"edge quota {c['edge_cpu_quota']}, {c['samples']} samples, batch {c['batch_size']}, "
+          f"edge quota {c['edge_cpu_quota']}, {c['bits']} bits, budget {c['budget_bits']} bits, "
+          f"{c['samples']} samples, batch {c['batch_size']}, "
           f"epoch = {c['epoch_samples']} samples; {report['cpu']}")
     print_table(table_rows(report))
     for name, value in report["ratios"].items():

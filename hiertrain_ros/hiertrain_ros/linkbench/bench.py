@@ -364,3 +364,84 @@ def plot(report: dict, directory: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---- separation positions (paper Fig. 8: estimate vs measurement per position) --------------------
+
+def parse_positions(value: str, arch: str) -> list[int]:
+    """``"all"`` or a comma-separated list such as ``"1,3,5"`` -> sorted valid positions of ``arch``."""
+    from ..core.models import positions
+
+    valid = positions(arch)
+    if value.strip().lower() == "all":
+        return list(valid)
+    try:
+        chosen = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise ValueError(f"positions must be 'all' or a comma-separated list of integers, got {value!r}") from None
+    bad = [p for p in chosen if p not in valid]
+    if bad or not chosen:
+        raise ValueError(f"{arch} positions are {valid}, got {value!r}")
+    return chosen
+
+
+def run_positions(cfg: BenchConfig, positions: list[int], *, progress=print) -> dict:
+    """Run ``cfg.modes`` (normally hierarchical only) once per separation position; one fresh link each."""
+    from dataclasses import replace
+
+    reports = {}
+    for p in positions:
+        progress(f"## position {p}")
+        reports[str(p)] = run_link_bench(replace(cfg, split_point=p), progress=progress)
+    first = next(iter(reports.values()))
+    return {"config": {**asdict(cfg), "split_point": None, "positions": positions}, "link_bps": first["link_bps"],
+            "cpu": first["cpu"], "positions": reports, "rows": position_rows(reports)}
+
+
+def position_rows(reports: dict, mode: str = "hierarchical") -> list[dict]:
+    rows = []
+    for p, rep in reports.items():
+        r = rep["modes"].get(mode)
+        if r is None:
+            continue
+        terms = rep["estimate"]["terms"]
+        n = rep["config"]["samples"]
+        rows.append({
+            "position": int(p), "mode": mode, "payload_bits/sample": r.get("payload_bits_per_sample"),
+            "ms/sample": r["s_per_sample"] * 1e3, "epoch_s": r["epoch_s"], "est_epoch_s": r.get("estimate_epoch_s"),
+            "est_err": r.get("estimate_error"),
+            "est_comm_epoch_s": terms["t_comm"] / n * rep["config"]["epoch_samples"],
+            "edge_ms/batch": r["edge_compute_s_per_batch"] * 1e3,
+            "cloud_ms/batch": r.get("cloud_compute_s_per_batch", 0) * 1e3,
+            "link_ms/batch": r.get("link_s_per_batch", 0) * 1e3, "bottleneck": r.get("bottleneck"),
+        })
+    return rows
+
+
+def plot_positions(report: dict, directory: str) -> Path:
+    """Estimated (Eq. 1) vs measured epoch time per separation position, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(report["rows"], key=lambda r: r["position"])
+    xs = [r["position"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r["epoch_s"] for r in rows], "o-", label="measured")
+    ax.plot(xs, [r["est_epoch_s"] for r in rows], "s--", label="estimate (Eq. 1)")
+    ax.set_xticks(xs)
+    ax.set_xlabel("separation position")
+    ax.set_ylabel(f"epoch time, s ({report['config']['epoch_samples']} samples)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    c = report["config"]
+    ax.set_title(f"{c['arch']} w{c['width']:g} hierarchical, link {report['link_bps']:.3g} bit/s,\n"
+                 f"edge quota {c['edge_cpu_quota']}, {c['bits']} bits, budget {c['budget_bits']} bits, "
+                 f"{c['samples']} samples/position", fontsize=9)
+    fig.tight_layout()
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    path = Path(directory) / "linkbench_positions.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
