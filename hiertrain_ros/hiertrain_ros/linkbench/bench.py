@@ -358,9 +358,15 @@ def plot(report: dict, directory: str) -> Path:
     c = report["config"]
     fig.suptitle(f"{c['arch']} w{c['width']:g} pos {c['split_point']}, link {report['link_bps']:.3g} bit/s, "
                  f"edge quota {c['edge_cpu_quota']}, {c['samples']} samples")
+    return _save(fig, directory, "linkbench.png")
+
+
+def _save(fig, directory: str, name: str) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     Path(directory).mkdir(parents=True, exist_ok=True)
-    path = Path(directory) / "linkbench.png"
+    path = Path(directory) / name
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -439,9 +445,4 @@ def plot_positions(report: dict, directory: str) -> Path:
     ax.set_title(f"{c['arch']} w{c['width']:g} hierarchical, link {report['link_bps']:.3g} bit/s,\n"
                  f"edge quota {c['edge_cpu_quota']}, {c['bits']} bits, budget {c['budget_bits']} bits, "
                  f"{c['samples']} samples/position", fontsize=9)
-    fig.tight_layout()
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    path = Path(directory) / "linkbench_positions.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, directory, "linkbench_positions.png")
