@@ -3,6 +3,8 @@ answers every k-th frame with the early exit.  Heavy work runs in a worker threa
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
 from sensor_msgs.msg import Image
@@ -43,7 +45,11 @@ class EdgeNode(TrainerNode):
         self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                  heartbeat_qos(cfg.heartbeat_timeout_s))
+        # Sending has a thread of its own: a slow link or a backlog after an outage must
+        # never hold up the early exit's answers.
+        self._sender = threading.Thread(target=self._send_loop, name="edge-sender", daemon=True)
         self.start()
+        self._sender.start()
 
     def make_trainer(self, spec, optim):
         edge, _ = build_split(spec, seed=self.config.seed)
@@ -110,7 +116,6 @@ class EdgeNode(TrainerNode):
             self._infer(items)
         if len(self.train_buffer) >= self.config.batch_size:
             self._train(self.train_buffer.take(self.config.batch_size))
-        self._send()
 
     def _infer(self, items) -> None:
         headers = [h for h, _ in items]
@@ -140,6 +145,13 @@ class EdgeNode(TrainerNode):
         self.metrics_pub.publish(metrics)
         self.checkpoint_due(step)
 
+    def _send_loop(self) -> None:
+        while not self._stop.wait(0.005):
+            try:
+                self._send()
+            except Exception as exc:  # a bug must show, but must not silently stop sending
+                self.get_logger().error(f"edge sender: {exc!r}", throttle_duration_sec=2.0)
+
     def _send(self) -> None:
         if not self.cloud_alive():
             self.outbox.expire()  # store: training batches wait for the cloud (within limits)
@@ -151,6 +163,10 @@ class EdgeNode(TrainerNode):
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
+
+    def close(self) -> None:
+        super().close()
+        self._sender.join(timeout=2.0)
 
     # -- status -----------------------------------------------------------------------------------
     def extra_state(self) -> dict:
