@@ -3,6 +3,7 @@ another model refused, and nodes killed with SIGKILL resuming from their last ch
 
 import os
 import pickle
+import re
 import time
 
 import pytest
@@ -202,15 +203,16 @@ def test_killed_nodes_resume_from_their_checkpoints(ros_env, tmp_path):
         killed = time.monotonic()
         graph.start("cloud_node")
         wait_for(lambda: [s for t, s in heartbeats if t > killed], 60, "the restarted cloud's heartbeat", state)
-        resumed = next(s for t, s in heartbeats if t > killed)
+        # The step it resumed at, from its own log (its first heartbeat may already follow a
+        # step trained on the edge's first batch, depending on which reader discovered it first).
+        log = (tmp_path / "logs" / "cloud_node.log").read_text(errors="replace")
+        resumed = int(re.findall(r"resumed from \S+ at step (\d+)", log)[-1])
         print(f"\ncloud killed at >= {steps_before} steps, resumed at {resumed}")
         assert resumed >= steps_before - EVERY and resumed >= steps_before // EVERY * EVERY > 0, (steps_before,
                                                                                                  resumed)
         wait_for(lambda: [s for t, s in cloud_steps if t > killed], 30, "the restarted cloud training", state)
         first = next(s for t, s in cloud_steps if t > killed)
-        assert first == resumed + 1 or first > resumed, (resumed, first)
-        log = (tmp_path / "logs" / "cloud_node.log").read_text(errors="replace")
-        assert "resumed from" in log
+        assert first > resumed, (resumed, first)  # goes on from the checkpoint (the monitor may see it late)
 
         # -- the edge ----------------------------------------------------------------------------
         wait_for(lambda: edge_steps and edge_steps[-1][1] > 25, 60, "the edge past 25 steps", state)
