@@ -27,7 +27,6 @@ HIERTRAIN = [sys.executable, "-c", "import sys; from hiertrain_ros.cli import ma
 
 
 def counting_node(topics_types):
-    import rclpy
     from rclpy.node import Node
 
     from hiertrain_ros.bag_tools import PLAY_RELIABLE_QOS, message_class, play_qos
@@ -107,7 +106,7 @@ def bench_record(frames: int, tmp: Path, label: str, profile: str | None) -> dic
         raise RuntimeError(cam_out + rec_out)
     stats = json.loads(cam_out.strip().splitlines()[-1])
     got = sum(t["count"] for t in bags.bag_info(out)["topics"])
-    return {"case": f"camera with " + label, "published": stats["published"], "recorded": got,
+    return {"case": "camera with " + label, "published": stats["published"], "recorded": got,
             "drops": stats["published"] - got, "publish_rate_hz": stats["rate_hz"],
             "bag_mb": sum(f.stat().st_size for f in out.iterdir()) / 1e6}
 

@@ -22,7 +22,6 @@ overflows and the order of every inference and training step is fixed by the bag
 from __future__ import annotations
 
 import importlib
-import os
 import signal
 import threading
 import time

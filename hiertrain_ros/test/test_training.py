@@ -4,10 +4,8 @@ import sys
 import pytest
 import torch
 
-from hiertrain_ros.core import codec
 from hiertrain_ros.core.models import SplitSpec, build_model
-from hiertrain_ros.core.training import (CloudTrainer, EdgeTrainer, FullCloudTrainer, OptimConfig, make_trainers,
-                                         paper_optim)
+from hiertrain_ros.core.training import FullCloudTrainer, OptimConfig, make_trainers, paper_optim
 
 SPEC = SplitSpec("vgg16", 3, width=0.125)
 
