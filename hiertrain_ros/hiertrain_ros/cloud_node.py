@@ -1,5 +1,8 @@
 """Cloud node: trains the cloud part on received features, answers inference batches,
-publishes a 10 Hz heartbeat that acknowledges the training batches it received."""
+publishes a 10 Hz heartbeat that acknowledges the training batches it received.
+
+Answers come from a copy of the model in their own thread, so they never wait for a
+training step; the copy follows the trained weights every ``serve_refresh_s``."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from . import conversions
 from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
 from .core.models import build_split
-from .core.training import CloudTrainer
+from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
 
@@ -31,6 +34,8 @@ class CloudNode(TrainerNode):
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.train_queue = DropOldestQueue(cfg.queue_size)
         self.duplicates = self.predictions = 0
+        self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
+        self._server = threading.Thread(target=self._serve, name="cloud-server", daemon=True)
 
         self.prediction_pub = self.create_publisher(Prediction, TOPICS["cloud_prediction"], RELIABLE_QOS)
         self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], RELIABLE_QOS)
@@ -40,6 +45,7 @@ class CloudNode(TrainerNode):
                                                      RELIABLE_QOS)
         self.create_timer(1.0 / cfg.heartbeat_hz, self.publish_heartbeat)
         self.start()
+        self._server.start()
 
     def make_trainer(self, spec, optim):
         _, cloud = build_split(spec, seed=self.config.seed)
@@ -47,6 +53,10 @@ class CloudNode(TrainerNode):
 
     def input_shape(self) -> tuple:
         return self.trainer.model.feature_shape
+
+    def warm_up(self) -> None:
+        self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
+        self.serving.warm_up(self.input_shape())
 
     def extra_state(self) -> dict:
         return {"last_seq": self.last_seq, "trained_seqs": list(self._trained)}
@@ -70,16 +80,22 @@ class CloudNode(TrainerNode):
             self.train_queue.put(payload)
 
     def work_once(self) -> None:
-        self.infer_queue.wait(0.02)
-        # Answers first: every pending inference batch before the next training step.
-        for payload in self.infer_queue.take(self.config.queue_size):
-            self._infer(payload)
+        self.train_queue.wait(0.02)
         for payload in self.train_queue.take(1):
             self._train(payload)
+            self.serving.follow(self.trainer.model)
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            self.infer_queue.wait(0.02)
+            for payload in self.infer_queue.take(self.config.queue_size):
+                try:
+                    self._infer(payload)
+                except Exception as exc:  # a bug must show, but must not stop the answers
+                    self.get_logger().error(f"cloud server: {exc!r}", throttle_duration_sec=2.0)
 
     def _infer(self, payload) -> None:
-        with self._lock:
-            classes, confidence = self.trainer.predict(payload)
+        classes, confidence = self.trainer.predict(payload, self.serving)
         for (sec, nanosec), c, p in zip(payload.frame_stamps, classes, confidence):
             stamp = Time(sec=sec, nanosec=nanosec)
             self.prediction_pub.publish(conversions.prediction_msg(
@@ -124,6 +140,10 @@ class CloudNode(TrainerNode):
         msg = Heartbeat(steps=self.trainer.step, last_seq=self.last_seq, acked=acked)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.heartbeat_pub.publish(msg)
+
+    def close(self) -> None:
+        super().close()
+        self._server.join(timeout=2.0)
 
     def status(self) -> dict:
         return {**super().status(), "last_seq": self.last_seq,

@@ -112,7 +112,10 @@ class Monitor(Node):
         super().__init__(name)
         self.truth: dict[int, int] = {}
         self.predictions: dict[str, dict[int, tuple[int, int, float]]] = {"edge": {}, "cloud": {}, "output": {}}
-        self.output_times: list[tuple[float, int]] = []  # (receive time, source)
+        # Timing lists hold when the *sender* published (DDS source timestamp), on this
+        # process's monotonic clock: what a node did, not when this monitor got round to it.
+        self._wall_minus_mono = time.time() - time.monotonic()
+        self.output_times: list[tuple[float, int]] = []  # (publish time, source)
         self.counts: Counter = Counter()
         self.feature_bytes = 0
         self.cloud_losses: list[float] = []
@@ -122,12 +125,12 @@ class Monitor(Node):
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
-        self.link_changes: list[tuple[float, bool]] = []  # (receive time, cloud alive)
+        self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
         self.create_subscription(Label, TOPICS["labels"], lambda m: self._count("labels"), RELIABLE_QOS)
         for key, topic in (("edge", "edge_prediction"), ("cloud", "cloud_prediction"), ("output", "prediction")):
-            self.create_subscription(Prediction, TOPICS[topic], lambda m, k=key: self._on_prediction(k, m),
+            self.create_subscription(Prediction, TOPICS[topic], lambda m, info, k=key: self._on_prediction(k, m, info),
                                      RELIABLE_QOS)
         self.create_subscription(FeatureBatch, TOPICS["features"], self._on_features, RELIABLE_QOS)
         self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], lambda m: self._on_metrics("cloud", m),
@@ -137,7 +140,11 @@ class Monitor(Node):
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"],
-                                 lambda m: self.heartbeat_times.append(time.monotonic()), heartbeat_qos(1.0))
+                                 lambda m, info: self.heartbeat_times.append(self._sent(info)), heartbeat_qos(1.0))
+
+    def _sent(self, info) -> float:
+        """The message's source timestamp on this process's monotonic clock."""
+        return info["source_timestamp"] * 1e-9 - self._wall_minus_mono
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -148,12 +155,12 @@ class Monitor(Node):
             self.truth[stamp_ns(msg.header.stamp)] = msg.class_id
             self.counts["held_out_frames"] += 1
 
-    def _on_prediction(self, key: str, msg: Prediction) -> None:
+    def _on_prediction(self, key: str, msg: Prediction, info) -> None:
         with self._lock:
             self.predictions[key][stamp_ns(msg.header.stamp)] = (msg.class_id, msg.source, msg.latency)
             self.counts[f"{key}_predictions"] += 1
             if key == "output":
-                self.output_times.append((time.monotonic(), msg.source))
+                self.output_times.append((self._sent(info), msg.source))
 
     def _on_features(self, msg: FeatureBatch) -> None:
         with self._lock:
@@ -175,9 +182,9 @@ class Monitor(Node):
                     name = f"{status.hardware_id}.{key}"
                     self.peaks[name] = max(self.peaks[name], int(values[key]))
 
-    def _on_link(self, msg: LinkStatus) -> None:
+    def _on_link(self, msg: LinkStatus, info) -> None:
         if self.link is None or self.link.cloud_alive != msg.cloud_alive:
-            self.link_changes.append((time.monotonic(), msg.cloud_alive))
+            self.link_changes.append((self._sent(info), msg.cloud_alive))
         self.link = msg
 
     def accuracy(self, key: str) -> tuple[float | None, int]:

@@ -47,17 +47,20 @@ class TrainerNode(Node):
     def start(self) -> None:
         """Resume from the last checkpoint, warm up, start the worker (end of the subclass's __init__)."""
         self._resume()
-        # One forward pass before announcing ourselves: the first one in a fresh process is
-        # slow (lazy initialisation) and would delay the first answers.
+        self.warm_up()
+        self._worker.start()
+        self.get_logger().info(f"{self.role} {self.trainer.model_id}: features "
+                               f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
+
+    def warm_up(self) -> None:
+        """One forward pass before announcing ourselves: the first one in a fresh process is
+        slow (lazy initialisation) and would delay the first answers."""
         model = self.trainer.model
         with torch.no_grad():
             was_training = model.training
             model.eval()
             model(torch.zeros(1, *self.input_shape()))
             model.train(was_training)
-        self._worker.start()
-        self.get_logger().info(f"{self.role} {self.trainer.model_id}: features "
-                               f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
 
     def on_config_changed(self) -> None:
         pass

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hiertrain_ros.core.models import SplitSpec, build_model
-from hiertrain_ros.core.training import FullCloudTrainer, OptimConfig, make_trainers, paper_optim
+from hiertrain_ros.core.training import FullCloudTrainer, OptimConfig, ServingCopy, make_trainers, paper_optim
 
 SPEC = SplitSpec("vgg16", 3, width=0.125)
 
@@ -29,6 +29,28 @@ def test_cloud_backward_never_touches_edge(arch):
         assert torch.equal(p.grad, edge_grads[n]), n
         assert torch.equal(p.detach(), edge_params[n]), n
     assert any(not torch.equal(p.detach(), before[n]) for n, p in cloud.model.named_parameters())
+
+
+def test_serving_copy_answers_like_the_model_and_follows_training_when_due():
+    edge, cloud = make_trainers(SPEC, OptimConfig(lr=1e-2))
+    now = [0.0]
+    serving = ServingCopy(cloud.model, refresh_s=1.0, clock=lambda: now[0])
+    images, labels = _batch()
+    _, train_payload = edge.train_step(images, labels)
+    _, _, payload = edge.infer(images)
+    assert [a.tolist() for a in cloud.predict(payload, serving)] == [a.tolist() for a in cloud.predict(payload)]
+
+    for _ in range(3):
+        cloud.train_step(train_payload)
+    assert cloud.model.training, "serving never switches the trained model to eval mode"
+    assert not serving.follow(cloud.model), "not due yet"
+    stale = next(serving.model.parameters()).clone()
+    assert torch.equal(stale, next(serving.model.parameters()))
+    now[0] = 1.5
+    assert serving.follow(cloud.model)
+    assert torch.equal(next(serving.model.parameters()), next(cloud.model.parameters()).detach())
+    assert not torch.equal(stale, next(serving.model.parameters()))
+    assert [a.tolist() for a in cloud.predict(payload, serving)] == [a.tolist() for a in cloud.predict(payload)]
 
 
 def test_edge_step_updates_only_edge_and_payload_is_labelled():

@@ -92,7 +92,7 @@ class EdgeConfig(ModelParams):
     link_budget_bps: float = 0.0    # bits/s the edge may offer the link; 0 = unlimited
     outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
     outbox_age_s: float = 600.0     # training batches older than this are dropped
-    infer_age_s: float = 0.25       # inference features older than this are dropped: the fallback has
+    infer_age_s: float = 0.2        # inference features older than this are dropped: the fallback has
                                     # answered those frames with the early exit already
     unacked_max: int = 2000         # training batches sent but not yet acknowledged, kept for resending
     resend_after_s: float = 3.0     # resend a training batch the cloud has not acknowledged after this long
@@ -118,16 +118,17 @@ class CloudConfig(ModelParams):
     checkpoint_dir: str = ""
     checkpoint_every: int = 200
     metrics_every: int = 1          # publish training metrics every N steps
+    serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every")
+        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every", "serve_refresh_s")
 
 
 @dataclass(frozen=True)
 class FallbackConfig:
     heartbeat_timeout_s: float = 0.25  # link declared lost after this long without a 10 Hz heartbeat
-    cloud_grace_s: float = 0.25       # how long an edge answer waits for the cloud's while the link is up
+    cloud_grace_s: float = 0.2        # how long an edge answer waits for the cloud's while the link is up
     poll_hz: float = 50.0
 
     LIVE = ("cloud_grace_s",)

@@ -7,7 +7,9 @@ crosses the split, so no gradient ever flows from cloud to edge.
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -194,11 +196,52 @@ class CloudTrainer(_Trainer):
         return self._classify_step(codec.decode(payload), torch.from_numpy(np.asarray(payload.labels, dtype=np.int64)))
 
     @torch.no_grad()
-    def predict(self, payload: codec.FeaturePayload) -> tuple[np.ndarray, np.ndarray]:
+    def predict(self, payload: codec.FeaturePayload,
+                serving: ServingCopy | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Classes and confidences for an inference payload, from ``serving`` if given."""
         self.check(payload, train=False)
         features = codec.decode(payload)
+        if serving is not None:
+            return serving.predict(features)
         self.model.eval()
         return _predictions(self.model(features))
+
+
+class ServingCopy:
+    """An eval-mode copy of a model that answers while the original trains.
+
+    Answers from a second thread then never wait for a training step (a full-width
+    VGG-16 step takes longer than the fallback waits for the cloud).  The trainer's
+    thread calls ``follow`` after its steps; the copy takes the trained weights at
+    most every ``refresh_s`` seconds.
+    """
+
+    def __init__(self, model: nn.Module, refresh_s: float = 0.5, clock=time.monotonic):
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.refresh_s = refresh_s
+        self._clock = clock
+        self._refreshed = clock()
+        self._lock = threading.Lock()
+
+    def follow(self, source: nn.Module, force: bool = False) -> bool:
+        """Copy ``source``'s weights if the last copy is older than ``refresh_s``."""
+        if not force and self._clock() - self._refreshed < self.refresh_s:
+            return False
+        with self._lock:
+            self.model.load_state_dict(source.state_dict())
+        self._refreshed = self._clock()
+        return True
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            return _predictions(self.model(inputs))
+
+    def warm_up(self, input_shape: tuple) -> None:
+        """One forward pass: the first in a fresh process is slow (lazy initialisation)."""
+        self.predict(torch.zeros(1, *input_shape))
 
 
 class FullCloudTrainer(_Trainer):
