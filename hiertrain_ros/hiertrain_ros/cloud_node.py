@@ -2,10 +2,13 @@
 publishes a 10 Hz heartbeat that acknowledges the training batches it received.
 
 Answers come from a copy of the model in their own thread, so they never wait for a
-training step; the copy follows the trained weights every ``serve_refresh_s``."""
+training step; the copy follows the trained weights every ``serve_refresh_s``.  With
+``serve_refresh_s`` 0 the training thread answers, before each step: slower answers,
+but the same weights answer the same frames on every run (what a replay needs)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict, deque
 
@@ -45,7 +48,8 @@ class CloudNode(TrainerNode):
                                                      RELIABLE_QOS)
         self.create_timer(1.0 / cfg.heartbeat_hz, self.publish_heartbeat)
         self.start()
-        self._server.start()
+        if self.serving is not None:
+            self._server.start()
 
     def make_trainer(self, spec, optim):
         _, cloud = build_split(spec, seed=self.config.seed)
@@ -55,6 +59,8 @@ class CloudNode(TrainerNode):
         return self.trainer.model.feature_shape
 
     def warm_up(self) -> None:
+        if self.config.serve_refresh_s == 0:
+            return super().warm_up()
         self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
         self.serving.warm_up(self.input_shape())
 
@@ -80,22 +86,30 @@ class CloudNode(TrainerNode):
             self.train_queue.put(payload)
 
     def work_once(self) -> None:
-        self.train_queue.wait(0.02)
+        if self.serving is None:
+            self._answer_pending()  # every pending answer before the next training step
+        else:
+            self.train_queue.wait(0.02)
         for payload in self.train_queue.take(1):
             self._train(payload)
-            self.serving.follow(self.trainer.model)
+            if self.serving is not None:
+                self.serving.follow(self.trainer.model)
 
     def _serve(self) -> None:
         while not self._stop.is_set():
-            self.infer_queue.wait(0.02)
-            for payload in self.infer_queue.take(self.config.queue_size):
-                try:
-                    self._infer(payload)
-                except Exception as exc:  # a bug must show, but must not stop the answers
-                    self.get_logger().error(f"cloud server: {exc!r}", throttle_duration_sec=2.0)
+            try:
+                self._answer_pending()
+            except Exception as exc:  # a bug must show, but must not stop the answers
+                self.get_logger().error(f"cloud server: {exc!r}", throttle_duration_sec=2.0)
+
+    def _answer_pending(self) -> None:
+        self.infer_queue.wait(0.02)
+        for payload in self.infer_queue.take(self.config.queue_size):
+            self._infer(payload)
 
     def _infer(self, payload) -> None:
-        classes, confidence = self.trainer.predict(payload, self.serving)
+        with self._lock if self.serving is None else contextlib.nullcontext():
+            classes, confidence = self.trainer.predict(payload, self.serving)
         for (sec, nanosec), c, p in zip(payload.frame_stamps, classes, confidence):
             stamp = Time(sec=sec, nanosec=nanosec)
             self.prediction_pub.publish(conversions.prediction_msg(
@@ -143,7 +157,8 @@ class CloudNode(TrainerNode):
 
     def close(self) -> None:
         super().close()
-        self._server.join(timeout=2.0)
+        if self._server.is_alive():
+            self._server.join(timeout=2.0)
 
     def status(self) -> dict:
         return {**super().status(), "last_seq": self.last_seq,

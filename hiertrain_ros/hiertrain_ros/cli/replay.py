@@ -8,10 +8,11 @@ import hashlib
 
 NODES = ("edge_node", "cloud_node", "fallback_node")
 # Offline there is no link to lose: a node slowed down by a busy machine must not look like
-# an outage (which would make the output path depend on timing).  --set overrides these.
+# an outage (which would make the output path depend on timing), and the cloud answers from
+# its training thread (a serving copy would follow the weights on a timer).  --set overrides these.
 OFFLINE_DEFAULTS = {
     "edge_node": {"heartbeat_timeout_s": 5.0},
-    "cloud_node": {"metrics_every": 1},
+    "cloud_node": {"metrics_every": 1, "serve_refresh_s": 0.0},
     "fallback_node": {"heartbeat_timeout_s": 5.0, "cloud_grace_s": 2.0},
 }
 

@@ -118,11 +118,14 @@ class CloudConfig(ModelParams):
     checkpoint_dir: str = ""
     checkpoint_every: int = 200
     metrics_every: int = 1          # publish training metrics every N steps
-    serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often
+    serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often;
+                                    # 0 = no copy: the training thread answers (deterministic, for replays)
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every", "serve_refresh_s")
+        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every")
+        if self.serve_refresh_s < 0:
+            raise ValueError(f"serve_refresh_s must be >= 0, got {self.serve_refresh_s}")
 
 
 @dataclass(frozen=True)
