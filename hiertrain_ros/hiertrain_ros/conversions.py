@@ -56,7 +56,7 @@ def label_msg(stamp, class_id: int) -> Label:
 def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBatch:
     msg = FeatureBatch()
     msg.header.stamp = stamp
-    msg.model_id = payload.model_id
+    msg.model_hash = payload.model_hash
     msg.encoder_version = payload.encoder_version
     msg.seq = payload.seq
     msg.purpose = purpose
@@ -79,7 +79,7 @@ def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
         shape=tuple(int(d) for d in msg.shape), bits=int(msg.bits), scale=float(msg.scale),
         zero_point=float(msg.zero_point), data=bytes(msg.data), labels=np.asarray(msg.labels, dtype=np.int16),
         split_point=int(msg.split_point), encoder_version=int(msg.encoder_version), seq=int(msg.seq),
-        model_id=msg.model_id, frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps))
+        model_hash=int(msg.model_hash), frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps))
     codec.validate(payload)
     if msg.purpose == PURPOSE_INFER and len(payload.frame_stamps) != payload.num_samples:
         raise ValueError(f"inference batch needs one frame stamp per sample ({payload.num_samples}), "

@@ -49,7 +49,7 @@ class TrainerNode(Node):
         self._resume()
         self.warm_up()
         self._worker.start()
-        self.get_logger().info(f"{self.role} {self.trainer.model_id}: features "
+        self.get_logger().info(f"{self.role} {self.trainer.model_id} ({self.trainer.model_hash:08x}): features "
                                f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
 
     def warm_up(self) -> None:

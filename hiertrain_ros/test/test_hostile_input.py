@@ -116,7 +116,7 @@ def feature_batches(draw):
     msg.encoder_version = draw(st.one_of(st.just(codec.ENCODER_VERSION), st.integers(0, U32)))
     msg.split_point = draw(st.integers(0, 255))
     msg.seq = draw(st.integers(0, 2**64 - 1))
-    msg.model_id = draw(st.text(max_size=40))
+    msg.model_hash = draw(st.integers(0, U32))
     n_stamps = max(0, n_labels + draw(st.sampled_from([0, 0, 1, -1])))
     msg.frame_stamps = [Time(sec=draw(st.integers(-2**31, 2**31 - 1)), nanosec=draw(st.integers(0, U32)))
                         for _ in range(min(n_stamps, 70))]
@@ -143,12 +143,12 @@ def test_payload_from_msg_only_raises_value_error_and_decodes_to_declared_shape(
 
 def test_payload_round_trip_of_an_edge_batch():
     features = torch.rand(3, 4, 5, 5)
-    payload = codec.encode(features, bits=4, split_point=3, labels=[1, 2, 3], model_id="m", seq=7,
+    payload = codec.encode(features, bits=4, split_point=3, labels=[1, 2, 3], model_hash=codec.model_hash("m"), seq=7,
                            frame_stamps=((1, 2), (3, 4), (5, 6)))
     msg = conversions.feature_msg(payload, Time(sec=5, nanosec=6), conversions.PURPOSE_INFER)
     back, purpose = conversions.payload_from_msg(msg)
     assert purpose == conversions.PURPOSE_INFER and back.frame_stamps == payload.frame_stamps
-    assert back.model_id == "m" and back.seq == 7 and list(back.labels) == [1, 2, 3]
+    assert back.model_hash == codec.model_hash("m") and back.seq == 7 and list(back.labels) == [1, 2, 3]
     assert torch.allclose(codec.decode(back), codec.decode(payload))
 
 
@@ -191,8 +191,8 @@ def test_accepted_payload_cannot_poison_the_cloud():
     _, cloud = build_split(spec, seed=0)
     trainer = CloudTrainer(cloud, spec, OptimConfig())
     n, (c, h, w) = 2, cloud.feature_shape
-    msg = FeatureBatch(model_id=spec.model_id, encoder_version=codec.ENCODER_VERSION, split_point=3, bits=4,
-                       scale=3.0e38, zero_point=0.0, purpose=FeatureBatch.PURPOSE_TRAIN)
+    msg = FeatureBatch(model_hash=codec.model_hash(spec.model_id), encoder_version=codec.ENCODER_VERSION,
+                       split_point=3, bits=4, scale=3.0e38, zero_point=0.0, purpose=FeatureBatch.PURPOSE_TRAIN)
     msg.shape = [n, c, h, w]
     msg.data = b"\xff" * codec.packed_size(n * c * h * w, 4)
     msg.labels = [1, 2]
@@ -248,7 +248,7 @@ def _bad_features(n, real: FeatureBatch):
     shape = list(real.shape)
     kinds = [dict(bits=3), dict(bits=0), dict(shape=shape[:3]), dict(shape=[U32] * 4),
              dict(shape=[shape[0], shape[1] + 1, shape[2], shape[3]]),   # codec-valid? no: data length
-             dict(scale=math.nan), dict(zero_point=math.inf), dict(model_id="resnet18-evil"),
+             dict(scale=math.nan), dict(zero_point=math.inf), dict(model_hash=codec.model_hash("resnet18-evil")),
              dict(encoder_version=99), dict(purpose=7), dict(purpose=FeatureBatch.PURPOSE_INFER, frame_stamps=[]),
              dict(labels=[99] * shape[0]), dict(data=b"")]
     # (A wrong split_point alone is not refused at the door: see test_cloud_refuses_wrong_split_point_at_the_door.)
@@ -284,7 +284,7 @@ def test_live_nodes_survive_and_count_malformed_messages(ros_env, tmp_path):
             diag[status.hardware_id] = [(kv.key, kv.value) for kv in status.values]
 
     def on_features(msg):
-        if msg.purpose == FeatureBatch.PURPOSE_TRAIN and not real and msg.model_id != "resnet18-evil":
+        if msg.purpose == FeatureBatch.PURPOSE_TRAIN and not real and msg.model_hash != codec.model_hash("resnet18-evil"):
             real.append(msg)
 
     mon.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
@@ -419,7 +419,7 @@ def test_cloud_refuses_wrong_split_point_at_the_door(ros_env):
         edge, _ = build_split(node.config.spec(), seed=0)
         features, _ = edge(torch.randn(2, 3, 32, 32))
         payload = codec.encode(features, bits=node.config.bits, split_point=node.config.split_point + 1,
-                               labels=[1, 2], model_id=node.trainer.model_id, seq=1)
+                               labels=[1, 2], model_hash=node.trainer.model_hash, seq=1)
         node.on_features(conversions.feature_msg(payload, Time(sec=1), conversions.PURPOSE_TRAIN))
         assert node.rejections.counts["features"] == 1
         assert len(node.train_queue) == 0

@@ -32,13 +32,13 @@ def test_jpeg_frames_round_trip_and_reject_bad_lengths():
     frames, labels = _frames()
     frames[:] = frames[:, :1, :1]  # smooth images: JPEG at q90 is then near-lossless
     payload = messages.jpeg_payload(frames, labels, seq=1, quality=90)
-    decoded = messages.jpeg_frames(payload.shape, payload.data, payload.model_id)
+    decoded = messages.jpeg_frames(payload.shape, payload.data, payload.model_hash)
     assert decoded.shape == frames.shape
     assert np.abs(decoded.astype(int) - frames).max() <= 8
     with pytest.raises(ValueError):
-        messages.jpeg_frames(payload.shape, payload.data[:-1], payload.model_id)
+        messages.jpeg_frames(payload.shape, payload.data[:-1], payload.model_hash)
     with pytest.raises(ValueError):
-        messages.jpeg_frames(payload.shape, payload.data, messages.RAW_MODEL_ID)
+        messages.jpeg_frames(payload.shape, payload.data, messages.RAW_FORMAT)
 
 
 def test_split_learning_step_updates_edge_from_cloud_gradient():

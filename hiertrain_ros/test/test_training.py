@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+from hiertrain_ros.core import codec
 from hiertrain_ros.core.models import SplitSpec, build_model
 from hiertrain_ros.core.training import FullCloudTrainer, OptimConfig, ServingCopy, make_trainers, paper_optim
 
@@ -62,7 +63,7 @@ def test_edge_step_updates_only_edge_and_payload_is_labelled():
     assert result.samples == 8 and result.loss > 0
     assert payload.shape == (8, *edge.model.feature_shape)
     assert payload.labels.tolist() == labels.tolist()
-    assert payload.model_id == SPEC.model_id and payload.seq == first_seq
+    assert payload.model_hash == codec.model_hash(SPEC.model_id) and payload.seq == first_seq
     assert all(p.grad is None for p in cloud.model.parameters())
     assert all(torch.equal(a, b.detach()) for a, b in zip(cloud_before, cloud.model.parameters()))
 

@@ -10,6 +10,7 @@ from it and returns the dequantized batch.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
@@ -30,6 +31,11 @@ MAX_ELEMENTS = 1 << 28
 MAX_FEATURE = 1e4
 
 
+def model_hash(model_id: str) -> int:
+    """The 32-bit fingerprint of a model id that travels in every payload (CRC-32)."""
+    return zlib.crc32(model_id.encode())
+
+
 def packed_size(num_values: int, bits: int) -> int:
     """Bytes needed for ``num_values`` codes of ``bits`` bits: ceil(n*b/8)."""
     return math.ceil(num_values * bits / 8)
@@ -48,7 +54,7 @@ class FeaturePayload:
     split_point: int
     encoder_version: int = ENCODER_VERSION
     seq: int = 0
-    model_id: str = ""
+    model_hash: int = 0  # model_hash() of the model id the encoder was built for; 0 = not stated
     frame_stamps: tuple = field(default=())  # (sec, nanosec) per sample; opaque to the core
 
     @property

@@ -109,7 +109,7 @@ def compressed_channels(channels: int, height: int, width: int, *, bits: int, bu
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Everything both sides must agree on; the model_id travels with every feature batch."""
+    """Everything both sides must agree on; a fingerprint of the model_id travels with every feature batch."""
 
     arch: str
     split_point: int

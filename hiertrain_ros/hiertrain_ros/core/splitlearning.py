@@ -58,5 +58,5 @@ class SplitCloudTrainer(CloudTrainer):
         labels = torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
         result = self._classify_step(features, labels)  # its backward also fills features.grad
         grad = codec.encode(features.grad, bits=self.grad_bits, split_point=payload.split_point,
-                            seq=payload.seq, model_id=payload.model_id)
+                            seq=payload.seq, model_hash=payload.model_hash)
         return result, grad

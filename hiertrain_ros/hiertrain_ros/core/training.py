@@ -56,6 +56,7 @@ class _Trainer:
         self.model = model
         self.optim_config = optim
         self.model_id = model_id
+        self.model_hash = codec.model_hash(model_id)
         params = [p for p in model.parameters() if p.requires_grad]
         if optim.name == "adam":
             self.optimizer = torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
@@ -137,7 +138,7 @@ class EdgeTrainer(_Trainer):
     def _payload(self, features: torch.Tensor, labels, **meta) -> codec.FeaturePayload:
         self.seq += 1
         return codec.encode(features, bits=self.spec.bits, split_point=self.spec.split_point, labels=labels,
-                            seq=self.seq, model_id=self.model_id, **meta)
+                            seq=self.seq, model_hash=self.model_hash, **meta)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[StepResult, codec.FeaturePayload]:
         self.model.train()
@@ -181,8 +182,10 @@ class CloudTrainer(_Trainer):
         codec.validate(payload)
         if payload.split_point != self.spec.split_point:
             raise ValueError(f"payload split_point {payload.split_point} != {self.spec.split_point}")
-        if payload.model_id and payload.model_id != self.model_id:
-            raise ValueError(f"payload model_id {payload.model_id!r} != {self.model_id!r}")
+        if payload.model_hash and payload.model_hash != self.model_hash:
+            raise ValueError(f"payload from model {payload.model_hash:08x}, not this {self.model_id!r} "
+                             f"({self.model_hash:08x}): edge and cloud need the same model, width, "
+                             "num_classes, split_point, bits and budget_bits")
         if tuple(payload.shape[1:]) != tuple(self.model.feature_shape):
             raise ValueError(f"payload feature shape {tuple(payload.shape[1:])} != {self.model.feature_shape}")
         labels = np.asarray(payload.labels)

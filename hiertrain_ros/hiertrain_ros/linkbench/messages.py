@@ -8,7 +8,7 @@ field for the labels.
 
 JPEG mode: each frame is JPEG-encoded on its own with OpenCV (what image_transport's
 ``compressed`` transport does per image); ``data`` is N little-endian uint32 lengths
-followed by the N JPEG streams.  ``model_id`` names the format so that the cloud never
+followed by the N JPEG streams.  ``model_hash`` names the format so that the cloud never
 mistakes one for the other.
 """
 
@@ -18,20 +18,20 @@ import numpy as np
 
 from ..core import codec
 
-RAW_MODEL_ID = "frames-rgb8"
-JPEG_MODEL_ID = "frames-jpeg"
+RAW_FORMAT = codec.model_hash("frames-rgb8")
+JPEG_FORMAT = codec.model_hash("frames-jpeg")
 
 
 def raw_payload(frames: np.ndarray, labels: np.ndarray, seq: int) -> codec.FeaturePayload:
     frames = np.ascontiguousarray(frames, dtype=np.uint8)
     return codec.FeaturePayload(shape=tuple(int(d) for d in frames.shape), bits=8, scale=1.0, zero_point=0.0,
                                 data=frames.tobytes(), labels=np.asarray(labels, dtype=np.int16),
-                                split_point=0, seq=seq, model_id=RAW_MODEL_ID)
+                                split_point=0, seq=seq, model_hash=RAW_FORMAT)
 
 
 def raw_frames(payload: codec.FeaturePayload) -> np.ndarray:
-    if payload.model_id != RAW_MODEL_ID or payload.bits != 8:
-        raise ValueError(f"not a raw frame batch: model_id {payload.model_id!r}, bits {payload.bits}")
+    if payload.model_hash != RAW_FORMAT or payload.bits != 8:
+        raise ValueError(f"not a raw frame batch: model_hash {payload.model_hash:08x}, bits {payload.bits}")
     return np.frombuffer(payload.data, dtype=np.uint8).reshape(payload.shape).copy()  # writable for torch
 
 
@@ -54,14 +54,14 @@ def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int 
     header = np.asarray([len(s) for s in streams], dtype="<u4").tobytes()
     return codec.FeaturePayload(shape=tuple(int(d) for d in frames.shape), bits=8, scale=1.0, zero_point=0.0,
                                 data=header + b"".join(streams), labels=np.asarray(labels, dtype=np.int16),
-                                split_point=0, seq=seq, model_id=JPEG_MODEL_ID)
+                                split_point=0, seq=seq, model_hash=JPEG_FORMAT)
 
 
-def jpeg_frames(shape, data: bytes, model_id: str) -> np.ndarray:
+def jpeg_frames(shape, data: bytes, model_hash: int) -> np.ndarray:
     """Decoded N x H x W x 3 RGB frames of a JPEG batch (checks lengths before decoding)."""
     cv2 = _cv2()
-    if model_id != JPEG_MODEL_ID or len(shape) != 4 or shape[3] != 3:
-        raise ValueError(f"not a JPEG frame batch: model_id {model_id!r}, shape {tuple(shape)}")
+    if model_hash != JPEG_FORMAT or len(shape) != 4 or shape[3] != 3:
+        raise ValueError(f"not a JPEG frame batch: model_hash {model_hash:08x}, shape {tuple(shape)}")
     n = int(shape[0])
     if not 0 < n <= codec.MAX_DIM or len(data) < 4 * n:
         raise ValueError(f"JPEG batch of {n} frames has only {len(data)} bytes")

@@ -355,7 +355,7 @@ def run_cloud(cfg: WorkerConfig) -> dict:
 
     def decode(msg):
         if cfg.mode == "fullcloud-jpeg":
-            images = frames_to_tensor(jpeg_frames(tuple(msg.shape), bytes(msg.data), msg.model_id))
+            images = frames_to_tensor(jpeg_frames(tuple(msg.shape), bytes(msg.data), msg.model_hash))
             return images, torch.from_numpy(np.asarray(msg.labels, dtype=np.int64))
         payload, _ = conversions.payload_from_msg(msg)
         if cfg.mode == "fullcloud-raw":
