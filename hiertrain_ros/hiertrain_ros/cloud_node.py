@@ -20,7 +20,7 @@ from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
 from .core.models import build_split
 from .core.training import CloudTrainer, ServingCopy
-from .ros_common import RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
+from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
 
 
@@ -40,8 +40,8 @@ class CloudNode(TrainerNode):
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
         self._server = threading.Thread(target=self._serve, name="cloud-server", daemon=True)
 
-        self.prediction_pub = self.create_publisher(Prediction, TOPICS["cloud_prediction"], RELIABLE_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], RELIABLE_QOS)
+        self.prediction_pub = self.create_publisher(Prediction, TOPICS["cloud_prediction"], RECORD_QOS)
+        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], RECORD_QOS)
         self.heartbeat_pub = self.create_publisher(Heartbeat, TOPICS["heartbeat"],
                                                    heartbeat_qos(2.0 / cfg.heartbeat_hz))
         self.features_sub = self.create_subscription(FeatureBatch, TOPICS["features"], self.on_features,
@@ -59,10 +59,9 @@ class CloudNode(TrainerNode):
         return self.trainer.model.feature_shape
 
     def warm_up(self) -> None:
-        if self.config.serve_refresh_s == 0:
-            return super().warm_up()
-        self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
-        self.serving.warm_up(self.input_shape())
+        super().warm_up()
+        if self.config.serve_refresh_s > 0:
+            self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
 
     def extra_state(self) -> dict:
         return {"last_seq": self.last_seq, "trained_seqs": list(self._trained)}

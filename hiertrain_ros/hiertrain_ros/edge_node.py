@@ -7,6 +7,7 @@ import threading
 
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
+from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import UInt64
 
@@ -15,10 +16,11 @@ from .core.buffers import DropOldestQueue, LabelMatcher
 from .core.config import EdgeConfig
 from .core.data import frames_to_tensor
 from .core.frames import INPUT_SIZE
-from .core.link import AckTracker, Outbox, TokenBucket
+from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.models import build_split
 from .core.training import EdgeTrainer
-from .ros_common import CAMERA_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since, stamp_ns
+from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since,
+                         stamp_ns)
 from .trainer_node import TrainerNode
 
 
@@ -31,15 +33,16 @@ class EdgeNode(TrainerNode):
         self.matcher = LabelMatcher(cfg.pending_size)
         self.train_buffer = DropOldestQueue(cfg.buffer_size)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
-        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s)
+        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s, spill=self._spill(),
+                             memory_bits=cfg.outbox_memory_bits)
         self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
         self.frames = self.consumed = self.features_sent = 0
         self._last_heartbeat = None
 
         self.feature_pub = self.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
-        self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RELIABLE_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], RELIABLE_QOS)
+        self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
+        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], RECORD_QOS)
         self.consumed_pub = self.create_publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
         self.create_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
@@ -50,6 +53,16 @@ class EdgeNode(TrainerNode):
         self._sender = threading.Thread(target=self._send_loop, name="edge-sender", daemon=True)
         self.start()
         self._sender.start()
+
+    def _spill(self) -> DiskSpill | None:
+        if not self.config.spill_dir:
+            return None
+        spill = DiskSpill(self.config.spill_dir, serialize_message,
+                          lambda data: deserialize_message(data, FeatureBatch))
+        if spill.removed_stale:
+            self.get_logger().warning(f"removed {spill.removed_stale} batches an earlier run left in "
+                                      f"{self.config.spill_dir}")
+        return spill
 
     def make_trainer(self, spec, optim):
         edge, _ = build_split(spec, seed=self.config.seed)
@@ -181,7 +194,8 @@ class EdgeNode(TrainerNode):
                 "buffer_size": self.train_buffer.maxlen, "infer_queue": len(self.infer_queue),
                 "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,
                 "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
-                "outbox_expired": self.outbox.expired, "features_sent": self.features_sent,
+                "outbox_expired": self.outbox.expired, "outbox_spilled": self.outbox.spilled,
+                "spill_errors": self.outbox.spill_errors, "features_sent": self.features_sent,
                 "unacked": len(self.unacked), "acked_seq": self.unacked.acked_seq, "resent": self.unacked.resent,
                 "unacked_dropped": self.unacked.dropped,
                 "frames_never_labelled": self.matcher.frames_expired,

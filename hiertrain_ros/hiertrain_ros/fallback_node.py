@@ -9,7 +9,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 
 from .core.config import FallbackConfig
 from .core.fallback import FallbackArbiter
-from .ros_common import LATCHED_QOS, RELIABLE_QOS, TOPICS, declare_config, heartbeat_qos, run_node, stamp_ns
+from .ros_common import LATCHED_QOS, RECORD_QOS, TOPICS, declare_config, heartbeat_qos, run_node, stamp_ns
 
 
 class FallbackNode(Node):
@@ -20,15 +20,15 @@ class FallbackNode(Node):
         self.served = {Prediction.SOURCE_EDGE: 0, Prediction.SOURCE_CLOUD: 0}
         self._alive = None
 
-        self.output_pub = self.create_publisher(Prediction, TOPICS["prediction"], RELIABLE_QOS)
+        self.output_pub = self.create_publisher(Prediction, TOPICS["prediction"], RECORD_QOS)
         self.status_pub = self.create_publisher(LinkStatus, TOPICS["link_status"], LATCHED_QOS)
         # The deadline event wakes us the moment a heartbeat period is missed; the poll timer
         # catches the rest (and a cloud that never came).
         events = SubscriptionEventCallbacks(deadline=lambda _event: self.poll())
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                  heartbeat_qos(cfg.heartbeat_timeout_s), event_callbacks=events)
-        self.create_subscription(Prediction, TOPICS["edge_prediction"], self.on_edge, RELIABLE_QOS)
-        self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RELIABLE_QOS)
+        self.create_subscription(Prediction, TOPICS["edge_prediction"], self.on_edge, RECORD_QOS)
+        self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RECORD_QOS)
         self.create_timer(1.0 / cfg.poll_hz, self.poll)
         self.create_timer(1.0, self.publish_status)
 

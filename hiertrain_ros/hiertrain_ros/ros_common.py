@@ -25,6 +25,9 @@ CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=R
                         durability=DurabilityPolicy.VOLATILE)
 # Features, labels and predictions: every message matters.
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Predictions and training metrics: small, and a record of what happened, so a deep history
+# (10 s of predictions at 100 Hz) lets a busy logger or monitor catch up without losing any.
+RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Latched state (link status): late joiners get the last value.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)

@@ -20,7 +20,7 @@ from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, LinkStatus,
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
-from .ros_common import (LATCHED_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
+from .ros_common import (LATCHED_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
                          stamp_ns)
 
 GRAPHS = {
@@ -102,7 +102,7 @@ class Graph:
         return codes
 
 
-QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "unacked", "train_queue")
+QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "outbox_spilled", "unacked", "train_queue")
 
 
 class Monitor(Node):
@@ -131,12 +131,12 @@ class Monitor(Node):
         self.create_subscription(Label, TOPICS["labels"], lambda m: self._count("labels"), RELIABLE_QOS)
         for key, topic in (("edge", "edge_prediction"), ("cloud", "cloud_prediction"), ("output", "prediction")):
             self.create_subscription(Prediction, TOPICS[topic], lambda m, info, k=key: self._on_prediction(k, m, info),
-                                     RELIABLE_QOS)
+                                     RECORD_QOS)
         self.create_subscription(FeatureBatch, TOPICS["features"], self._on_features, RELIABLE_QOS)
         self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], lambda m: self._on_metrics("cloud", m),
-                                 RELIABLE_QOS)
+                                 RECORD_QOS)
         self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], lambda m: self._on_metrics("edge", m),
-                                 RELIABLE_QOS)
+                                 RECORD_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"],

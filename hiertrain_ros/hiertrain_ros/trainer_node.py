@@ -3,6 +3,7 @@ thread for the heavy work, rejection counting and a diagnostics status."""
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 
@@ -53,14 +54,14 @@ class TrainerNode(Node):
                                f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
 
     def warm_up(self) -> None:
-        """One forward pass before announcing ourselves: the first one in a fresh process is
-        slow (lazy initialisation) and would delay the first answers."""
-        model = self.trainer.model
+        """A training and an answering pass on a throwaway copy before announcing ourselves:
+        the first ones in a fresh process are slow (lazy initialisation) and would stall the
+        first answers and heartbeats."""
+        scratch = copy.deepcopy(self.trainer.model).train()
+        outputs = scratch(torch.zeros(2, *self.input_shape()))
+        sum(o.float().sum() for o in (outputs if isinstance(outputs, tuple) else (outputs,))).backward()
         with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(torch.zeros(1, *self.input_shape()))
-            model.train(was_training)
+            scratch.eval()(torch.zeros(1, *self.input_shape()))
 
     def on_config_changed(self) -> None:
         pass

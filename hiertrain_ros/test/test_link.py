@@ -1,12 +1,13 @@
 """Unit tests of the link budget (TokenBucket), the store-and-forward Outbox and the edge's
 bounded buffers (DropOldestQueue, LabelMatcher), all with a fake clock."""
 
+import pickle
 import threading
 
 import pytest
 
 from hiertrain_ros.core.buffers import DropOldestQueue, LabelMatcher
-from hiertrain_ros.core.link import Outbox, TokenBucket
+from hiertrain_ros.core.link import DiskSpill, Outbox, TokenBucket
 
 
 class FakeClock:
@@ -195,6 +196,54 @@ def test_outbox_flushes_a_backlog_a_few_items_at_a_time():
     first = box.pop_sendable(unlimited(), max_bulk=4)
     assert first == [("live", 0), ("bulk", 0), ("bulk", 1), ("bulk", 2), ("bulk", 3)]
     assert len(box) == 6
+
+
+def _dump(item) -> bytes:
+    if item == "disk full":
+        raise OSError(28, "No space left on device")
+    return pickle.dumps(item)
+
+
+def _spilled_box(tmp_path, clock, **kw):
+    spill = DiskSpill(tmp_path / "spill", _dump, pickle.loads)
+    return Outbox(max_bits=kw.pop("max_bits", 1e9), max_age_s=kw.pop("max_age_s", 100), clock=clock,
+                  spill=spill, memory_bits=kw.pop("memory_bits", 20)), tmp_path / "spill"
+
+
+def test_outbox_spills_beyond_memory_to_disk_and_sends_in_order(tmp_path):
+    box, folder = _spilled_box(tmp_path, FakeClock())
+    for i in range(6):
+        box.put(10, {"batch": i})
+    assert box.spilled == 4 and len(list(folder.iterdir())) == 4, "two in memory (20 bits), four on disk"
+    assert box.pop_sendable(unlimited(), max_bulk=100) == [{"batch": i} for i in range(6)]
+    assert box.spilled == 0 and list(folder.iterdir()) == [] and box.bulk_bits == 0
+    box.put(10, {"batch": 6})  # memory is free again
+    assert box.spilled == 0
+
+
+def test_spilled_items_count_against_the_limits_and_their_files_go(tmp_path):
+    clock = FakeClock()
+    box, folder = _spilled_box(tmp_path, clock, max_bits=50, max_age_s=10)
+    for i in range(8):
+        box.put(10, i)
+    assert box.dropped == 3 and len(box) == 5 and len(list(folder.iterdir())) == 3
+    clock.advance(11)
+    box.expire()
+    assert box.expired == 5 and len(box) == 0 and list(folder.iterdir()) == [] and box.spilled == 0
+
+
+def test_spill_removes_stale_files_and_survives_disk_errors(tmp_path):
+    (tmp_path / "spill").mkdir()
+    (tmp_path / "spill" / "old-000000000001.spill").write_bytes(b"from a crashed run")
+    box, folder = _spilled_box(tmp_path, FakeClock(), memory_bits=0)
+    assert box._spill.removed_stale == 1 and list(folder.iterdir()) == []
+    box.put(10, "a")
+    next(folder.iterdir()).write_bytes(b"garbage")  # damaged on disk: dropped and counted
+    box.put(10, "b")
+    box.put(10, "disk full")  # the disk refuses it: it stays in memory
+    assert box.spill_errors == 1 and box.spilled == 2 and len(list(folder.iterdir())) == 2
+    assert box.pop_sendable(unlimited(), max_bulk=100) == ["b", "disk full"]
+    assert box.dropped == 1 and box.spill_errors == 2 and box.bulk_bits == 0 and box.spilled == 0
 
 
 # -- DropOldestQueue -------------------------------------------------------------------------------

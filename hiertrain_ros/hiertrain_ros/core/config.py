@@ -92,6 +92,8 @@ class EdgeConfig(ModelParams):
     link_budget_bps: float = 0.0    # bits/s the edge may offer the link; 0 = unlimited
     outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
     outbox_age_s: float = 600.0     # training batches older than this are dropped
+    spill_dir: str = ""             # "" = the outbox lives in memory; else batches beyond
+    outbox_memory_bits: float = 16e6  # this many bits in memory wait in files here
     infer_age_s: float = 0.2        # inference features older than this are dropped: the fallback has
                                     # answered those frames with the early exit already
     unacked_max: int = 2000         # training batches sent but not yet acknowledged, kept for resending
@@ -105,7 +107,7 @@ class EdgeConfig(ModelParams):
     def __post_init__(self):
         super().__post_init__()
         _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
-                  "outbox_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s", "heartbeat_timeout_s",
+                  "outbox_bits", "outbox_memory_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s", "heartbeat_timeout_s",
                   "checkpoint_every")
         if self.link_budget_bps < 0:
             raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")

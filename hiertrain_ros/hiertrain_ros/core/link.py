@@ -2,14 +2,19 @@
 
 A shaped link collapses when offered more than it carries, so the edge sends
 through a token bucket; what cannot be sent yet waits in a bounded outbox
-(inference batches first, then training batches oldest-first).
+(inference batches first, then training batches oldest-first), optionally on disk
+beyond a memory limit.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
 import threading
 import time
 from collections import deque
+from pathlib import Path
 
 
 class TokenBucket:
@@ -37,48 +42,125 @@ class TokenBucket:
         return False
 
 
+class DiskSpill:
+    """One file per item in ``directory``, written with ``dump(item) -> bytes`` and read back
+    (and deleted) with ``load(bytes) -> item``.  Files left by an earlier run are removed
+    at start: their batches' acknowledgement state went with that run."""
+
+    SUFFIX = ".spill"
+
+    def __init__(self, directory, dump, load):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stale = list(self.directory.glob(f"*{self.SUFFIX}"))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        self.removed_stale = len(stale)
+        self._dump, self._load = dump, load
+        self._names = itertools.count()
+
+    def write(self, item) -> Path:
+        """The file now holding ``item``; ``OSError`` (disk full, read-only) leaves no file."""
+        path = self.directory / f"{os.getpid()}-{next(self._names):012d}{self.SUFFIX}"
+        try:
+            path.write_bytes(self._dump(item))
+        except OSError:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def read(self, path: Path):
+        data = path.read_bytes()
+        path.unlink()
+        return self._load(data)
+
+    @staticmethod
+    def discard(path: Path) -> None:
+        path.unlink(missing_ok=True)
+
+
 class Outbox:
     """Bounded two-class queue of (bits, item): urgent items first, then bulk oldest-first.
 
     Bulk items beyond ``max_bits`` or older than ``max_age_s`` are dropped oldest-first
     and counted; urgent (inference) items older than ``urgent_age_s`` are stale answers
-    and are dropped too.
+    and are dropped too.  With a ``spill``, bulk items beyond ``memory_bits`` in memory
+    wait on disk instead (an item the disk refuses stays in memory, counted).
     """
 
-    def __init__(self, max_bits: float, max_age_s: float, urgent_age_s: float = 1.0, clock=time.monotonic):
+    def __init__(self, max_bits: float, max_age_s: float, urgent_age_s: float = 1.0, clock=time.monotonic,
+                 spill: DiskSpill | None = None, memory_bits: float = math.inf):
         self._urgent: deque = deque()
-        self._bulk: deque = deque()
+        self._bulk: deque = deque()  # (time, bits, item or spilled Path)
         self._bulk_bits = 0.0
+        self._memory_bits = 0.0  # of the bulk items held in memory
         self.max_bits = max_bits
         self.max_age_s = max_age_s
         self.urgent_age_s = urgent_age_s
         self._clock = clock
+        self._spill = spill
+        self.memory_bits = memory_bits
         self._lock = threading.Lock()
         self.dropped = 0
         self.expired = 0
+        self.spilled = 0  # bulk items on disk now
+        self.spill_errors = 0
 
     def put(self, bits: float, item, *, urgent: bool = False) -> None:
         with self._lock:
-            entry = (self._clock(), bits, item)
             if urgent:
-                self._urgent.append(entry)
+                self._urgent.append((self._clock(), bits, item))
                 return
-            self._bulk.append(entry)
+            if self._spill is not None and self._memory_bits + bits > self.memory_bits:
+                try:
+                    item = self._spill.write(item)
+                    self.spilled += 1
+                except OSError:
+                    self.spill_errors += 1
+            if not isinstance(item, Path):
+                self._memory_bits += bits
+            self._bulk.append((self._clock(), bits, item))
             self._bulk_bits += bits
             while self._bulk_bits > self.max_bits and len(self._bulk) > 1:
-                self._bulk_bits -= self._bulk.popleft()[1]
+                self._forget(self._bulk.popleft())
                 self.dropped += 1
+
+    def _forget(self, entry) -> None:
+        """Account for a bulk entry leaving the queue unsent."""
+        _, bits, item = entry
+        self._bulk_bits -= bits
+        if isinstance(item, Path):
+            self._spill.discard(item)
+            self.spilled -= 1
+        else:
+            self._memory_bits -= bits
+
+    def _take_bulk(self):
+        """The oldest bulk item, read back from disk if it waited there (None if unreadable)."""
+        _, bits, item = self._bulk.popleft()
+        self._bulk_bits -= bits
+        if not isinstance(item, Path):
+            self._memory_bits -= bits
+            return item
+        self.spilled -= 1
+        try:
+            return self._spill.read(item)
+        except Exception:  # a damaged or vanished file: counted as dropped, never a crash
+            self._spill.discard(item)
+            self.spill_errors += 1
+            self.dropped += 1
+            return None
 
     def expire(self) -> None:
         """Drop stale entries: urgent ones after ``urgent_age_s``, bulk ones after ``max_age_s``."""
         with self._lock:
             now = self._clock()
-            for queue, age in ((self._urgent, self.urgent_age_s), (self._bulk, self.max_age_s)):
-                while queue and now - queue[0][0] > age:
-                    _, bits, _ = queue.popleft()
-                    if queue is self._bulk:
-                        self._bulk_bits -= bits
-                    self.expired += 1
+            while self._urgent and now - self._urgent[0][0] > self.urgent_age_s:
+                self._urgent.popleft()
+                self.expired += 1
+            while self._bulk and now - self._bulk[0][0] > self.max_age_s:
+                self._forget(self._bulk.popleft())
+                self.expired += 1
 
     def pop_sendable(self, bucket: TokenBucket, max_bulk: int = 4) -> list:
         """Items the bucket lets through now, in send order: urgent first, then at most
@@ -87,15 +169,16 @@ class Outbox:
         self.expire()
         out = []
         with self._lock:
-            for queue, limit in ((self._urgent, len(self._urgent)), (self._bulk, max_bulk)):
-                while queue and limit > 0 and bucket.try_consume(queue[0][1]):
-                    limit -= 1
-                    _, bits, item = queue.popleft()
-                    if queue is self._bulk:
-                        self._bulk_bits -= bits
-                    out.append(item)
-                if queue:
+            while self._urgent and bucket.try_consume(self._urgent[0][1]):
+                out.append(self._urgent.popleft()[2])
+            if self._urgent:
+                return out
+            for _ in range(max_bulk):
+                if not (self._bulk and bucket.try_consume(self._bulk[0][1])):
                     break
+                item = self._take_bulk()
+                if item is not None:
+                    out.append(item)
         return out
 
     def __len__(self) -> int:

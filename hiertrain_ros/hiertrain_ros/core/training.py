@@ -242,10 +242,6 @@ class ServingCopy:
         with self._lock:
             return _predictions(self.model(inputs))
 
-    def warm_up(self, input_shape: tuple) -> None:
-        """One forward pass: the first in a fresh process is slow (lazy initialisation)."""
-        self.predict(torch.zeros(1, *input_shape))
-
 
 class FullCloudTrainer(_Trainer):
     """The baseline: the whole network trained on raw frames in the cloud."""
