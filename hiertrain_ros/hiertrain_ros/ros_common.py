@@ -7,6 +7,7 @@ import dataclasses
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -161,19 +162,18 @@ def diagnostic(node, name: str, values: dict, *, level=DiagnosticStatus.OK, mess
     return array
 
 
-def _interrupt(_signum, _frame):
-    raise KeyboardInterrupt
-
-
 def run_node(node_cls, args=None) -> None:
     """Entry point shared by the node executables: spin until Ctrl-C/SIGTERM, then close cleanly.
 
     rclpy's own signal handler would invalidate the context while the node's worker
     thread may still publish; handling the signal here lets ``close()`` stop the worker
-    and write the last checkpoint first.
+    and write the last checkpoint first.  The handler only sets a flag: an exception
+    raised from it could land inside rclpy's C++ calls and come out as a RuntimeError.
     """
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
     node = None
     try:
         node = node_cls()
@@ -181,7 +181,8 @@ def run_node(node_cls, args=None) -> None:
         # executor thread is enough, and it leaves the GIL to the worker.
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        while not stop.is_set() and rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
