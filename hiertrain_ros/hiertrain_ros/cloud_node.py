@@ -95,11 +95,7 @@ class CloudNode(TrainerNode):
                 self.serving.follow(self.trainer.model)
 
     def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._answer_pending()
-            except Exception as exc:  # a bug must show, but must not stop the answers
-                self.get_logger().error(f"cloud server: {exc!r}", throttle_duration_sec=2.0)
+        self.keep_running(self._answer_pending, "cloud server")
 
     def _answer_pending(self) -> None:
         self.infer_queue.wait(0.02)

@@ -94,11 +94,15 @@ class TrainerNode(Node):
 
     # -- worker thread -------------------------------------------------------------------------
     def _work(self) -> None:
+        self.keep_running(self.work_once, f"{self.role} worker")
+
+    def keep_running(self, step, what: str) -> None:
+        """Call ``step`` until the node stops (the body of each of its threads)."""
         while not self._stop.is_set():
             try:
-                self.work_once()
-            except Exception as exc:  # a bug must show, but must not silently stop training
-                self.get_logger().error(f"{self.role} worker: {exc!r}", throttle_duration_sec=2.0)
+                step()
+            except Exception as exc:  # a bug must show, but must not silently stop the thread
+                self.get_logger().error(f"{what}: {exc!r}", throttle_duration_sec=2.0)
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> dict:
