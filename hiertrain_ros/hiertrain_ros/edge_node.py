@@ -159,11 +159,7 @@ class EdgeNode(TrainerNode):
         self.checkpoint_due(step)
 
     def _send_loop(self) -> None:
-        while not self._stop.wait(0.005):
-            try:
-                self._send()
-            except Exception as exc:  # a bug must show, but must not silently stop sending
-                self.get_logger().error(f"edge sender: {exc!r}", throttle_duration_sec=2.0)
+        self.keep_running(self._send, "edge sender", pause_s=0.005)
 
     def _send(self) -> None:
         if not self.cloud_alive():

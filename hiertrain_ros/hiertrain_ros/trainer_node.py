@@ -96,9 +96,9 @@ class TrainerNode(Node):
     def _work(self) -> None:
         self.keep_running(self.work_once, f"{self.role} worker")
 
-    def keep_running(self, step, what: str) -> None:
-        """Call ``step`` until the node stops (the body of each of its threads)."""
-        while not self._stop.is_set():
+    def keep_running(self, step, what: str, pause_s: float = 0.0) -> None:
+        """Call ``step`` every ``pause_s`` until the node stops (the body of each of its threads)."""
+        while not self._stop.wait(pause_s):
             try:
                 step()
             except Exception as exc:  # a bug must show, but must not silently stop the thread

@@ -228,9 +228,9 @@ class ServingCopy:
         self._refreshed = clock()
         self._lock = threading.Lock()
 
-    def follow(self, source: nn.Module, force: bool = False) -> bool:
+    def follow(self, source: nn.Module) -> bool:
         """Copy ``source``'s weights if the last copy is older than ``refresh_s``."""
-        if not force and self._clock() - self._refreshed < self.refresh_s:
+        if self._clock() - self._refreshed < self.refresh_s:
             return False
         with self._lock:
             self.model.load_state_dict(source.state_dict())
