@@ -125,6 +125,10 @@ class Monitor(Node):
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
+        # Batches the cloud acknowledged, i.e. trained: the heartbeat repeats its recent acks, so
+        # this survives what a metrics sample published just before an outage may not (a reader
+        # unmatched for longer than the lease never receives it).
+        self.cloud_acked: set[int] = set()
         self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
@@ -139,8 +143,7 @@ class Monitor(Node):
                                  RECORD_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        self.create_subscription(Heartbeat, TOPICS["heartbeat"],
-                                 lambda m, info: self.heartbeat_times.append(self._sent(info)), heartbeat_qos(1.0))
+        self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, heartbeat_qos(1.0))
 
     def _sent(self, info) -> float:
         """The message's source timestamp on this process's monotonic clock."""
@@ -172,6 +175,11 @@ class Monitor(Node):
             (self.cloud_losses if role == "cloud" else self.edge_losses).append(float(msg.loss))
             self.trained_seqs[role].append(msg.seq)
             self.counts[f"{role}_metrics"] += 1
+
+    def _on_heartbeat(self, msg: Heartbeat, info) -> None:
+        with self._lock:
+            self.heartbeat_times.append(self._sent(info))
+            self.cloud_acked.update(msg.acked)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
