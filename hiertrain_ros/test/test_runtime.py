@@ -11,7 +11,7 @@ from hiertrain_ros.core.planner import InProcessTrainer, edge_param_bytes, selec
 from hiertrain_ros.core.runtime import (LINK_PRESETS, PAPER_CLOUD_FLOPS, PAPER_EDGE_FLOPS, RAW_INPUT_BITS,
                                         RuntimeParams, beta_for, cloud_backward_time, comm_time,
                                         edge_backward_time, estimate_epoch, fullcloud_time, hierarchical_time,
-                                        measure_forward_times, parse_link)
+                                        measure_forward_times, parse_link, pipelined_time)
 
 P = RuntimeParams(alpha=2.0, beta=18.0, s_edge=1e9, s_cloud=1e10, s_net=1e6)
 
@@ -294,3 +294,20 @@ def test_cli_plan_memory_only_with_plot(tmp_path, capsys):
     assert all(p.endswith(".png") for p in data["plot"])
     assert len(list((tmp_path / "plots").glob("*.png"))) == 1
     assert "chosen position" in capsys.readouterr().out
+
+
+def test_pipelined_time_is_fill_plus_slowest_stage():
+    # 10 batches through stages of 1, 5 and 2 s per epoch: 0.8 s to fill, then 9 x 0.5 s
+    assert pipelined_time((1.0, 5.0, 2.0), 10) == pytest.approx(0.8 + 9 * 0.5)
+    assert pipelined_time((1.0, 5.0, 2.0), 1) == pytest.approx(8.0)  # one batch: nothing overlaps
+    assert pipelined_time((1.0, 5.0, 2.0), 0.5) == pytest.approx(8.0)
+    with pytest.raises(ValueError):
+        pipelined_time((1.0,), 0)
+
+
+def test_pipelined_estimate_is_never_above_eq1_and_bounded_by_the_link(vgg):
+    params = RuntimeParams(s_net=LINK_PRESETS["3g"])
+    est = estimate_epoch(SPEC, 50000, 32, params, (0.01, 0.02, 0.05), edge_speed_ratio=1.0, model=vgg)
+    assert est["t_comm"] <= est["T_hier_pipelined"] <= est["T_hier"]
+    assert est["t_full_comm"] <= est["T_full_pipelined"] <= est["T_full"]
+    assert est["ratio_pipelined"] == pytest.approx(est["T_hier_pipelined"] / est["T_full_pipelined"])

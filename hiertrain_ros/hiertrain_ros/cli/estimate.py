@@ -80,7 +80,8 @@ def run(args) -> int:
                      "bits/sample": round(est["payload_bits_per_sample"], 1),
                      "edge_fwd": est["t_edge_fwd"], "edge_bwd": est["t_edge_bwd"], "comm": est["t_comm"],
                      "cloud_fwd": est["t_cloud_fwd"], "cloud_bwd": est["t_cloud_bwd"],
-                     "T_hier_s": est["T_hier"], "T_full_s": est["T_full"], "hier/full": est["ratio"]})
+                     "T_hier_s": est["T_hier"], "T_full_s": est["T_full"], "hier/full": est["ratio"],
+                     "pipelined_T_hier_s": est["T_hier_pipelined"], "pipelined_T_full_s": est["T_full_pipelined"]})
     print(f"# {args.model} width {args.width:g}, {args.samples} samples, batch {args.batch_size}, "
           f"link {s_net:g} bit/s, alpha {params.alpha:g}, beta {params.beta:g}, "
           f"edge x{results[0]['edge_speed_ratio']:.4g} slower than this machine; times in s per epoch")

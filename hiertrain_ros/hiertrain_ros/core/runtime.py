@@ -5,7 +5,10 @@ One forward pass per part is timed; backward passes are estimated from it
 parameter over the device's theoretical speed), and communication is
 bits / link speed.  The hierarchical epoch overlaps the edge's backward pass
 with the link + cloud work (the ``max`` of Eq. 1); full-cloud training
-(Eq. 5) sends raw images and does everything in the cloud.
+(Eq. 5) sends raw images and does everything in the cloud.  Both equations move
+one batch at a time through edge, link and cloud; :func:`pipelined_time` gives
+the epoch when batches overlap across those stages, as this package's edge (which
+never waits for the cloud) and a streaming full-cloud sender do.
 
 Times returned by :func:`estimate_epoch` are for one epoch of ``samples``
 samples.  Forward times are measured on *this* machine, which stands for the
@@ -127,6 +130,22 @@ def fullcloud_time(t_comm: float, t_cloud_fwd: float, t_cloud_bwd: float) -> flo
     return t_comm + t_cloud_fwd + t_cloud_bwd
 
 
+def pipelined_time(stage_times, batches: float) -> float:
+    """Epoch time when successive batches overlap across stages (not in the paper).
+
+    ``stage_times`` are each stage's total for the epoch (e.g. edge forward + backward,
+    link, cloud forward + backward).  Eq. 1 and 5 take one batch through the stages at a
+    time; with nothing sent back, the edge need not wait, so the next batch enters a stage
+    as soon as the stage is free: the first batch fills the pipeline (one pass through every
+    stage), the others follow at the slowest stage's pace.  Less than one batch counts as one.
+    """
+    if not batches > 0:
+        raise ValueError(f"batches must be > 0, got {batches}")
+    batches = max(batches, 1.0)
+    per_batch = [t / batches for t in stage_times]
+    return sum(per_batch) + (batches - 1) * max(per_batch)
+
+
 # ---- forward-time measurement --------------------------------------------------------------------
 
 def _sync(device: torch.device) -> None:
@@ -232,6 +251,8 @@ def estimate_epoch(spec: SplitSpec, samples: int, batch_size: int, params: Runti
     t_full_bwd = cloud_backward_time(t_full_fwd, full_params, params, updates)
     t_full_comm = comm_time(RAW_INPUT_BITS * samples, params.s_net)
     t_full = fullcloud_time(t_full_comm, t_full_fwd, t_full_bwd)
+    t_hier_pipe = pipelined_time((t_edge_fwd + t_edge_bwd, t_comm, t_cloud_fwd + t_cloud_bwd), batches)
+    t_full_pipe = pipelined_time((t_full_comm, t_full_fwd + t_full_bwd), batches)
 
     return {
         "model_id": spec.model_id, "arch": spec.arch, "position": spec.split_point,
@@ -246,4 +267,5 @@ def estimate_epoch(spec: SplitSpec, samples: int, batch_size: int, params: Runti
         "edge_backward_dominates": t_edge_bwd > t_comm + t_cloud_fwd + t_cloud_bwd,
         "t_full_comm": t_full_comm, "t_full_fwd": t_full_fwd, "t_full_bwd": t_full_bwd,
         "T_hier": t_hier, "T_full": t_full, "ratio": t_hier / t_full,
+        "T_hier_pipelined": t_hier_pipe, "T_full_pipelined": t_full_pipe, "ratio_pipelined": t_hier_pipe / t_full_pipe,
     }

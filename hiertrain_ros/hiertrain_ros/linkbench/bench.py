@@ -217,7 +217,7 @@ def _summarise(mode: str, cfg: BenchConfig, rate: float, res: dict) -> dict:
 def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits: float | None) -> dict:
     """Eq. 1-5 for ``cfg.samples`` samples, from this machine's forward times (edge ones under the quota)."""
     from ..core.models import build_model, count_params
-    from ..core.runtime import RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time
+    from ..core.runtime import RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time, pipelined_time
     from ..core.training import paper_optim
 
     quota = cfg.edge_cpu_quota or 1.0
@@ -237,10 +237,15 @@ def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits
         "split": est["t_edge_fwd"] + est["t_comm"] + est["t_cloud_fwd"] + est["t_cloud_bwd"] + est["t_edge_bwd"],
         "edge-only": t_edge_only,
     }
+    # The same terms with batches overlapping across the stages; split learning cannot overlap
+    # (the edge waits for the gradient) and edge-only has one stage.
+    pipelined = {"hierarchical": est["T_hier_pipelined"], "fullcloud-raw": est["T_full_pipelined"],
+                 "split": out["split"], "edge-only": t_edge_only}
     if jpeg_bits is not None:
-        out["fullcloud-jpeg"] = fullcloud_time(comm_time(jpeg_bits * cfg.samples, rate),
-                                               est["t_full_fwd"], est["t_full_bwd"])
-    return {"per_mode_s": out, "terms": est, "params": asdict(params)}
+        t_jpeg_comm = comm_time(jpeg_bits * cfg.samples, rate)
+        out["fullcloud-jpeg"] = fullcloud_time(t_jpeg_comm, est["t_full_fwd"], est["t_full_bwd"])
+        pipelined["fullcloud-jpeg"] = pipelined_time((t_jpeg_comm, est["t_full_fwd"] + est["t_full_bwd"]), batches)
+    return {"per_mode_s": out, "pipelined_per_mode_s": pipelined, "terms": est, "params": asdict(params)}
 
 
 def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
@@ -294,6 +299,10 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
             row["estimate_s"] = e
             row["estimate_epoch_s"] = e / cfg.samples * cfg.epoch_samples
             row["estimate_error"] = row["wall_s"] / e - 1
+        e = est["pipelined_per_mode_s"].get(mode)
+        if e:
+            row["pipelined_estimate_s"] = e
+            row["pipelined_estimate_error"] = row["wall_s"] / e - 1
     report["ratios"] = _ratios(report["modes"], est["per_mode_s"])
     return report
 
@@ -327,6 +336,7 @@ def table_rows(report: dict) -> list[dict]:
         rows.append({
             "mode": mode, "ms/sample": r["s_per_sample"] * 1e3, "epoch_s": r["epoch_s"],
             "est_epoch_s": r.get("estimate_epoch_s"), "est_err": r.get("estimate_error"),
+            "pipe_est_err": r.get("pipelined_estimate_error"),
             "wire_B/sample": r["wire_bytes"] / report["config"]["samples"],
             "wire/payload": r.get("wire_over_payload"),
             "goodput_kbps": r["goodput_bps"] / 1e3 if "goodput_bps" in r else None,
@@ -346,9 +356,11 @@ def plot(report: dict, directory: str) -> Path:
     rows = report["modes"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     x = range(len(modes))
-    ax1.bar([i - 0.2 for i in x], [rows[m]["s_per_sample"] * 1e3 for m in modes], 0.4, label="measured")
-    ax1.bar([i + 0.2 for i in x], [rows[m].get("estimate_s", 0) / report["config"]["samples"] * 1e3 for m in modes],
-            0.4, label="Eq. 1/5 estimate")
+    n = report["config"]["samples"]
+    ax1.bar([i - 0.27 for i in x], [rows[m]["s_per_sample"] * 1e3 for m in modes], 0.27, label="measured")
+    ax1.bar(list(x), [rows[m].get("estimate_s", 0) / n * 1e3 for m in modes], 0.27, label="Eq. 1/5 estimate")
+    ax1.bar([i + 0.27 for i in x], [rows[m].get("pipelined_estimate_s", 0) / n * 1e3 for m in modes], 0.27,
+            label="estimate, batches pipelined")
     ax1.set_xticks(list(x), modes, rotation=20)
     ax1.set_ylabel("ms per sample")
     ax1.legend()
@@ -415,7 +427,9 @@ def position_rows(reports: dict, mode: str = "hierarchical") -> list[dict]:
         rows.append({
             "position": int(p), "mode": mode, "payload_bits/sample": r.get("payload_bits_per_sample"),
             "ms/sample": r["s_per_sample"] * 1e3, "epoch_s": r["epoch_s"], "est_epoch_s": r.get("estimate_epoch_s"),
-            "est_err": r.get("estimate_error"),
+            "est_err": r.get("estimate_error"), "pipe_est_err": r.get("pipelined_estimate_error"),
+            "pipe_est_epoch_s": r["pipelined_estimate_s"] / n * rep["config"]["epoch_samples"]
+            if "pipelined_estimate_s" in r else None,
             "est_comm_epoch_s": terms["t_comm"] / n * rep["config"]["epoch_samples"],
             "edge_ms/batch": r["edge_compute_s_per_batch"] * 1e3,
             "cloud_ms/batch": r.get("cloud_compute_s_per_batch", 0) * 1e3,
@@ -436,6 +450,8 @@ def plot_positions(report: dict, directory: str) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [r["epoch_s"] for r in rows], "o-", label="measured")
     ax.plot(xs, [r["est_epoch_s"] for r in rows], "s--", label="estimate (Eq. 1)")
+    if all(r.get("pipe_est_epoch_s") for r in rows):
+        ax.plot(xs, [r["pipe_est_epoch_s"] for r in rows], "^:", label="estimate, batches pipelined")
     ax.set_xticks(xs)
     ax.set_xlabel("separation position")
     ax.set_ylabel(f"epoch time, s ({report['config']['epoch_samples']} samples)")
