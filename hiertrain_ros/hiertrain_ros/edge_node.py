@@ -72,8 +72,10 @@ class EdgeNode(TrainerNode):
         return (3, INPUT_SIZE, INPUT_SIZE)
 
     def _bucket(self) -> TokenBucket:
-        # One second of budget as burst: enough for the largest batch at any sane budget.
-        return TokenBucket(self.config.link_budget_bps, self.config.link_budget_bps)
+        # A burst of 0.1 s of budget: after an idle spell (an outage) the link's queue never holds
+        # much more than that in front of a live answer.  A larger batch still goes, alone, once
+        # the bucket is full.
+        return TokenBucket(self.config.link_budget_bps, 0.1 * self.config.link_budget_bps)
 
     def on_config_changed(self) -> None:
         self.bucket = self._bucket()

@@ -41,11 +41,15 @@ class Graph:
     """The nodes of one graph as child processes sharing a params file."""
 
     def __init__(self, nodes, params_file: Path | None = None, overrides: dict | None = None,
-                 env: dict | None = None, log_dir: Path | None = None):
+                 env: dict | None = None, log_dir: Path | None = None, wrap: dict | None = None):
+        """``env`` entries add to (a value of ``None``: remove from) this process's environment;
+        ``wrap`` maps a node to the command that runs it (e.g. ``ip netns exec NS``)."""
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
-        self.env = {**os.environ, **large_data_env(), **(env or {})}
+        env = env or {}
+        self.env = {k: v for k, v in {**os.environ, **large_data_env(), **env}.items() if v is not None}
+        self.wrap = wrap or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
         self._overlays = tempfile.TemporaryDirectory(prefix="hiertrain-")
@@ -59,7 +63,7 @@ class Graph:
             overlay = Path(self._overlays.name) / f"{name}.yaml"
             overlay.write_text(yaml.safe_dump({name: {"ros__parameters": overrides}}))
             cmd += ["--params-file", str(overlay)]
-        return cmd + ["-r", f"__node:={name}"]
+        return list(self.wrap.get(name, ())) + cmd + ["-r", f"__node:={name}"]
 
     def start(self, name: str | None = None) -> None:
         for node in (name,) if name else self.nodes:
@@ -115,20 +119,19 @@ class Monitor(Node):
         # Timing lists hold when the *sender* published (DDS source timestamp), on this
         # process's monotonic clock: what a node did, not when this monitor got round to it.
         self._wall_minus_mono = time.time() - time.monotonic()
+        self.started = time.monotonic()
         self.output_times: list[tuple[float, int]] = []  # (publish time, source)
         self.counts: Counter = Counter()
         self.feature_bytes = 0
         self.cloud_losses: list[float] = []
         self.edge_losses: list[float] = []
         self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
+        self.edge_batch_times: dict[int, float] = {}  # when the edge trained (and produced) each batch
         self.link: LinkStatus | None = None
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
-        # Batches the cloud acknowledged, i.e. trained: the heartbeat repeats its recent acks, so
-        # this survives what a metrics sample published just before an outage may not (a reader
-        # unmatched for longer than the lease never receives it).
-        self.cloud_acked: set[int] = set()
+        self.cloud_acked: set[int] = set()  # batches the cloud acknowledged (= trained), from its heartbeats
         self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
@@ -137,10 +140,9 @@ class Monitor(Node):
             self.create_subscription(Prediction, TOPICS[topic], lambda m, info, k=key: self._on_prediction(k, m, info),
                                      RECORD_QOS)
         self.create_subscription(FeatureBatch, TOPICS["features"], self._on_features, RELIABLE_QOS)
-        self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], lambda m: self._on_metrics("cloud", m),
-                                 RECORD_QOS)
-        self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], lambda m: self._on_metrics("edge", m),
-                                 RECORD_QOS)
+        for role in ("cloud", "edge"):
+            self.create_subscription(TrainingMetrics, TOPICS[f"{role}_metrics"],
+                                     lambda m, info, r=role: self._on_metrics(r, m, info), RECORD_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, heartbeat_qos(1.0))
@@ -170,16 +172,36 @@ class Monitor(Node):
             self.counts["feature_batches"] += 1
             self.feature_bytes += len(msg.data)
 
-    def _on_metrics(self, role: str, msg: TrainingMetrics) -> None:
+    def _on_metrics(self, role: str, msg: TrainingMetrics, info) -> None:
         with self._lock:
             (self.cloud_losses if role == "cloud" else self.edge_losses).append(float(msg.loss))
             self.trained_seqs[role].append(msg.seq)
+            if role == "edge":
+                self.edge_batch_times[msg.seq] = self._sent(info)
             self.counts[f"{role}_metrics"] += 1
 
     def _on_heartbeat(self, msg: Heartbeat, info) -> None:
         with self._lock:
             self.heartbeat_times.append(self._sent(info))
             self.cloud_acked.update(msg.acked)
+
+    def trained_by_cloud(self) -> set:
+        """Batches the cloud trained: from its metrics, and from its acknowledgements, which its
+        heartbeat repeats (a metrics sample published just before an outage can be lost to a
+        reader that the lease unmatched; the acknowledgement comes again)."""
+        with self._lock:
+            return set(self.trained_seqs["cloud"]) | self.cloud_acked
+
+    def batch_report(self) -> dict:
+        """Training batches produced by the edge and trained by the cloud; the age of any the
+        cloud has not trained yet (normally the last few, still on their way)."""
+        trained = self.trained_by_cloud()
+        now = time.monotonic()
+        with self._lock:
+            twice = sum(1 for n in Counter(self.trained_seqs["cloud"]).values() if n > 1)
+            untrained = sorted(round(now - t, 3) for seq, t in self.edge_batch_times.items() if seq not in trained)
+        return {"edge": len(self.edge_batch_times), "cloud": len(trained), "cloud_trained_twice": twice,
+                "not_trained_by_cloud_age_s": untrained}
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -213,8 +235,15 @@ class Monitor(Node):
                 result[f"{key}_loss_last"] = sum(losses[-k:]) / k
         with self._lock:
             served = Counter(source for _, source in self.output_times)
+            times = sorted(t for t, _ in self.output_times)
+        gaps = [(a, b - a) for a, b in zip(times, times[1:])]
+        result["max_output_gap_s"] = max((g for _, g in gaps), default=0.0)
+        # Silences of the output topic longer than the fallback's 0.3 s promise: (seconds after
+        # this monitor started, length), the first 50.
+        result["output_gaps_over_0.3s"] = [(round(a - self.started, 3), round(g, 3)) for a, g in gaps if g > 0.3][:50]
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
         result["output_from_cloud"] = served.get(Prediction.SOURCE_CLOUD, 0)
+        result["batches"] = self.batch_report()
         result["node_status"] = dict(self.status)
         result["queue_peaks"] = dict(self.peaks)
         return result

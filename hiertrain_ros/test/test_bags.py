@@ -126,14 +126,11 @@ def _wait_matched(publishers, proc, timeout=60.0):
 
 
 @pytest.fixture
-def rcl_node(ros_env, monkeypatch):
+def rcl_node(ros_env):
     import rclpy
 
-    from hiertrain_ros.ros_common import large_data_profile
-
-    # A 640x480 frame must fit the publisher's shared-memory segment (see bag_tools).
-    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", large_data_profile())
-
+    # A 640x480 frame fits the publisher's shared-memory segment thanks to the large-data
+    # profile conftest sets for the session.
     context = rclpy.Context()
     rclpy.init(context=context)
     node = rclpy.create_node("bag_test_publisher", context=context)

@@ -43,16 +43,11 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
         wait_for(lambda: any(alive and t > resumed for t, alive in mon.link_changes), 60, "the link back")
         time.sleep(2.0)
         expected = list(mon.trained_seqs["edge"])
-
-        def trained_by_cloud() -> set:
-            # Its metrics, and its acknowledgements: a metrics sample published in the instant
-            # before the freeze can be lost to this monitor (the participants unmatch after 20 s).
-            return set(mon.trained_seqs["cloud"]) | mon.cloud_acked
-
         try:
-            wait_for(lambda: set(expected) <= trained_by_cloud(), 90, "the cloud to train every batch the edge produced")
+            wait_for(lambda: set(expected) <= mon.trained_by_cloud(), 90,
+                     "the cloud to train every batch the edge produced")
         except AssertionError as exc:
-            missing = sorted(set(expected) - trained_by_cloud())
+            missing = sorted(set(expected) - mon.trained_by_cloud())
             order = {seq: i for i, seq in enumerate(expected)}
             raise AssertionError(f"{exc}: {len(missing)} of {len(expected)} missing, at edge positions "
                                  f"{[order[s] for s in missing][:20]}; edge {mon.status.get('edge_node')}; "
@@ -65,7 +60,7 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
     cloud = Counter(mon.trained_seqs["cloud"])
     assert produced_during > 5, "the edge must keep training during the outage"
     assert not [s for s, n in cloud.items() if n > 1], "a batch was trained twice"
-    assert set(expected) <= trained_by_cloud()
+    assert set(expected) <= mon.trained_by_cloud()
     # The output topic never went quiet for longer than detection plus one frame.
     outputs = [(t, source) for t, source in mon.output_times if start - 1.0 <= t <= end]
     gap, i = max((b[0] - a[0], i) for i, (a, b) in enumerate(zip(outputs, outputs[1:])))

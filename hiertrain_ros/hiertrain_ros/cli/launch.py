@@ -12,7 +12,36 @@ def add_parser(sub) -> None:
                    help="override a parameter, e.g. --set split_point=4 or --set camera_sim.rate_hz=30")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
     p.add_argument("--json", default=None, help="write the final report to this file")
+    p.add_argument("--link", default=None, metavar="3g|4g|BITS_PER_S",
+                   help="edge_cloud only, needs root: run the cloud node in a network namespace of its own, "
+                        "behind an emulated uplink of this speed (docs/linkbench.md has the set-up)")
+    p.add_argument("--outage", action="append", default=[], metavar="START:SECONDS",
+                   help="with --link: cut the link START s after the start, for SECONDS (repeatable)")
     p.set_defaults(func=run)
+
+
+# Inside the namespaces DDS must use UDP only: /dev/shm is shared, so shared memory would bypass the link.
+LINK_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
+            "FASTDDS_DEFAULT_PROFILES_FILE": None, "FASTRTPS_DEFAULT_PROFILES_FILE": None}
+LARGEST_MESSAGE_BYTES = 256 * 1024  # the tbf queue holds two of these (a 64-frame training batch is 131 kB)
+
+
+def parse_outages(items: list[str]) -> list[tuple[float, float]]:
+    """``["20:5", "40:30"]`` -> sorted, non-overlapping (start, seconds) pairs."""
+    outages = []
+    for item in items:
+        try:
+            start, seconds = (float(v) for v in item.split(":"))
+        except ValueError:
+            raise ValueError(f"--outage expects START:SECONDS, got {item!r}") from None
+        if not (start >= 0 and seconds > 0):
+            raise ValueError(f"--outage needs START >= 0 and SECONDS > 0, got {item!r}")
+        outages.append((start, seconds))
+    outages.sort()
+    for (a, da), (b, _) in zip(outages, outages[1:]):
+        if a + da > b:
+            raise ValueError(f"--outage windows overlap: {a:g}:{da:g} and the one at {b:g}")
+    return outages
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -29,36 +58,99 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def run(args) -> int:
+    import os
     import signal
+    import sys
     import time
 
-    from ..runner import GRAPHS, Graph, MonitorThread
     from .common import print_table, write_json
 
-    graph = Graph(GRAPHS[args.graph], args.params_file, parse_overrides(args.set), log_dir=args.log_dir)
-    monitor = MonitorThread()
+    try:
+        overrides = parse_overrides(args.set)
+        outages = parse_outages(args.outage)
+        if outages and not args.link:
+            raise ValueError("--outage needs --link")
+        if args.link and args.graph != "edge_cloud":
+            raise ValueError("--link needs the edge_cloud graph (an edge side and a cloud side)")
+        link = _open_link(args.link) if args.link else None
+    except Exception as exc:  # a bad argument, or no way to emulate the link here
+        print(f"hiertrain launch: {exc}", file=sys.stderr)
+        return 3 if args.link and not isinstance(exc, ValueError) else 2
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}", flush=True)
-    graph.start()
-    start = time.monotonic()
     try:
-        while not stop["now"] and (not args.duration or time.monotonic() - start < args.duration):
-            time.sleep(0.2)
-            dead = [n for n, ok in graph.alive().items() if not ok]
-            if dead:
-                print(f"node(s) exited: {', '.join(dead)}", flush=True)
-                break
+        wrap, env = {}, {}
+        if link is not None:
+            # This process (the monitor) and the edge-side nodes live in the edge namespace.
+            link.enter("edge")
+            env = LINK_ENV
+            for key, value in env.items():  # for this process's monitor too
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            wrap = {"cloud_node": link.exec_prefix("cloud")}
+            counters0 = link.counters("edge")
+        from ..runner import GRAPHS, Graph, MonitorThread
+
+        graph = Graph(GRAPHS[args.graph], args.params_file, overrides, env=env, log_dir=args.log_dir, wrap=wrap)
+        monitor = MonitorThread()
+        print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}"
+              + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else ""), flush=True)
+        graph.start()
+        start = time.monotonic()
+        cuts = [(start + a, start + a + d) for a, d in outages]
+        down, done = None, []
+        try:
+            while not stop["now"] and (not args.duration or time.monotonic() - start < args.duration):
+                time.sleep(0.05)
+                now = time.monotonic()
+                if down is None and cuts and now >= cuts[0][0]:
+                    link.set_link(False)
+                    down = now
+                elif down is not None and now >= cuts[0][1]:
+                    link.set_link(True)
+                    done.append((down - start, now - start))
+                    down = None
+                    cuts.pop(0)
+                dead = [n for n, ok in graph.alive().items() if not ok]
+                if dead:
+                    print(f"node(s) exited: {', '.join(dead)}", flush=True)
+                    break
+        finally:
+            if down is not None:
+                link.set_link(True)
+                done.append((down - start, time.monotonic() - start))
+            codes = graph.stop()
+            report = monitor.node.report()
+            monitor.close()
+        report["exit_codes"] = codes
+        report["duration_s"] = time.monotonic() - start
+        if link is not None:
+            report["link"] = _link_report(link, counters0, report["duration_s"], done)
     finally:
-        codes = graph.stop()
-        report = monitor.node.report()
-        monitor.close()
-    report["exit_codes"] = codes
-    report["duration_s"] = time.monotonic() - start
+        if link is not None:
+            link.close()
     _print_report(report, print_table)
     write_json(args.json, report)
     return 0 if all(c in (0, -2, 130) for c in codes.values()) else 1
+
+
+def _open_link(spec: str):
+    from ..core.runtime import parse_link
+    from ..linkbench.netns import LinkEmulator, tbf_limit_bytes
+
+    rate = parse_link(spec)
+    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1)).open()
+
+
+def _link_report(link, counters0: dict, duration_s: float, outages: list) -> dict:
+    sent = link.counters("edge")["tx_bytes"] - counters0["tx_bytes"]
+    up_s = duration_s - sum(b - a for a, b in outages)
+    return {"rate_bps": link.rate_bps, "uplink_bytes": sent, "uplink_bps_while_up": sent * 8 / up_s,
+            "utilisation_while_up": sent * 8 / up_s / link.rate_bps, "outages_s": outages,
+            "qdisc": link.qdisc_stats()}
 
 
 def _print_report(report: dict, print_table) -> None:
@@ -70,4 +162,10 @@ def _print_report(report: dict, print_table) -> None:
     for key in ("cloud", "edge"):
         if f"{key}_loss_first" in report:
             print(f"{key} loss: {report[f'{key}_loss_first']:.3f} -> {report[f'{key}_loss_last']:.3f}")
-    print(f"output served by cloud: {report['output_from_cloud']}, by edge: {report['output_from_edge']}")
+    print(f"output served by cloud: {report['output_from_cloud']}, by edge: {report['output_from_edge']}; "
+          f"longest silence of the output topic: {report['max_output_gap_s']:.3f} s")
+    if "link" in report:
+        link = report["link"]
+        print(f"uplink: {link['uplink_bps_while_up'] / 1e3:.1f} kbit/s while up "
+              f"({link['utilisation_while_up']:.2f} of {link['rate_bps'] / 1e3:.0f} kbit/s), "
+              f"outages at {[(round(a, 1), round(b, 1)) for a, b in link['outages_s']]} s")

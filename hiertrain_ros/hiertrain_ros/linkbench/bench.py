@@ -120,8 +120,13 @@ class _Procs:
                 proc.wait(timeout=10)
 
 
+# A profile file could add shared memory, which crosses network namespaces and would bypass the link.
+_DROPPED_ENV = ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTDDS_DEFAULT_PROFILES_FILE",
+                "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
 def _ros_env(domain: int) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS")}
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4",  # no shared memory across namespaces
                ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET", ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     return env

@@ -9,6 +9,7 @@ on exit, on error, on Ctrl-C and on SIGTERM.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import shutil
@@ -21,6 +22,7 @@ CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 CFS_PERIOD_US = 100_000
 # tbf bucket: a few MTU-sized packets (the colleagues' measured 5 kB).
 TBF_BURST_BYTES = 5_000
+CLONE_NEWNET = 0x40000000
 
 
 class LinkUnavailable(RuntimeError):
@@ -100,9 +102,7 @@ class LinkEmulator:
                 ex = self.exec_prefix(side)
                 _run(ex + ["ip", "link", "set", "lo", "up"])
                 _run(ex + ["ip", "addr", "add", f"{self.addr[side]}/30", "dev", self.ifname[side]])
-                _run(ex + ["ip", "link", "set", self.ifname[side], "up"])
-                # DDS discovery multicasts to 239.255.0.1: without a route it has no way out.
-                _run(ex + ["ip", "route", "add", "224.0.0.0/4", "dev", self.ifname[side]])
+                self._bring_up(side)
             _run(self.exec_prefix("edge") + [
                 "tc", "qdisc", "add", "dev", self.ifname["edge"], "root", "tbf",
                 "rate", f"{int(round(self.rate_bps))}bit", "burst", str(TBF_BURST_BYTES),
@@ -138,6 +138,33 @@ class LinkEmulator:
 
     def exec_prefix(self, side: str) -> list[str]:
         return ["ip", "netns", "exec", self.ns[side]]
+
+    def _bring_up(self, side: str) -> None:
+        ex = self.exec_prefix(side)
+        _run(ex + ["ip", "link", "set", self.ifname[side], "up"])
+        # DDS discovery multicasts to 239.255.0.1: without a route it has no way out.  Taking the
+        # link down deletes the route, so it is set again each time the link comes up.
+        _run(ex + ["ip", "route", "replace", "224.0.0.0/4", "dev", self.ifname[side]])
+
+    def set_link(self, up: bool) -> None:
+        """Cut the link (the edge's veth down, both directions dead) or restore it."""
+        if up:
+            self._bring_up("edge")
+        else:
+            _run(self.exec_prefix("edge") + ["ip", "link", "set", self.ifname["edge"], "down"])
+        log.info("link %s", "up" if up else "down")
+
+    def enter(self, side: str) -> None:
+        """Move the calling thread into ``side``'s namespace; threads and processes it starts
+        afterwards are there too.  Call it before anything else starts threads (rclpy, DDS)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{self.ns[side]}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise LinkUnavailable(f"cannot enter namespace {self.ns[side]}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
     def confine_edge(self, pid: int) -> None:
         """Move ``pid`` (all its threads) into the edge's CPU-quota cgroup."""
