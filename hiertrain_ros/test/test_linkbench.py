@@ -94,7 +94,9 @@ def test_bench_link_args_carry_budget_bits_and_positions():
     for mode in ("hierarchical", "split"):
         w = cfg.worker(mode)
         assert (w.bits, w.budget_bits) == (2, 8192)
-    assert cfg.spec().budget_bits == 8192
+    assert cfg.spec().budget_bits == 8192 and cfg.alpha == 2.0
+    args = build_parser().parse_args(["bench", "link", "--alpha", "measured", "--json", "x.json"])
+    assert config_from_args(args)[0].alpha is None
     args = build_parser().parse_args(["bench", "link", "--positions", "5,1,3", "--json", "x.json"])
     cfg, positions = config_from_args(args)
     assert positions == [1, 3, 5] and cfg.modes == ("hierarchical",)

@@ -34,10 +34,19 @@ def add_parser(sub) -> None:
     link.add_argument("--epoch-samples", type=int, default=50000,
                       help="epoch size the per-epoch columns are scaled to (CIFAR-10: 50000)")
     link.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
+    link.add_argument("--alpha", default="2", type=_alpha,
+                      help="backward/forward ratio of the estimates (Eq. 2-3): a number (the paper's 2) or "
+                           "'measured' (timed on the whole model under the edge quota)")
     link.add_argument("--log-dir", default=None, help="keep the workers' logs here")
     link.add_argument("--json", required=True, help="write the full report here")
     link.add_argument("--plot", default=None, help="write linkbench.png into this folder")
     link.set_defaults(func=run)
+
+
+def _alpha(value: str) -> float | None:
+    if value.strip().lower() == "measured":
+        return None
+    return float(value)
 
 
 def _terminate(_signum, _frame):
@@ -56,7 +65,7 @@ def config_from_args(args):
                       budget_bits=args.budget_bits, edge_cpu_quota=args.edge_cpu_quota,
                       modes=tuple(args.modes or default_modes), window=args.window,
                       jpeg_quality=args.jpeg_quality, cloud_threads=args.cloud_threads,
-                      epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir)
+                      epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir, alpha=args.alpha)
     return cfg, positions
 
 
@@ -91,7 +100,8 @@ def run(args) -> int:
     print(f"# {c['arch']} width {c['width']:g} position {c['split_point']}, link {report['link_bps']:g} bit/s, "
           f"edge quota {c['edge_cpu_quota']}, {c['bits']} bits, budget {c['budget_bits']} bits, "
           f"{c['samples']} samples, batch {c['batch_size']}, "
-          f"epoch = {c['epoch_samples']} samples; {report['cpu']}")
+          f"epoch = {c['epoch_samples']} samples, estimates with alpha {report['estimate']['params']['alpha']:.3g}; "
+          f"{report['cpu']}")
     print_table(table_rows(report))
     for name, value in report["ratios"].items():
         print(f"{name}: {value:.3f}")

@@ -47,6 +47,7 @@ class BenchConfig:
     seed: int = 0
     mode_timeout_s: float = 900.0
     log_dir: str | None = None
+    alpha: float | None = 2.0             # Eq. 2-3 backward/forward ratio; None = measured under the edge quota
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -58,6 +59,8 @@ class BenchConfig:
             raise ValueError(f"bits must be 1, 2, 4 or 8 and budget_bits >= 1, got {self.bits}, {self.budget_bits}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.alpha is not None and not self.alpha >= 0:
+            raise ValueError(f"alpha must be >= 0 (or None: measured), got {self.alpha}")
 
     def spec(self):
         from ..core.models import SplitSpec
@@ -226,7 +229,8 @@ def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits
     from ..core.training import paper_optim
 
     quota = cfg.edge_cpu_quota or 1.0
-    params = RuntimeParams(beta=beta_for(paper_optim(cfg.arch).name), s_edge=flops * min(quota, 1.0),
+    alpha = fwd["alpha_measured"] if cfg.alpha is None else cfg.alpha
+    params = RuntimeParams(alpha=alpha, beta=beta_for(paper_optim(cfg.arch).name), s_edge=flops * min(quota, 1.0),
                            s_cloud=flops * cfg.cloud_threads, s_net=rate)
     spec = cfg.spec()
     model = build_model(cfg.arch, width=cfg.width)
@@ -276,9 +280,11 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
         workdir = Path(tmp)
         measured = _run_processes(link, cfg, "measure", domain, workdir, ("measure",),
                                   {"measure": cfg.worker("edge-only")}, 300)["measure"]
-        fwd.update(edge_under_quota=measured["edge"], full_under_quota=measured["full"])
+        fwd.update(edge_under_quota=measured["edge"], full_under_quota=measured["full"],
+                   alpha_measured=measured["alpha"])
         progress(f"# forward s/batch here: edge {t_edge:.4g}, cloud {t_cloud:.4g}, full {t_full:.4g}; "
-                 f"under edge quota {cfg.edge_cpu_quota}: edge {measured['edge']:.4g}, full {measured['full']:.4g}")
+                 f"under edge quota {cfg.edge_cpu_quota}: edge {measured['edge']:.4g}, full {measured['full']:.4g}; "
+                 f"backward/forward {measured['alpha']:.3g}")
         for i, mode in enumerate(cfg.modes):
             roles = ("edge",) if mode == "edge-only" else ("cloud", "edge")
             workers = {"edge": cfg.worker(mode, threads=1, ifname=link.ifname["edge"]),

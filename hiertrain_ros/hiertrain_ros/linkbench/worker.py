@@ -411,7 +411,8 @@ def run_cloud(cfg: WorkerConfig) -> dict:
 # ---- forward times under the edge's CPU quota ------------------------------------------------------
 
 def run_measure(cfg: WorkerConfig, reps: int = 6) -> dict:
-    """Seconds per batch of the edge part's and the whole model's training-mode forward pass.
+    """Seconds per batch of the edge part's and the whole model's training-mode forward pass,
+    and ``alpha``: the whole model's backward time over its forward time (Eq. 2-3).
 
     Timed as the mean of ``reps`` back-to-back passes, not a median of single ones: under a
     CFS quota a single short pass can finish inside one period's allowance and look unthrottled.
@@ -435,6 +436,12 @@ def run_measure(cfg: WorkerConfig, reps: int = 6) -> dict:
             for _ in range(reps):
                 module(x)
             out[name] = (time.monotonic() - s) / reps
+    for _ in range(2):
+        full(x).sum().backward()
+    s = time.monotonic()
+    for _ in range(reps):
+        full(x).sum().backward()
+    out["alpha"] = max(0.0, (time.monotonic() - s) / reps / out["full"] - 1.0)
     return out
 
 
