@@ -312,3 +312,24 @@ def test_label_matcher_is_bounded_and_counts_expiries():
     assert m.add_label(9, 2) == ("f9", 2)
     assert m.add_frame(106, "f106") == ("f106", 1)
     assert m.add_frame(100, "f100") is None  # its label was evicted
+
+
+def test_outage_schedule_cuts_and_restores_on_time():
+    from hiertrain_ros.cli.launch import OutageSchedule, parse_outages
+
+    calls = []
+
+    class FakeLink:  # records what the schedule asks of the real emulator
+        def set_link(self, up):
+            calls.append(up)
+
+    cuts = OutageSchedule(FakeLink(), parse_outages(["5:2", "1:1"]), t0=100.0)
+    for now in (100.5, 101.0, 101.5, 102.0, 104.0, 105.0, 106.0):
+        cuts.tick(now)
+    cuts.finish(106.5)  # stopped during the second cut: the link comes back
+    assert calls == [False, True, False, True]
+    assert cuts.done == [(1.0, 2.0), (5.0, 6.5)]
+    with pytest.raises(ValueError):
+        parse_outages(["1:5", "3:1"])
+    with pytest.raises(ValueError):
+        parse_outages(["soon"])

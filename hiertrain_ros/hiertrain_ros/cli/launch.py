@@ -63,6 +63,7 @@ def run(args) -> int:
     import sys
     import time
 
+    from ..linkbench.netns import LinkUnavailable
     from .common import print_table, write_json
 
     try:
@@ -73,9 +74,9 @@ def run(args) -> int:
         if args.link and args.graph != "edge_cloud":
             raise ValueError("--link needs the edge_cloud graph (an edge side and a cloud side)")
         link = _open_link(args.link) if args.link else None
-    except Exception as exc:  # a bad argument, or no way to emulate the link here
+    except (ValueError, LinkUnavailable) as exc:
         print(f"hiertrain launch: {exc}", file=sys.stderr)
-        return 3 if args.link and not isinstance(exc, ValueError) else 2
+        return 3 if isinstance(exc, LinkUnavailable) else 2
     stop = {"now": False}
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
@@ -100,41 +101,56 @@ def run(args) -> int:
               + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else ""), flush=True)
         graph.start()
         start = time.monotonic()
-        cuts = [(start + a, start + a + d) for a, d in outages]
-        down, done = None, []
+        cuts = OutageSchedule(link, outages, start)
         try:
             while not stop["now"] and (not args.duration or time.monotonic() - start < args.duration):
                 time.sleep(0.05)
-                now = time.monotonic()
-                if down is None and cuts and now >= cuts[0][0]:
-                    link.set_link(False)
-                    down = now
-                elif down is not None and now >= cuts[0][1]:
-                    link.set_link(True)
-                    done.append((down - start, now - start))
-                    down = None
-                    cuts.pop(0)
+                cuts.tick(time.monotonic())
                 dead = [n for n, ok in graph.alive().items() if not ok]
                 if dead:
                     print(f"node(s) exited: {', '.join(dead)}", flush=True)
                     break
         finally:
-            if down is not None:
-                link.set_link(True)
-                done.append((down - start, time.monotonic() - start))
+            cuts.finish(time.monotonic())
             codes = graph.stop()
             report = monitor.node.report()
             monitor.close()
         report["exit_codes"] = codes
         report["duration_s"] = time.monotonic() - start
         if link is not None:
-            report["link"] = _link_report(link, counters0, report["duration_s"], done)
+            report["link"] = _link_report(link, counters0, report["duration_s"], cuts.done)
     finally:
         if link is not None:
             link.close()
     _print_report(report, print_table)
     write_json(args.json, report)
     return 0 if all(c in (0, -2, 130) for c in codes.values()) else 1
+
+
+class OutageSchedule:
+    """Takes the link down and up again at the planned times; ``done`` holds each cut as
+    (down, up) in seconds after ``t0``."""
+
+    def __init__(self, link, windows: list[tuple[float, float]], t0: float):
+        self.link, self.t0 = link, t0
+        self.pending = [(t0 + a, t0 + a + d) for a, d in windows]
+        self.down_since: float | None = None
+        self.done: list[tuple[float, float]] = []
+
+    def tick(self, now: float) -> None:
+        if self.down_since is None and self.pending and now >= self.pending[0][0]:
+            self.link.set_link(False)
+            self.down_since = now
+        elif self.down_since is not None and now >= self.pending[0][1]:
+            self.finish(now)
+
+    def finish(self, now: float) -> None:
+        """Restore a cut link (also when the run stops during an outage)."""
+        if self.down_since is not None:
+            self.link.set_link(True)
+            self.done.append((self.down_since - self.t0, now - self.t0))
+            self.down_since = None
+            self.pending.pop(0)
 
 
 def _open_link(spec: str):
