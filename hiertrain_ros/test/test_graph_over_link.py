@@ -1,4 +1,4 @@
-"""The whole graph over an emulated 3G uplink, with a real link cut in the middle.
+"""The whole graph over an emulated 3G uplink, with a real link cut (8 s and 30 s) in the middle.
 
 ``hiertrain launch edge_cloud --link 3g --outage START:SECONDS`` puts the cloud node in a
 network namespace of its own behind a tbf-shaped veth, and takes the veth down for the
@@ -22,29 +22,33 @@ HIERTRAIN = [sys.executable, "-c", "import sys; from hiertrain_ros.cli import ma
 RATE_HZ = 20.0
 
 
-def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env):
+# (cut length, run length): 30 s outlasts DDS's 20 s lease, so the participants must find each
+# other again; the run leaves time to send what the edge stored during the cut.
+@pytest.mark.parametrize("cut_s, duration_s", [(8, 50), (30, 95)])
+def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env, cut_s, duration_s):
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
     report_file = tmp_path / "report.json"
     settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6}
-    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--duration", "50", "--outage", "25:8",
-                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
+    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--duration", str(duration_s),
+                       "--outage", f"20:{cut_s}", "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     link, batches = report["link"], report["batches"]
     context = f"{json.dumps(batches)} link {json.dumps(link)} status {json.dumps(report['node_status'])}"
 
-    assert len(link["outages_s"]) == 1 and link["outages_s"][0][1] - link["outages_s"][0][0] >= 7.9
+    assert len(link["outages_s"]) == 1 and link["outages_s"][0][1] - link["outages_s"][0][0] >= cut_s - 0.1
     # The fallback answered during the cut, the cloud outside it; the output never went quiet.
     assert report["output_from_edge"] > 0 and report["output_from_cloud"] > 0, context
     assert report["max_output_gap_s"] <= 0.3 + 1.0 / RATE_HZ, context
-    # Every batch trained by the cloud, once, except the last few still on their way at the stop.
+    # Every batch trained by the cloud, once, except the last few still on their way at the stop
+    # (stored batches go first, so after a long cut the newest wait a little longer).
     assert batches["edge"] > 20 and batches["cloud_trained_twice"] == 0, context
-    assert all(age < 5.0 for age in batches["not_trained_by_cloud_age_s"]), context
+    assert all(age < 10.0 for age in batches["not_trained_by_cloud_age_s"]), context
     # The edge kept within its budget: the shaper never had to drop anything.
     dropped = re.search(r"dropped (\d+)", link["qdisc"])
     assert dropped and int(dropped.group(1)) == 0, context
