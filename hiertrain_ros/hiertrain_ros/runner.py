@@ -47,8 +47,7 @@ class Graph:
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
-        env = env or {}
-        self.env = {k: v for k, v in {**os.environ, **large_data_env(), **env}.items() if v is not None}
+        self.env = {k: v for k, v in {**os.environ, **large_data_env(), **(env or {})}.items() if v is not None}
         self.wrap = wrap or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}

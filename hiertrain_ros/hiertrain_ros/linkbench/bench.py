@@ -36,7 +36,7 @@ class BenchConfig:
     batch_size: int = 32
     width: float = 0.25
     bits: int = 4
-    budget_bits: int = 16384              # per-sample bit budget: sets the compression channels (models.DEFAULT_BUDGET_BITS)
+    budget_bits: int = 16384              # per-sample bit budget: sets the compression channels
     edge_cpu_quota: float | None = None   # cores; None = no CPU limit on the edge
     modes: tuple = MODES
     window: int = 2                       # un-acknowledged batches on the wire
@@ -69,8 +69,8 @@ class BenchConfig:
 
     def worker(self, mode: str, **kw) -> WorkerConfig:
         return WorkerConfig(mode=mode, arch=self.arch, split_point=self.split_point, width=self.width,
-                            bits=self.bits, budget_bits=self.budget_bits, samples=self.samples, batch_size=self.batch_size, seed=self.seed,
-                            window=self.window, jpeg_quality=self.jpeg_quality, data=self.data,
+                            bits=self.bits, budget_bits=self.budget_bits, samples=self.samples,
+                            batch_size=self.batch_size, seed=self.seed, window=self.window, jpeg_quality=self.jpeg_quality, data=self.data,
                             done_timeout_s=self.mode_timeout_s, **kw)
 
 
