@@ -42,12 +42,12 @@ class Graph:
 
     def __init__(self, nodes, params_file: Path | None = None, overrides: dict | None = None,
                  env: dict | None = None, log_dir: Path | None = None, wrap: dict | None = None):
-        """``env`` entries add to (a value of ``None``: remove from) this process's environment;
-        ``wrap`` maps a node to the command that runs it (e.g. ``ip netns exec NS``)."""
+        """``env`` adds to this process's environment; ``wrap`` maps a node to the command that
+        runs it (e.g. ``ip netns exec NS``)."""
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
-        self.env = {k: v for k, v in {**os.environ, **large_data_env(), **(env or {})}.items() if v is not None}
+        self.env = {**os.environ, **large_data_env(), **(env or {})}
         self.wrap = wrap or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}

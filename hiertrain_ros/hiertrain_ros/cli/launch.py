@@ -81,12 +81,12 @@ def run(args) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        wrap, env = {}, {}
+        wrap = {}
         if link is not None:
-            # This process (the monitor) and the edge-side nodes live in the edge namespace.
+            # This process (the monitor) and the edge-side nodes live in the edge namespace, and
+            # every node inherits the DDS settings from this process's environment.
             link.enter("edge")
-            env = LINK_ENV
-            for key, value in env.items():  # for this process's monitor too
+            for key, value in LINK_ENV.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
@@ -95,7 +95,7 @@ def run(args) -> int:
             counters0 = link.counters("edge")
         from ..runner import GRAPHS, Graph, MonitorThread
 
-        graph = Graph(GRAPHS[args.graph], args.params_file, overrides, env=env, log_dir=args.log_dir, wrap=wrap)
+        graph = Graph(GRAPHS[args.graph], args.params_file, overrides, log_dir=args.log_dir, wrap=wrap)
         monitor = MonitorThread()
         print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}"
               + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else ""), flush=True)
