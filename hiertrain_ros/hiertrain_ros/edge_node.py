@@ -73,8 +73,8 @@ class EdgeNode(TrainerNode):
 
     def _bucket(self) -> TokenBucket:
         # A burst of 0.1 s of budget: after an idle spell (an outage) the link's queue never holds
-        # much more than that in front of a live answer (with 1 s the output topic stalled).  A larger batch still goes, alone, once
-        # the bucket is full.
+        # much more than that in front of a live answer (with 1 s the output topic stalled).
+        # A larger batch still goes, alone, once the bucket is full.
         return TokenBucket(self.config.link_budget_bps, 0.1 * self.config.link_budget_bps)
 
     def on_config_changed(self) -> None:

@@ -107,8 +107,8 @@ class EdgeConfig(ModelParams):
     def __post_init__(self):
         super().__post_init__()
         _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
-                  "outbox_bits", "outbox_memory_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s", "heartbeat_timeout_s",
-                  "checkpoint_every")
+                  "outbox_bits", "outbox_memory_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s",
+                  "heartbeat_timeout_s", "checkpoint_every")
         if self.link_budget_bps < 0:
             raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
 
