@@ -1,5 +1,7 @@
 """Cloud node: trains the cloud part on received features, answers inference batches,
 publishes a 10 Hz heartbeat that acknowledges the training batches it received.
+One cloud serves several edges: batches are told apart by (robot_id, seq), and each
+goes to the trainer of the split it was made at.
 
 Answers come from a copy of the model in their own thread, so they never wait for a
 training step; the copy follows the trained weights every ``serve_refresh_s``.  With
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict, deque
 
 from builtin_interfaces.msg import Time
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
@@ -18,7 +19,10 @@ from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, Traini
 from . import conversions
 from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
+from .core.link import BatchLedger
 from .core.models import build_split
+from .core.replay import FifoSampler
+from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
@@ -30,13 +34,12 @@ class CloudNode(TrainerNode):
     def __init__(self, name: str = "cloud_node"):
         super().__init__(name, CloudConfig)
         cfg = self.config
-        self.last_seq = 0
-        self._trained: OrderedDict = OrderedDict()  # recent trained seqs, so a resent batch is not trained twice
-        self._acks: deque = deque(maxlen=256)  # repeated in every heartbeat: one lost heartbeat costs nothing
-        self._ack_lock = threading.Lock()  # never held during training, so heartbeats stay on time
+        self.ledger = BatchLedger()
+        self.router = TrainerRouter()
+        self.router.add(self.trainer.route, self.trainer)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
-        self.train_queue = DropOldestQueue(cfg.queue_size)
-        self.duplicates = self.predictions = 0
+        self.train_queue = FifoSampler(cfg.queue_size)
+        self.predictions = 0
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
         self._server = threading.Thread(target=self._serve, name="cloud-server", daemon=True)
 
@@ -64,32 +67,31 @@ class CloudNode(TrainerNode):
             self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
 
     def extra_state(self) -> dict:
-        return {"last_seq": self.last_seq, "trained_seqs": list(self._trained)}
+        return self.ledger.state()
 
     def restore_extra(self, state: dict) -> None:
-        self.last_seq = int(state.get("last_seq", 0))
-        self._trained.update(dict.fromkeys(state.get("trained_seqs", ())))
+        self.ledger.restore(state)
 
     def on_features(self, msg: FeatureBatch) -> None:
         try:
             payload, purpose = conversions.payload_from_msg(msg)
-            self.trainer.check(payload, train=purpose == conversions.PURPOSE_TRAIN)
+            self.router.trainer_for(payload).check(payload, train=purpose == conversions.PURPOSE_TRAIN)
         except ValueError as exc:
             self.rejections("features", exc)
             return
         if purpose == conversions.PURPOSE_INFER:
             self.infer_queue.put(payload)
-        elif payload.seq in self._trained:
-            self._duplicate(payload.seq)
+        elif self.ledger.is_trained(payload.robot_id, payload.seq):
+            self.ledger.duplicate(payload.robot_id, payload.seq)
         else:
-            self.train_queue.put(payload)
+            self.train_queue.add(payload)
 
     def work_once(self) -> None:
         if self.serving is None:
             self._answer_pending()  # every pending answer before the next training step
         else:
             self.train_queue.wait(0.02)
-        for payload in self.train_queue.take(1):
+        for payload in self.train_queue.draw(1) or ():
             self._train(payload)
             if self.serving is not None:
                 self.serving.follow(self.trainer.model)
@@ -104,51 +106,40 @@ class CloudNode(TrainerNode):
 
     def _infer(self, payload) -> None:
         with self._lock if self.serving is None else contextlib.nullcontext():
-            classes, confidence = self.trainer.predict(payload, self.serving)
+            classes, confidence = self.router.trainer_for(payload).predict(payload, self.serving)
         for (sec, nanosec), c, p in zip(payload.frame_stamps, classes, confidence):
             stamp = Time(sec=sec, nanosec=nanosec)
             self.prediction_pub.publish(conversions.prediction_msg(
-                stamp, "", c, p, Prediction.SOURCE_CLOUD, seconds_since(self, stamp)))
+                stamp, "", c, p, Prediction.SOURCE_CLOUD, seconds_since(self, stamp), payload.robot_id))
         self.predictions += len(classes)
 
     def _train(self, payload) -> None:
-        if payload.seq in self._trained:
-            self._duplicate(payload.seq)
+        robot, seq = payload.robot_id, payload.seq
+        if self.ledger.is_trained(robot, seq):  # a resend queued before the first copy was trained
+            self.ledger.duplicate(robot, seq)
             return
+        trainer = self.router.trainer_for(payload)
         with self._lock:
-            result = self.trainer.train_step(payload)
-            step = self.trainer.step
-            self._trained[payload.seq] = None
-            while len(self._trained) > 4096:
-                self._trained.popitem(last=False)
-            self.last_seq = max(self.last_seq, payload.seq)
-        self._ack(payload.seq)
+            result = trainer.train_step(payload)
+            step = trainer.step
+        self.ledger.trained(robot, seq)
         self.last_loss = result.loss
         if step % self.config.metrics_every == 0:
-            metrics = TrainingMetrics(role="cloud", step=step, seq=payload.seq, loss=result.loss,
+            metrics = TrainingMetrics(role="cloud", step=step, seq=seq, robot_id=robot, loss=result.loss,
                                       accuracy=result.correct / result.samples, samples=result.samples)
             metrics.header.stamp = self.get_clock().now().to_msg()
             self.metrics_pub.publish(metrics)
         self.checkpoint_due(step)
 
-    def _ack(self, seq: int) -> None:
-        with self._ack_lock:
-            self._acks.append(seq)
-
-    def _duplicate(self, seq: int) -> None:
-        """A resent batch already trained: not again, but acknowledge it again."""
-        self.duplicates += 1
-        self._ack(seq)
-
     def publish_heartbeat(self) -> None:
         # Alive means able to serve: not before an edge's feature stream is matched.
         if self.features_sub.get_publisher_count() == 0:
             return
-        with self._ack_lock:
-            acked = list(self._acks)
-        msg = Heartbeat(steps=self.trainer.step, last_seq=self.last_seq, acked=acked)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self.heartbeat_pub.publish(msg)
+        self.heartbeat_pub.publish(conversions.heartbeat_msg(
+            self.get_clock().now().to_msg(), self.trainer.step, self._last_seq(), self.ledger.acks()))
+
+    def _last_seq(self) -> int:
+        return max(self.ledger.last_seqs().values(), default=0)
 
     def close(self) -> None:
         super().close()
@@ -156,10 +147,10 @@ class CloudNode(TrainerNode):
             self._server.join(timeout=2.0)
 
     def status(self) -> dict:
-        return {**super().status(), "last_seq": self.last_seq,
+        return {**super().status(), "last_seq": self._last_seq(), "robots": len(self.ledger.last_seqs()),
                 "train_queue": len(self.train_queue), "infer_queue": len(self.infer_queue),
                 "dropped_train": self.train_queue.dropped, "dropped_infer": self.infer_queue.dropped,
-                "duplicates": self.duplicates, "predictions": self.predictions}
+                "duplicates": self.ledger.duplicates, "predictions": self.predictions}
 
 
 def main(args=None) -> None:

@@ -10,7 +10,7 @@ import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from hiertrain_interfaces.msg import FeatureBatch, Label, Prediction
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction
 from sensor_msgs.msg import Image
 
 from .core import codec
@@ -59,6 +59,7 @@ def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBa
     msg.model_hash = payload.model_hash
     msg.encoder_version = payload.encoder_version
     msg.seq = payload.seq
+    msg.robot_id = payload.robot_id
     msg.purpose = purpose
     msg.split_point = payload.split_point
     msg.bits = payload.bits
@@ -79,7 +80,8 @@ def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
         shape=tuple(int(d) for d in msg.shape), bits=int(msg.bits), scale=float(msg.scale),
         zero_point=float(msg.zero_point), data=bytes(msg.data), labels=np.asarray(msg.labels, dtype=np.int16),
         split_point=int(msg.split_point), encoder_version=int(msg.encoder_version), seq=int(msg.seq),
-        model_hash=int(msg.model_hash), frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps))
+        model_hash=int(msg.model_hash), frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps),
+        robot_id=msg.robot_id)
     codec.validate(payload)
     if msg.purpose == PURPOSE_INFER and len(payload.frame_stamps) != payload.num_samples:
         raise ValueError(f"inference batch needs one frame stamp per sample ({payload.num_samples}), "
@@ -88,8 +90,8 @@ def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
 
 
 def prediction_msg(stamp, frame_id: str, class_id: int, confidence: float, source: int,
-                   latency: float) -> Prediction:
-    msg = Prediction()
+                   latency: float, robot_id: str) -> Prediction:
+    msg = Prediction(robot_id=robot_id)
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.class_id = int(class_id)
@@ -97,3 +99,21 @@ def prediction_msg(stamp, frame_id: str, class_id: int, confidence: float, sourc
     msg.source = source
     msg.latency = float(latency)
     return msg
+
+
+def heartbeat_msg(stamp, steps: int, last_seq: int, acks) -> Heartbeat:
+    """``acks``: (robot_id, seq) pairs, sent as two parallel arrays."""
+    msg = Heartbeat(steps=steps, last_seq=last_seq, acked=[seq for _, seq in acks],
+                    acked_robots=[robot for robot, _ in acks])
+    msg.header.stamp = stamp
+    return msg
+
+
+def acks_for(msg: Heartbeat, robot_id: str) -> list[int]:
+    """The seqs a heartbeat acknowledges to ``robot_id``; all of them from a cloud older than robot ids
+    (no ``acked_robots``).  ``ValueError`` when the two arrays do not pair up."""
+    if not msg.acked_robots:
+        return list(msg.acked)
+    if len(msg.acked_robots) != len(msg.acked):
+        raise ValueError(f"heartbeat has {len(msg.acked)} acks but {len(msg.acked_robots)} robot ids")
+    return [seq for robot, seq in zip(msg.acked_robots, msg.acked) if robot == robot_id]

@@ -18,9 +18,10 @@ from .core.data import frames_to_tensor
 from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.models import build_split
+from .core.replay import FifoSampler
 from .core.training import EdgeTrainer
-from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since,
-                         stamp_ns)
+from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, resolve_robot_id, run_node,
+                         seconds_since, stamp_ns)
 from .trainer_node import TrainerNode
 
 
@@ -30,8 +31,9 @@ class EdgeNode(TrainerNode):
     def __init__(self, name: str = "edge_node"):
         super().__init__(name, EdgeConfig)
         cfg = self.config
+        self.robot_id = resolve_robot_id(self, cfg.robot_id)
         self.matcher = LabelMatcher(cfg.pending_size)
-        self.train_buffer = DropOldestQueue(cfg.buffer_size)
+        self.train_buffer = FifoSampler(cfg.buffer_size)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s, spill=self._spill(),
                              memory_bits=cfg.outbox_memory_bits)
@@ -94,7 +96,7 @@ class EdgeNode(TrainerNode):
             self.infer_queue.put((msg.header, sample))
         matched = self.matcher.add_frame(stamp, sample)
         if matched is not None:
-            self.train_buffer.put(matched)
+            self.train_buffer.add(matched)
         self._count_consumed(self.frames % self.config.predict_every != 0)
 
     def on_label(self, msg: Label) -> None:
@@ -105,11 +107,14 @@ class EdgeNode(TrainerNode):
             return
         matched = self.matcher.add_label(stamp, label)
         if matched is not None:
-            self.train_buffer.put(matched)
+            self.train_buffer.add(matched)
 
     def on_heartbeat(self, msg: Heartbeat) -> None:
         self._last_heartbeat = self.get_clock().now()
-        self.unacked.ack(msg.acked)
+        try:
+            self.unacked.ack(conversions.acks_for(msg, self.robot_id))
+        except ValueError as exc:
+            self.rejections("heartbeat", exc)
 
     def cloud_alive(self) -> bool:
         if self._last_heartbeat is None:
@@ -129,18 +134,20 @@ class EdgeNode(TrainerNode):
         items = self.infer_queue.take(self.config.infer_batch)
         if items:
             self._infer(items)
-        if len(self.train_buffer) >= self.config.batch_size:
-            self._train(self.train_buffer.take(self.config.batch_size))
+        batch = self.train_buffer.draw(self.config.batch_size)
+        if batch:
+            self._train(batch)
 
     def _infer(self, items) -> None:
         headers = [h for h, _ in items]
         stamps = [(h.stamp.sec, h.stamp.nanosec) for h in headers]
         with self._lock:
             classes, confidence, payload = self.trainer.infer(torch.stack([s for _, s in items]),
-                                                              frame_stamps=tuple(stamps))
+                                                              frame_stamps=tuple(stamps), robot_id=self.robot_id)
         for header, c, p in zip(headers, classes, confidence):
             self.prediction_pub.publish(conversions.prediction_msg(
-                header.stamp, header.frame_id, c, p, Prediction.SOURCE_EDGE, seconds_since(self, header.stamp)))
+                header.stamp, header.frame_id, c, p, Prediction.SOURCE_EDGE, seconds_since(self, header.stamp),
+                self.robot_id))
         msg = conversions.feature_msg(payload, headers[-1].stamp, conversions.PURPOSE_INFER)
         self.outbox.put(payload.wire_bits, msg, urgent=True)
         self._count_consumed(True, len(items))
@@ -149,12 +156,12 @@ class EdgeNode(TrainerNode):
         images = torch.stack([s for s, _ in items])
         labels = torch.tensor([y for _, y in items], dtype=torch.int64)
         with self._lock:
-            result, payload = self.trainer.train_step(images, labels)
+            result, payload = self.trainer.train_step(images, labels, robot_id=self.robot_id)
             step = self.trainer.step
         self.last_loss = result.loss
         stamp = self.get_clock().now().to_msg()
         self.outbox.put(payload.wire_bits, conversions.feature_msg(payload, stamp, conversions.PURPOSE_TRAIN))
-        metrics = TrainingMetrics(role="edge", step=step, seq=payload.seq, loss=result.loss,
+        metrics = TrainingMetrics(role="edge", step=step, seq=payload.seq, robot_id=self.robot_id, loss=result.loss,
                                   accuracy=result.correct / result.samples, samples=step * self.config.batch_size)
         metrics.header.stamp = stamp
         self.metrics_pub.publish(metrics)
@@ -187,7 +194,7 @@ class EdgeNode(TrainerNode):
         self.unacked.acked_seq = int(state.get("acked_seq", 0))
 
     def status(self) -> dict:
-        return {**super().status(), "frames": self.frames, "consumed": self.consumed,
+        return {**super().status(), "robot_id": self.robot_id, "frames": self.frames, "consumed": self.consumed,
                 "buffer_fill": len(self.train_buffer),
                 "buffer_size": self.train_buffer.maxlen, "infer_queue": len(self.infer_queue),
                 "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,

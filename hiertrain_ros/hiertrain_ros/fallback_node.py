@@ -9,14 +9,16 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 
 from .core.config import FallbackConfig
 from .core.fallback import FallbackArbiter
-from .ros_common import LATCHED_QOS, RECORD_QOS, TOPICS, declare_config, heartbeat_qos, run_node, stamp_ns
+from .ros_common import (LATCHED_QOS, RECORD_QOS, TOPICS, declare_config, heartbeat_qos, resolve_robot_id, run_node,
+                         stamp_ns)
 
 
 class FallbackNode(Node):
     def __init__(self, name: str = "fallback_node"):
         super().__init__(name)
         self.config = cfg = declare_config(self, FallbackConfig)
-        self.arbiter = FallbackArbiter(cfg.heartbeat_timeout_s, cfg.cloud_grace_s)
+        self.arbiter = FallbackArbiter(cfg.heartbeat_timeout_s, cfg.cloud_grace_s,
+                                       robot_id=resolve_robot_id(self, cfg.robot_id))
         self.served = {Prediction.SOURCE_EDGE: 0, Prediction.SOURCE_CLOUD: 0}
         self._alive = None
 
@@ -44,7 +46,7 @@ class FallbackNode(Node):
         self._publish(self.arbiter.on_edge(stamp_ns(msg.header.stamp), msg))
 
     def on_cloud(self, msg: Prediction) -> None:
-        self._publish(self.arbiter.on_cloud(stamp_ns(msg.header.stamp), msg))
+        self._publish(self.arbiter.on_cloud(stamp_ns(msg.header.stamp), msg, msg.robot_id))
 
     def poll(self) -> None:
         due, alive = self.arbiter.poll()

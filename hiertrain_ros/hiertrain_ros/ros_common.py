@@ -40,20 +40,29 @@ def heartbeat_qos(period_s: float) -> QoSProfile:
                       deadline=Duration(seconds=period_s))
 
 
+# Relative names live in the node's namespace: one robot per namespace (/r1, /r2, ...) keeps its
+# camera, labels, answers and link status apart.  The topics between the edges and their shared
+# cloud are absolute, so that N edges in their namespaces and one cloud meet on them; batches,
+# answers and acknowledgements on them carry the robot id.
 TOPICS = {
     "image": "camera/image_raw",
     "labels": "hiertrain/labels",
     "truth": "hiertrain/eval/truth",
-    "features": "hiertrain/features",
+    "features": "/hiertrain/features",
     "edge_prediction": "hiertrain/edge/prediction",
-    "cloud_prediction": "hiertrain/cloud/prediction",
+    "cloud_prediction": "/hiertrain/cloud/prediction",
     "prediction": "hiertrain/prediction",
-    "heartbeat": "hiertrain/cloud/heartbeat",
+    "heartbeat": "/hiertrain/cloud/heartbeat",
     "link_status": "hiertrain/link_status",
     "edge_metrics": "hiertrain/edge/metrics",
     "cloud_metrics": "hiertrain/cloud/metrics",
     "consumed": "hiertrain/edge/consumed",
 }
+
+
+def resolve_robot_id(node, configured: str) -> str:
+    """``configured``, or when that is "" the node's namespace without its leading slash."""
+    return configured or node.get_namespace().strip("/")
 
 
 def config_file(name: str) -> Path:

@@ -29,6 +29,8 @@ MAX_ELEMENTS = 1 << 28
 # Post-BN/ReLU activations are O(1..100); a decoded value beyond this is an attack or a bug,
 # and one such batch would turn the cloud's weights to NaN for good.
 MAX_FEATURE = 1e4
+# Robot ids are names ("r1", "fleet/r1"); the cloud keeps thousands of them in its ledger.
+MAX_ROBOT_ID = 128
 
 
 def model_hash(model_id: str) -> int:
@@ -56,6 +58,7 @@ class FeaturePayload:
     seq: int = 0
     model_hash: int = 0  # model_hash() of the model id the encoder was built for; 0 = not stated
     frame_stamps: tuple = field(default=())  # (sec, nanosec) per sample; opaque to the core
+    robot_id: str = ""  # the edge that made the batch; (robot_id, seq) identifies it
 
     @property
     def num_samples(self) -> int:
@@ -159,6 +162,8 @@ def validate(payload: FeaturePayload) -> None:
                          f"needs {expected}")
     if len(payload.labels) != shape[0]:
         raise ValueError(f"need one label per sample ({shape[0]}), got {len(payload.labels)}")
+    if len(payload.robot_id) > MAX_ROBOT_ID:
+        raise ValueError(f"robot_id is {len(payload.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
     if payload.encoder_version != ENCODER_VERSION:
         raise ValueError(f"encoder version {payload.encoder_version} is not the expected {ENCODER_VERSION}")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .codec import VALID_BITS
+from .codec import MAX_ROBOT_ID, VALID_BITS
 
 ARCHS = ("vgg16", "resnet18")
 
@@ -83,6 +83,8 @@ def _positive(obj, *names):
 
 @dataclass(frozen=True)
 class EdgeConfig(ModelParams):
+    robot_id: str = ""              # names this edge's batches and answers to a shared cloud; "" = the node's
+                                    # namespace ("r1" under /r1; "" in the root namespace: the one robot)
     batch_size: int = 32            # training batch
     buffer_size: int = 512          # labelled frames waiting for training (drop-oldest)
     queue_size: int = 64            # frames waiting for inference (drop-oldest)
@@ -109,6 +111,8 @@ class EdgeConfig(ModelParams):
         _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
                   "outbox_bits", "outbox_memory_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s",
                   "heartbeat_timeout_s", "checkpoint_every")
+        if len(self.robot_id) > MAX_ROBOT_ID:
+            raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
         if self.link_budget_bps < 0:
             raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
 
@@ -132,6 +136,7 @@ class CloudConfig(ModelParams):
 
 @dataclass(frozen=True)
 class FallbackConfig:
+    robot_id: str = ""                # the robot whose cloud answers to serve: as edge_node.robot_id
     heartbeat_timeout_s: float = 0.25  # link declared lost after this long without a 10 Hz heartbeat
     cloud_grace_s: float = 0.2        # how long an edge answer waits for the cloud's while the link is up
     poll_hz: float = 50.0

@@ -2,7 +2,9 @@
 
 Every frame the edge predicted gets exactly one output: while the cloud is up the
 edge answer waits ``cloud_grace_s`` for the cloud's; if that does not come (or the
-cloud is down) the edge answer goes out.  Pure logic with an injected clock.
+cloud is down) the edge answer goes out.  The cloud's answers reach every robot's
+fallback; only those for ``robot_id`` count (others are counted in ``foreign``).
+Pure logic with an injected clock.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ EDGE, CLOUD = 0, 1
 
 class FallbackArbiter:
     def __init__(self, heartbeat_timeout_s: float = 0.3, cloud_grace_s: float = 0.25,
-                 max_pending: int = 1000, clock=time.monotonic):
+                 max_pending: int = 1000, clock=time.monotonic, robot_id: str = ""):
+        self.robot_id = robot_id
+        self.foreign = 0
         self.timeout = heartbeat_timeout_s
         self.grace = cloud_grace_s
         self._clock = clock
@@ -60,7 +64,10 @@ class FallbackArbiter:
                 out.append(old)
             return out
 
-    def on_cloud(self, stamp, prediction) -> list:
+    def on_cloud(self, stamp, prediction, robot_id: str = "") -> list:
+        if robot_id != self.robot_id:
+            self.foreign += 1
+            return []
         with self._lock:
             if stamp in self._answered:
                 self.late_cloud += 1

@@ -238,3 +238,66 @@ class AckTracker:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class BatchLedger:
+    """The cloud's record of the training batches it trained, keyed by (robot_id, seq).
+
+    Several edges share one cloud and each numbers its own batches, so a sequence number
+    alone identifies nothing; the pair does.  ``is_trained`` stops a resent batch from
+    being trained twice; every trained batch (and every duplicate, since the first
+    acknowledgement may have been lost) is acknowledged, and the most recent ``max_acks``
+    acknowledgements are repeated in every heartbeat so that one lost heartbeat costs nothing.
+    The lock is never held during training, so heartbeats stay on time.
+    """
+
+    def __init__(self, max_trained: int = 4096, max_acks: int = 256):
+        self._trained: dict = {}  # (robot_id, seq) -> None, oldest first, bounded
+        self._acks: deque = deque(maxlen=max_acks)  # (robot_id, seq)
+        self._max = max_trained
+        self._lock = threading.Lock()
+        self._last_seq: dict[str, int] = {}  # highest seq trained, per robot
+        self.duplicates = 0
+
+    def is_trained(self, robot_id: str, seq: int) -> bool:
+        with self._lock:
+            return (robot_id, seq) in self._trained
+
+    def trained(self, robot_id: str, seq: int) -> None:
+        with self._lock:
+            self._trained[(robot_id, seq)] = None
+            while len(self._trained) > self._max:
+                del self._trained[next(iter(self._trained))]
+            self._last_seq[robot_id] = max(self._last_seq.get(robot_id, 0), seq)
+            self._acks.append((robot_id, seq))
+
+    def duplicate(self, robot_id: str, seq: int) -> None:
+        """A resent batch already trained: not again, but acknowledged again."""
+        with self._lock:
+            self.duplicates += 1
+            self._acks.append((robot_id, seq))
+
+    def last_seqs(self) -> dict[str, int]:
+        """The highest seq trained, per robot."""
+        with self._lock:
+            return dict(self._last_seq)
+
+    def acks(self) -> list[tuple[str, int]]:
+        with self._lock:
+            return list(self._acks)
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (plain lists: the checkpoint loader accepts no custom types)."""
+        with self._lock:
+            return {"trained_batches": [[r, s] for r, s in self._trained], "last_seqs": dict(self._last_seq)}
+
+    def restore(self, state: dict) -> None:
+        """From :meth:`state`, or from a checkpoint written before robot ids (robot "")."""
+        trained = [(str(r), int(s)) for r, s in state.get("trained_batches", ())]
+        trained += [("", int(s)) for s in state.get("trained_seqs", ())]
+        last = {str(r): int(s) for r, s in state.get("last_seqs", {}).items()}
+        if "last_seq" in state and "last_seqs" not in state:
+            last[""] = int(state["last_seq"])
+        with self._lock:
+            self._trained.update(dict.fromkeys(trained))
+            self._last_seq.update(last)

@@ -21,6 +21,7 @@ from torch import nn
 from . import codec
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_model, build_split
+from .splits import FixedSplit, Route, Split, SplitContext, SplitPolicy
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +143,16 @@ class StepResult:
 
 
 class EdgeTrainer(_Trainer):
-    """Trains the edge part from the early-exit (edge) loss and emits the batch's payload."""
+    """Trains the edge part from the early-exit (edge) loss and emits the batch's payload.
+
+    Before each training step it asks its split policy (default: the spec's split, fixed)."""
 
     role = "edge"
 
-    def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig):
+    def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig, policy: SplitPolicy | None = None):
         super().__init__(edge, optim, spec.model_id)
         self.spec = spec
+        self.policy = policy or FixedSplit(spec.split_point, spec.bits)
         # Batch sequence numbers must never repeat, across restarts too (the cloud would take a
         # new batch for one it already trained): count on from the wall clock in microseconds.
         self.seq = time.time_ns() // 1000
@@ -159,6 +163,7 @@ class EdgeTrainer(_Trainer):
                             seq=self.seq, model_hash=self.model_hash, **meta)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[StepResult, codec.FeaturePayload]:
+        self._follow(self.policy.choose(SplitContext(step=self.step)))
         self.model.train()
         features, logits = self.model(images)
         edge_loss = F.cross_entropy(logits, labels)
@@ -168,6 +173,12 @@ class EdgeTrainer(_Trainer):
         self._update(edge_loss)
         correct = int((logits.argmax(1) == labels).sum())
         return StepResult(float(edge_loss.detach()), correct, len(labels)), payload
+
+    def _follow(self, split: Split) -> None:
+        """Run at ``split``: today only the one built (moving layers while running is not there yet)."""
+        if split != Split(self.spec.split_point, self.spec.bits):
+            raise ValueError(f"split policy chose {split}, but this edge runs split_point {self.spec.split_point} "
+                             f"at {self.spec.bits} bits and cannot move layers while running: batch refused")
 
     @torch.no_grad()
     def infer(self, images: torch.Tensor, **meta) -> tuple[np.ndarray, np.ndarray, codec.FeaturePayload]:
@@ -193,6 +204,11 @@ class CloudTrainer(_Trainer):
     def __init__(self, cloud: CloudModel, spec: SplitSpec, optim: OptimConfig):
         super().__init__(cloud, optim, spec.model_id)
         self.spec = spec
+
+    @property
+    def route(self) -> Route:
+        """The batches this trainer decodes (see :class:`TrainerRouter`)."""
+        return Route(self.spec.split_point, self.spec.bits, self.model_hash)
 
     def check(self, payload: codec.FeaturePayload, *, train: bool) -> None:
         """``ValueError`` unless ``payload`` is well-formed, made by this model's edge and, for
