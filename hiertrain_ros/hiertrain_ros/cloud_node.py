@@ -105,6 +105,7 @@ class CloudNode(TrainerNode):
             self._infer(payload)
 
     def _infer(self, payload) -> None:
+        # One serving copy, of the one route's trainer: a second route needs a copy of its own.
         with self._lock if self.serving is None else contextlib.nullcontext():
             classes, confidence = self.router.trainer_for(payload).predict(payload, self.serving)
         for (sec, nanosec), c, p in zip(payload.frame_stamps, classes, confidence):
