@@ -108,6 +108,8 @@ def declare_parameters(node, cls) -> None:
             changes = {p.name: _coerce(p.name, p.value, kinds[p.name]) for p in params if p.name in kinds}
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
+        if not changes:  # another component's parameter
+            return SetParametersResult(successful=True)
         current = node.config
         frozen = [] if current is None else [n for n in changes
                                              if n not in cls.LIVE and changes[n] != getattr(current, n)]

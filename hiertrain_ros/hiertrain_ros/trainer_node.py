@@ -54,8 +54,8 @@ class TrainerNode(LifecycleNode):
         self.config_cls = config_cls
         self.config = None  # read at configure
         self.trainer = None
-        declare_parameters(self, config_cls)
         autostart = self.declare_parameter("autostart", True).value
+        declare_parameters(self, config_cls)
         self.rejections = Rejections(self)
         self.last_loss = float("nan")
         self._lock = threading.Lock()  # guards the trainer between the workers and checkpoints

@@ -2,6 +2,8 @@
 (configure, activate, deactivate, activate again, cleanup, shutdown), and brought to active
 by themselves by default (autostart)."""
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -50,6 +52,14 @@ def _change(node, transition: int, *targets):
     return {t: _state(node, t) for t in targets}
 
 
+def _set(node, target: str, **values) -> list:
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.parameter import Parameter
+
+    request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+    return _call(node, SetParameters, f"/{target}/set_parameters", request, timeout=10.0).results
+
+
 def _flow(mon) -> dict:
     """How many messages of each kind the running nodes have published so far."""
     with mon._lock:
@@ -84,8 +94,17 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         assert {t: _state(mon, t) for t in TRAINERS} == dict.fromkeys(TRAINERS, "unconfigured")
         wait_for(lambda: all(_lifecycle(mon, t) == "unconfigured" for t in TRAINERS), 10,
                  "diagnostics saying unconfigured", state)
+        # Settings read at configure may change until then, within their bounds; live ones after.
+        [result] = _set(mon, "edge_node", batch_size=0)
+        assert not result.successful and "batch_size" in result.reason, result
+        [result] = _set(mon, "edge_node", batch_size=8)
+        assert result.successful, result.reason
         assert _change(mon, Transition.TRANSITION_CONFIGURE, *TRAINERS) == dict.fromkeys(TRAINERS, "inactive")
         assert _flow(mon) == dict.fromkeys(_flow(mon), 0), state()
+        [result] = _set(mon, "edge_node", batch_size=16)
+        assert not result.successful and "start-up" in result.reason, result
+        [result] = _set(mon, "edge_node", predict_every=2)
+        assert result.successful, result.reason
 
         # Active: features, heartbeats, answers of both sides and cloud training flow.
         assert _change(mon, Transition.TRANSITION_ACTIVATE, *TRAINERS) == dict.fromkeys(TRAINERS, "active")
@@ -140,3 +159,10 @@ def test_autostart_reaches_active(ros_env, tmp_path):
     finally:
         graph.stop()
         monitor.close()
+
+
+def test_autostart_refuses_a_bad_parameter(ros_env):
+    """As a plain node would: the process ends with the reason, rather than waiting unconfigured."""
+    proc = subprocess.run([sys.executable, "-m", "hiertrain_ros.edge_node", "--ros-args", "-p", "batch_size:=0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "batch_size must be > 0, got 0" in proc.stderr, proc.stderr[-2000:]
