@@ -33,6 +33,8 @@ class CloudNode(TrainerNode):
 
     def __init__(self, name: str = "cloud_node"):
         super().__init__(name, CloudConfig)
+
+    def configure(self) -> None:
         cfg = self.config
         self.ledger = BatchLedger()
         self.router = TrainerRouter()
@@ -41,18 +43,25 @@ class CloudNode(TrainerNode):
         self.train_queue = FifoSampler(cfg.queue_size)
         self.predictions = 0
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
-        self._server = threading.Thread(target=self._serve, name="cloud-server", daemon=True)
 
-        self.prediction_pub = self.create_publisher(Prediction, TOPICS["cloud_prediction"], RECORD_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["cloud_metrics"], RECORD_QOS)
-        self.heartbeat_pub = self.create_publisher(Heartbeat, TOPICS["heartbeat"],
-                                                   heartbeat_qos(2.0 / cfg.heartbeat_hz))
-        self.features_sub = self.create_subscription(FeatureBatch, TOPICS["features"], self.on_features,
-                                                     RELIABLE_QOS)
-        self.create_timer(1.0 / cfg.heartbeat_hz, self.publish_heartbeat)
-        self.start()
-        if self.serving is not None:
-            self._server.start()
+        self.prediction_pub = self.publisher(Prediction, TOPICS["cloud_prediction"], RECORD_QOS)
+        self.metrics_pub = self.publisher(TrainingMetrics, TOPICS["cloud_metrics"], RECORD_QOS)
+        self.heartbeat_pub = self.publisher(Heartbeat, TOPICS["heartbeat"], heartbeat_qos(2.0 / cfg.heartbeat_hz))
+
+    def activate(self) -> None:
+        self.features_sub = self.subscription(FeatureBatch, TOPICS["features"], self.on_features, RELIABLE_QOS)
+        # No heartbeat while inactive: to the edge a paused cloud is an unreachable one (it stores).
+        self.timer(1.0 / self.config.heartbeat_hz, self.publish_heartbeat)
+
+    def deactivate(self) -> None:
+        # The edge's fallback has answered these frames by now; training batches wait to be trained.
+        self.infer_queue.take(len(self.infer_queue))
+
+    def release(self) -> None:
+        self.serving = self.infer_queue = self.train_queue = None
+
+    def loops(self) -> list[tuple]:
+        return [*super().loops(), *([(self._answer_pending, "cloud server", 0.0)] if self.serving is not None else [])]
 
     def make_trainer(self, spec, optim):
         _, cloud = build_split(spec, seed=self.config.seed)
@@ -96,9 +105,6 @@ class CloudNode(TrainerNode):
             if self.serving is not None:
                 self.serving.follow(self.trainer.model)
 
-    def _serve(self) -> None:
-        self.keep_running(self._answer_pending, "cloud server")
-
     def _answer_pending(self) -> None:
         self.infer_queue.wait(0.02)
         for payload in self.infer_queue.take(self.config.queue_size):
@@ -141,11 +147,6 @@ class CloudNode(TrainerNode):
 
     def _last_seq(self) -> int:
         return max(self.ledger.last_seqs().values(), default=0)
-
-    def close(self) -> None:
-        super().close()
-        if self._server.is_alive():
-            self._server.join(timeout=2.0)
 
     def status(self) -> dict:
         return {**super().status(), "last_seq": self._last_seq(), "robots": len(self.ledger.last_seqs()),

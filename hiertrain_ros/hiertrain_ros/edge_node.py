@@ -3,8 +3,6 @@ answers every k-th frame with the early exit.  Heavy work runs in a worker threa
 
 from __future__ import annotations
 
-import threading
-
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
 from rclpy.serialization import deserialize_message, serialize_message
@@ -30,6 +28,8 @@ class EdgeNode(TrainerNode):
 
     def __init__(self, name: str = "edge_node"):
         super().__init__(name, EdgeConfig)
+
+    def configure(self) -> None:
         cfg = self.config
         self.robot_id = resolve_robot_id(self, cfg.robot_id)
         self.matcher = LabelMatcher(cfg.pending_size)
@@ -42,19 +42,29 @@ class EdgeNode(TrainerNode):
         self.frames = self.consumed = self.features_sent = 0
         self._last_heartbeat = None
 
-        self.feature_pub = self.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
-        self.prediction_pub = self.create_publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
-        self.metrics_pub = self.create_publisher(TrainingMetrics, TOPICS["edge_metrics"], RECORD_QOS)
-        self.consumed_pub = self.create_publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
-        self.create_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
-        self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
-        self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
-                                 heartbeat_qos(cfg.heartbeat_timeout_s))
+        self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
+        self.prediction_pub = self.publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
+        self.metrics_pub = self.publisher(TrainingMetrics, TOPICS["edge_metrics"], RECORD_QOS)
+        self.consumed_pub = self.publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
+
+    def activate(self) -> None:
+        self.subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
+        self.subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
+        self.subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
+                          heartbeat_qos(self.config.heartbeat_timeout_s))
+
+    def deactivate(self) -> None:
+        # Answers to frames from before the pause would come too late; the labelled frames
+        # still teach, and the outbox's training batches still go (or expire by age).
+        self.infer_queue.take(len(self.infer_queue))
+
+    def release(self) -> None:
+        self.matcher = self.train_buffer = self.infer_queue = self.outbox = self.unacked = None
+
+    def loops(self) -> list[tuple]:
         # Sending has a thread of its own: a slow link or a backlog after an outage must
         # never hold up the early exit's answers.
-        self._sender = threading.Thread(target=self._send_loop, name="edge-sender", daemon=True)
-        self.start()
-        self._sender.start()
+        return [*super().loops(), (self._send, "edge sender", 0.005)]
 
     def _spill(self) -> DiskSpill | None:
         if not self.config.spill_dir:
@@ -167,9 +177,6 @@ class EdgeNode(TrainerNode):
         self.metrics_pub.publish(metrics)
         self.checkpoint_due(step)
 
-    def _send_loop(self) -> None:
-        self.keep_running(self._send, "edge sender", pause_s=0.005)
-
     def _send(self) -> None:
         if not self.cloud_alive():
             self.outbox.expire()  # store: training batches wait for the cloud (within limits)
@@ -181,10 +188,6 @@ class EdgeNode(TrainerNode):
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
-
-    def close(self) -> None:
-        super().close()
-        self._sender.join(timeout=2.0)
 
     # -- status -----------------------------------------------------------------------------------
     def extra_state(self) -> dict:

@@ -94,37 +94,54 @@ def use_large_data_transport() -> None:
 
 
 def declare_config(node, cls):
-    """Declare one typed parameter per field of ``cls`` and build the config from them.
+    """Declare one typed parameter per field of ``cls`` (see :func:`declare_parameters`) and
+    build the config from them now (a plain node reads its config at start-up)."""
+    declare_parameters(node, cls)
+    return read_config(node, cls)
 
-    Later changes are validated by building a new config; fields outside
-    ``cls.LIVE`` are refused with a reason (they are read at start-up).
+
+def declare_parameters(node, cls) -> None:
+    """Declare one typed parameter per field of ``cls``; ``node.config`` holds the config.
+
+    Later changes are validated by building a new config.  While ``node.config`` is None (a
+    managed node not configured yet) any valid value is taken: configure reads it.  Once
+    there is a config, fields outside ``cls.LIVE`` are refused with a reason.
     """
     kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-    for name, kind in kinds.items():
+    for name in kinds:
         # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.
         node.declare_parameter(name, getattr(cls, name), ParameterDescriptor(dynamic_typing=True))
-    values = {name: _coerce(name, node.get_parameter(name).value, kind) for name, kind in kinds.items()}
-    config = cls(**values)  # ValueError on a bad YAML value: the node refuses to start
 
     def on_set(params):
         try:
             changes = {p.name: _coerce(p.name, p.value, kinds[p.name]) for p in params if p.name in kinds}
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        frozen = [n for n in changes if n not in cls.LIVE and changes[n] != getattr(node.config, n)]
+        if not changes:  # another component's parameter
+            return SetParametersResult(successful=True)
+        current = node.config
+        frozen = [] if current is None else [n for n in changes
+                                             if n not in cls.LIVE and changes[n] != getattr(current, n)]
         if frozen:
-            return SetParametersResult(successful=False,
-                                       reason=f"{', '.join(frozen)} is read at start-up; restart the node")
+            return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} is read at start-up "
+                                       "(a managed node's configure); restart or reconfigure the node")
         try:
-            new = dataclasses.replace(node.config, **changes)
+            new = dataclasses.replace(current, **changes) if current is not None else read_config(node, cls, changes)
         except (ValueError, TypeError) as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        node.config = new
-        node.on_config_changed()
+        if current is not None:
+            node.config = new
+            node.on_config_changed()
         return SetParametersResult(successful=True)
 
     node.add_on_set_parameters_callback(on_set)
-    return config
+
+
+def read_config(node, cls, changes: dict | None = None):
+    """The config the node's parameters (with ``changes`` applied) describe; ValueError on a bad
+    value (the node refuses to start)."""
+    values = {f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)} | (changes or {})
+    return cls(**{f.name: _coerce(f.name, values[f.name], type(f.default)) for f in dataclasses.fields(cls)})
 
 
 def _coerce(name: str, value, kind):

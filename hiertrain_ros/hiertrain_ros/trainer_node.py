@@ -1,5 +1,6 @@
-"""What the edge and cloud nodes share: a config, a trainer with checkpoints, a worker
-thread for the heavy work, rejection counting and a diagnostics status."""
+"""What the edge and cloud nodes share: a managed (ROS 2 lifecycle) node with a config, a
+trainer with checkpoints, worker threads for the heavy work, rejection counting and a
+diagnostics status."""
 
 from __future__ import annotations
 
@@ -9,33 +10,69 @@ from pathlib import Path
 
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.timer import Timer
 
 from .core import checkpoint
-from .ros_common import Rejections, declare_config, diagnostic
+from .ros_common import Rejections, declare_parameters, diagnostic, read_config
+
+SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
 
-class TrainerNode(Node):
-    """Subclasses set ``role``, build ``self.trainer`` in ``make_trainer``, give the model's
-    ``input_shape`` and do one round of work in ``work_once`` (which must wait briefly when
-    idle), then call ``start()`` at the end of their constructor."""
+class TrainerNode(LifecycleNode):
+    """A managed node, brought up as nav2 brings up its nodes:
+
+    - construction declares the parameters (settable before configure) and the diagnostics;
+    - configure reads the parameters into the frozen config, builds the trainer, then the
+      subclass's ``configure()`` (queues, lifecycle publishers: ``self.publisher``), resumes from
+      the checkpoint and warms up;
+    - activate enables the publishers, starts one thread per entry of ``loops()``, then the
+      subclass's ``activate()`` creates its subscriptions and timers (``self.subscription``,
+      ``self.timer``);
+    - deactivate destroys those subscriptions and timers, stops the threads, calls the
+      subclass's ``deactivate()`` and writes a checkpoint; activate again resumes;
+    - cleanup drops the trainer, the config, the publishers and what ``release()`` names;
+      shutdown does what the state it leaves needs (from active: deactivate's work first).
+
+    Subscriptions exist only while active, rather than callbacks that skip work when inactive:
+    a paused robot then pays nothing for the camera stream (DDS stops delivering it), and a
+    peer sees the node's readers go, as it would see the node go.
+
+    With the ``autostart`` parameter (default true, nav2's name) the node configures and
+    activates itself at construction, so subclasses build nothing in ``__init__``: everything
+    belongs in ``configure()``.  Without it the node waits, unconfigured, for a lifecycle
+    manager or ``ros2 lifecycle set``.
+
+    Subclasses also set ``role``, build the trainer in ``make_trainer``, give the model's
+    ``input_shape`` and do one round of work in ``work_once`` (which must wait briefly when idle).
+    """
 
     role = "trainer"
 
     def __init__(self, name: str, config_cls):
         super().__init__(name)
-        self.config = cfg = declare_config(self, config_cls)
-        cfg.apply_threads()
-        self.trainer = self.make_trainer(cfg.spec(), cfg.optim())
-        self.checkpoint_path = Path(cfg.checkpoint_dir) / f"{self.role}.pt" if cfg.checkpoint_dir else None
+        self.config_cls = config_cls
+        self.config = None  # read at configure
+        self.trainer = None
+        autostart = self.declare_parameter("autostart", True).value
+        declare_parameters(self, config_cls)
         self.rejections = Rejections(self)
         self.last_loss = float("nan")
-        self._lock = threading.Lock()  # guards the trainer between the worker and checkpoints
+        self._lock = threading.Lock()  # guards the trainer between the workers and checkpoints
+        self._configured: list = []  # publishers made by configure, destroyed by cleanup
+        self._activated: list = []  # subscriptions and timers made by activate, destroyed by deactivate
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name=f"{self.role}-worker", daemon=True)
+        self._threads: list[threading.Thread] = []
+        self._failure: Exception | None = None
+        # Diagnostics in every state, so a monitor sees a node that waits unconfigured.
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(1.0, self.publish_diagnostics)
+        if autostart:
+            for transition in (self.trigger_configure, self.trigger_activate):
+                if transition() != SUCCESS:  # a bad parameter: refuse to start, as a plain node would
+                    raise self._failure or RuntimeError(f"{name}: {transition.__name__} failed")
 
+    # -- what subclasses implement --------------------------------------------------------------
     def make_trainer(self, spec, optim):
         raise NotImplementedError
 
@@ -45,13 +82,133 @@ class TrainerNode(Node):
     def input_shape(self) -> tuple:
         raise NotImplementedError
 
-    def start(self) -> None:
-        """Resume from the last checkpoint, warm up, start the worker (end of the subclass's __init__)."""
+    def configure(self) -> None:
+        """Build this side's state (after the trainer, before the checkpoint is restored)."""
+
+    def activate(self) -> None:
+        """Create the subscriptions and timers that exist while active."""
+
+    def deactivate(self) -> None:
+        """Drop what will be stale when the node is active again (threads are stopped)."""
+
+    def release(self) -> None:
+        """Drop what ``configure()`` built."""
+
+    def loops(self) -> list[tuple]:
+        """(step, what, pause_s) per thread that runs while active: ``step()`` every ``pause_s``."""
+        return [(self.work_once, f"{self.role} worker", 0.0)]
+
+    def on_config_changed(self) -> None:
+        pass
+
+    # -- entities with the node's state -----------------------------------------------------------
+    def publisher(self, msg_type, topic: str, qos):
+        """A lifecycle publisher (silent unless active), made in configure()."""
+        pub = self.create_lifecycle_publisher(msg_type, topic, qos)
+        self._configured.append(pub)
+        return pub
+
+    def subscription(self, msg_type, topic: str, callback, qos):
+        """A subscription that exists while active, made in activate()."""
+        sub = self.create_subscription(msg_type, topic, callback, qos)
+        self._activated.append(sub)
+        return sub
+
+    def timer(self, period_s: float, callback):
+        """A timer that runs while active, made in activate()."""
+        timer = self.create_timer(period_s, callback)
+        self._activated.append(timer)
+        return timer
+
+    @property
+    def lifecycle_state(self) -> str:
+        # rclpy has no public getter; its state machine's (id, label) is what GetState answers.
+        return self._state_machine.current_state[1]
+
+    # -- transitions ------------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("configure", self._configure, undo=self._release)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("activate", self._activate, undo=self._pause)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("deactivate", self._deactivate)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        return self._transition("cleanup", self._release)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        def shutdown():
+            if state.label == "active":
+                self._deactivate()
+            if state.label != "unconfigured":
+                self._release()
+        return self._transition("shutdown", shutdown)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._pause()
+        self._release()
+        return SUCCESS  # back to unconfigured
+
+    def _transition(self, what: str, do, undo=None) -> TransitionCallbackReturn:
+        """rclpy turns an exception into a silent error state: name it and fail the transition."""
+        try:
+            do()
+        except Exception as exc:
+            self._failure = exc
+            self.get_logger().error(f"{what} failed: {exc}")
+            if undo is not None:
+                undo()
+            return FAILURE
+        self.get_logger().info(f"{what}: done")
+        return SUCCESS
+
+    def _configure(self) -> None:
+        self.config = cfg = read_config(self, self.config_cls)  # ValueError on a bad value
+        cfg.apply_threads()
+        self.trainer = self.make_trainer(cfg.spec(), cfg.optim())
+        self.checkpoint_path = Path(cfg.checkpoint_dir) / f"{self.role}.pt" if cfg.checkpoint_dir else None
+        self.last_loss = float("nan")
+        self.configure()
         self._resume()
         self.warm_up()
-        self._worker.start()
         self.get_logger().info(f"{self.role} {self.trainer.model_id} ({self.trainer.model_hash:08x}): features "
                                f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
+
+    def _activate(self) -> None:
+        super().on_activate(None)  # enables the lifecycle publishers
+        # A fresh flag per activation: a thread that outlived an earlier deactivate's join
+        # keeps the set flag it was started with, and ends.
+        self._stop = stop = threading.Event()
+        self._threads = [threading.Thread(target=self._keep_running, args=(stop, *loop), daemon=True,
+                                          name=loop[1].replace(" ", "-")) for loop in self.loops()]
+        for thread in self._threads:
+            thread.start()
+        self.activate()
+
+    def _pause(self) -> None:
+        """Inputs first, then the threads, then the publishers."""
+        for entity in self._activated:
+            (self.destroy_timer if isinstance(entity, Timer) else self.destroy_subscription)(entity)
+        self._activated.clear()
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        self._threads.clear()
+        super().on_deactivate(None)
+
+    def _deactivate(self) -> None:
+        self._pause()
+        self.deactivate()
+        self.save_checkpoint()
+
+    def _release(self) -> None:
+        self.release()
+        for pub in self._configured:
+            self.destroy_lifecycle_publisher(pub)
+        self._configured.clear()
+        self.trainer = self.config = None
 
     def warm_up(self) -> None:
         """A training and an answering pass on a throwaway copy before announcing ourselves:
@@ -63,9 +220,6 @@ class TrainerNode(Node):
         with torch.no_grad():
             scratch.eval()(torch.zeros(1, *self.input_shape()))
 
-    def on_config_changed(self) -> None:
-        pass
-
     # -- checkpoints: the trainer's state plus what extra_state() adds --------------------------
     def extra_state(self) -> dict:
         return {}
@@ -76,7 +230,7 @@ class TrainerNode(Node):
     def _resume(self) -> None:
         if self.checkpoint_path is None:
             return
-        state = checkpoint.load(self.checkpoint_path)  # ValueError for a damaged file: refuse to start
+        state = checkpoint.load(self.checkpoint_path)  # ValueError for a damaged file: refuse to configure
         if state is not None:
             self.trainer.load_state_dict(state)
             self.restore_extra(state)
@@ -92,13 +246,10 @@ class TrainerNode(Node):
         if step % self.config.checkpoint_every == 0:
             self.save_checkpoint()
 
-    # -- worker thread -------------------------------------------------------------------------
-    def _work(self) -> None:
-        self.keep_running(self.work_once, f"{self.role} worker")
-
-    def keep_running(self, step, what: str, pause_s: float = 0.0) -> None:
-        """Call ``step`` every ``pause_s`` until the node stops (the body of each of its threads)."""
-        while not self._stop.wait(pause_s):
+    # -- worker threads ----------------------------------------------------------------------------
+    def _keep_running(self, stop: threading.Event, step, what: str, pause_s: float) -> None:
+        """Call ``step`` every ``pause_s`` until ``stop`` is set (the body of each thread)."""
+        while not stop.wait(pause_s):
             try:
                 step()
             except Exception as exc:  # a bug must show, but must not silently stop the thread
@@ -110,10 +261,10 @@ class TrainerNode(Node):
                 **{f"rejected_{k}": v for k, v in self.rejections.counts.items()}}
 
     def publish_diagnostics(self) -> None:
-        self.diagnostics_pub.publish(diagnostic(self, "training", self.status()))
+        values = {"lifecycle": self.lifecycle_state, **(self.status() if self.trainer is not None else {})}
+        self.diagnostics_pub.publish(diagnostic(self, "training", values))
 
     def close(self) -> None:
-        self._stop.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
-        self.save_checkpoint()
+        """Shut down from whatever state (Ctrl-C, SIGTERM): an active or inactive node writes its last checkpoint."""
+        if self.lifecycle_state != "finalized":
+            self.trigger_shutdown()
