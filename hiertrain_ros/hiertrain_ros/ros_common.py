@@ -64,7 +64,7 @@ def config_file(name: str) -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         bases.append(Path(get_package_share_directory("hiertrain_ros")))
-    except (ImportError, LookupError):  # no ament_index_python, or hiertrain_ros not in the index
+    except (ImportError, LookupError, OSError):  # no ament_index_python, no AMENT_PREFIX_PATH, not in it
         pass
     bases.append(Path(__file__).resolve().parent.parent)
     for base in bases:
