@@ -89,3 +89,31 @@ def test_replay_remaps_the_robot_camera_topic(ros_env, tmp_path):
     assert report["player"]["published"]["/camera/image_raw"] == 40 and ROBOT_CAMERA not in report["player"]["published"]
     assert not any(report["drops"].values()), report["drops"]
     assert report["edge_evaluated"] == report["cloud_evaluated"] == 8
+
+
+@pytest.mark.system
+def test_bag_play_remaps_topics(ros_env, tmp_path, capsys):
+    import rclpy
+    from hiertrain_interfaces.msg import Label
+
+    from hiertrain_ros.bag_tools import WATCH_QOS, Spinner
+
+    bag = _robot_bag(tmp_path, 10)  # 8 labelled frames
+    rclpy.init()
+    try:
+        spinner = Spinner(rclpy.create_node("remap_listener"))
+        stamps = []
+        spinner.node.create_subscription(Label, "/robot/labels", lambda m: stamps.append(m.header.stamp), WATCH_QOS)
+        try:
+            proc = subprocess.run(HIERTRAIN + ["bag", "play", str(bag), "--max", "--wait-subscribers", "60",
+                                               "--topics", "/hiertrain/labels",
+                                               "--remap", "/hiertrain/labels:=/robot/labels"],
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+            wait_for(lambda: len(stamps) == 8, 10, "8 labels on /robot/labels")
+        finally:
+            spinner.close()
+    finally:
+        rclpy.try_shutdown()
+    assert cli_main(["bag", "play", str(bag), "--remap", "/nowhere:=/x"]) == 2
+    assert "has no topic(s) /nowhere to remap" in capsys.readouterr().err
