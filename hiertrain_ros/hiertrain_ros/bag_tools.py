@@ -223,7 +223,10 @@ class LockstepTimeout(RuntimeError):
 class Player(Node):
     """Publishes a bag's messages (raw CDR) on their topics; see the module doc for lockstep."""
 
-    def __init__(self, path, *, topics=None, lockstep: bool = False, name: str = "hiertrain_player"):
+    def __init__(self, path, *, topics=None, remap: dict | None = None, lockstep: bool = False,
+                 name: str = "hiertrain_player"):
+        """``remap`` plays a bag topic under another name ({bag topic: topic}), as ``ros2 bag play
+        --remap`` does; ``pubs``, ``published`` and the lockstep protocol use the played names."""
         super().__init__(name)
         self.path = Path(path)
         self.types = bags.bag_topics(self.path)  # ValueError / FileNotFoundError for a bad bag
@@ -235,7 +238,15 @@ class Player(Node):
             self.types = {t: ty for t, ty in self.types.items() if t in wanted}
         if not self.types:
             raise ValueError(f"{self.path}: nothing to play (no topics)")
-        self.pubs = {t: self.create_publisher(message_class(ty), t, play_qos(ty)) for t, ty in self.types.items()}
+        remap = {bags.normalize_topic(a): bags.normalize_topic(b) for a, b in (remap or {}).items()}
+        unknown = set(remap) - set(self.types)
+        if unknown:
+            raise ValueError(f"{self.path} has no topic(s) {', '.join(sorted(unknown))} to remap")
+        self.played_as = {t: remap.get(t, t) for t in self.types}
+        if len(set(self.played_as.values())) < len(self.played_as):
+            raise ValueError(f"remapping would play two topics as one: {remap}")
+        self.pubs = {self.played_as[t]: self.create_publisher(message_class(ty), self.played_as[t], play_qos(ty))
+                     for t, ty in self.types.items()}
         self.published: Counter = Counter()
         self.lockstep = lockstep
         self._cond = threading.Condition()
@@ -355,6 +366,7 @@ class Player(Node):
             for topic, _, timestamp, raw in bags.read_messages(self.path, self.types):
                 if stop is not None and stop.is_set():
                     break
+                topic = self.played_as[topic]
                 if first is None:
                     first = timestamp
                 if not max_speed:
@@ -428,6 +440,7 @@ class Player(Node):
         for topic, _, _, raw in bags.read_messages(self.path, self.types):
             if stop is not None and stop.is_set():
                 break
+            topic = self.played_as[topic]
             raw = bytes(raw)
             if topic == IMAGE_TOPIC:
                 stamp = bags.header_stamp_ns(raw)

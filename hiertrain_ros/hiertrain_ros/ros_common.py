@@ -66,12 +66,21 @@ def resolve_robot_id(node, configured: str) -> str:
 
 
 def config_file(name: str) -> Path:
-    """A file of config/: installed (share/hiertrain_ros/config) or in a source checkout."""
-    for base in (Path(sys.prefix) / "share" / "hiertrain_ros", Path(__file__).resolve().parent.parent):
+    """A file of config/: installed by pip (sys.prefix/share), by colcon (the ament index, which
+    sourcing the install's setup script extends), or in a source checkout."""
+    bases = [Path(sys.prefix) / "share" / "hiertrain_ros"]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        bases.append(Path(get_package_share_directory("hiertrain_ros")))
+    except (ImportError, LookupError, OSError):  # no ament_index_python, no AMENT_PREFIX_PATH, not in it
+        pass
+    bases.append(Path(__file__).resolve().parent.parent)
+    for base in bases:
         candidate = base / "config" / name
         if candidate.exists():
             return candidate
-    raise FileNotFoundError(f"config/{name} not found")
+    raise FileNotFoundError(f"config/{name} not found in {', '.join(str(b) for b in bases)}")
 
 
 def large_data_profile() -> str:

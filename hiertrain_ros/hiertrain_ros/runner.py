@@ -41,12 +41,14 @@ class Graph:
     """The nodes of one graph as child processes sharing a params file."""
 
     def __init__(self, nodes, params_file: Path | None = None, overrides: dict | None = None,
-                 env: dict | None = None, log_dir: Path | None = None, wrap: dict | None = None):
+                 env: dict | None = None, log_dir: Path | None = None, wrap: dict | None = None,
+                 remaps: dict | None = None):
         """``env`` adds to this process's environment; ``wrap`` maps a node to the command that
-        runs it (e.g. ``ip netns exec NS``)."""
+        runs it (e.g. ``ip netns exec NS``); ``remaps`` maps a node to its {topic: new name}."""
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
+        self.remaps = remaps or {}
         self.env = {**os.environ, **large_data_env(), **(env or {})}
         self.wrap = wrap or {}
         self.log_dir = Path(log_dir) if log_dir else None
@@ -62,6 +64,8 @@ class Graph:
             overlay = Path(self._overlays.name) / f"{name}.yaml"
             overlay.write_text(yaml.safe_dump({name: {"ros__parameters": overrides}}))
             cmd += ["--params-file", str(overlay)]
+        for topic, renamed in self.remaps.get(name, {}).items():
+            cmd += ["-r", f"{topic}:={renamed}"]
         return list(self.wrap.get(name, ())) + cmd + ["-r", f"__node:={name}"]
 
     def start(self, name: str | None = None) -> None:

@@ -2,7 +2,9 @@
 plus cloud.launch.py, sharing one params file.
 
   ros2 launch hiertrain_ros edge_cloud.launch.py [params_file:=...] [camera_topic:=/my/camera]
-      [model:=vgg16] [split_point:=3] [use_camera_sim:=false]
+      [use_camera_sim:=false] [model:=...] [split_point:=...]
+
+model and split_point override the params file only when given.
 """
 
 from launch import LaunchDescription
@@ -10,23 +12,19 @@ from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-ARGUMENTS = {
-    "params_file": PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "config", "edge_cloud.yaml"]),
-    "camera_topic": "/camera/image_raw",
-    "model": "vgg16",
-    "split_point": "3",
-    "use_camera_sim": "true",
-}
+from hiertrain_ros.launch_params import OVERRIDES, declare_params
 
 
 def generate_launch_description():
-    forwarded = {name: LaunchConfiguration(name) for name in ARGUMENTS}
+    params = {name: LaunchConfiguration(name) for name in ("params_file", *OVERRIDES)}
+    camera = {name: LaunchConfiguration(name) for name in ("camera_topic", "use_camera_sim")}
     launch_dir = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "launch"])
     return LaunchDescription([
-        *[DeclareLaunchArgument(name, default_value=default) for name, default in ARGUMENTS.items()],
+        *declare_params(),
+        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw"),
+        DeclareLaunchArgument("use_camera_sim", default_value="true"),
         IncludeLaunchDescription(PathJoinSubstitution([launch_dir, "edge.launch.py"]),
-                                 launch_arguments=forwarded.items()),
+                                 launch_arguments={**params, **camera}.items()),
         IncludeLaunchDescription(PathJoinSubstitution([launch_dir, "cloud.launch.py"]),
-                                 launch_arguments={k: forwarded[k] for k in ("params_file", "model",
-                                                                             "split_point")}.items()),
+                                 launch_arguments=params.items()),
     ])

@@ -3,10 +3,11 @@ cloud.launch.py, plus ``ros2 bag play`` of the bag (camera frames and stamped la
 one written by ``hiertrain bag make`` or ``ros2 bag record``).
 
   ros2 launch hiertrain_ros replay.launch.py bag:=/path/to/bag [rate:=1.0] [delay:=5.0]
-      [params_file:=...] [camera_topic:=/camera/image_raw] [model:=vgg16] [split_point:=3]
+      [params_file:=...] [camera_topic:=/camera/image_raw] [model:=...] [split_point:=...]
 
-This plays with the bag's timing (like a live camera), so a slow machine may drop frames;
-for a deterministic, drop-free offline run use ``hiertrain replay BAG`` (lockstep).
+The bag's /camera/image_raw is played on camera_topic.  This plays with the bag's timing
+(like a live camera), so a slow machine may drop frames; for a deterministic, drop-free
+offline run use ``hiertrain replay BAG`` (lockstep).
 """
 
 from launch import LaunchDescription
@@ -14,16 +15,11 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchD
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-ARGUMENTS = {
-    "params_file": PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "config", "edge_cloud.yaml"]),
-    "camera_topic": "/camera/image_raw",
-    "model": "vgg16",
-    "split_point": "3",
-}
+from hiertrain_ros.launch_params import OVERRIDES, declare_params
 
 
 def generate_launch_description():
-    forwarded = {name: LaunchConfiguration(name) for name in ARGUMENTS}
+    params = {name: LaunchConfiguration(name) for name in ("params_file", *OVERRIDES)}
     launch_dir = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "launch"])
     play = ExecuteProcess(
         cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"),
@@ -34,11 +30,12 @@ def generate_launch_description():
         DeclareLaunchArgument("rate", default_value="1.0", description="playback speed factor"),
         DeclareLaunchArgument("delay", default_value="5.0",
                               description="seconds to let the nodes start before playing"),
-        *[DeclareLaunchArgument(name, default_value=default) for name, default in ARGUMENTS.items()],
+        *declare_params(),
+        DeclareLaunchArgument("camera_topic", default_value="/camera/image_raw"),
         IncludeLaunchDescription(PathJoinSubstitution([launch_dir, "edge.launch.py"]),
-                                 launch_arguments={**forwarded, "use_camera_sim": "false"}.items()),
+                                 launch_arguments={**params, "camera_topic": LaunchConfiguration("camera_topic"),
+                                                   "use_camera_sim": "false"}.items()),
         IncludeLaunchDescription(PathJoinSubstitution([launch_dir, "cloud.launch.py"]),
-                                 launch_arguments={k: forwarded[k] for k in ("params_file", "model",
-                                                                             "split_point")}.items()),
+                                 launch_arguments=params.items()),
         TimerAction(period=LaunchConfiguration("delay"), actions=[play]),
     ])

@@ -36,6 +36,8 @@ def add_parser(sub) -> None:
                     help="one frame at a time: wait for the edge (and cloud) to finish each frame and "
                          "training batch before the next; deterministic, never drops")
     pl.add_argument("--topics", nargs="+", default=None, help="play only these topics")
+    pl.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                    help="play the bag's topic FROM as TO (repeatable), as ros2 bag play --remap")
     pl.add_argument("--wait-subscribers", type=float, default=0.0,
                     help="wait up to S seconds for a subscriber on every topic before playing")
     pl.add_argument("--timeout", type=float, default=30.0, help="lockstep: seconds to wait for each answer")
@@ -98,14 +100,15 @@ def _play(args) -> int:
 
     from ..bag_tools import Player, Spinner, StopFlag
     from ..ros_common import use_large_data_transport
-    from .common import write_json
+    from .common import parse_remaps, write_json
 
+    remap = parse_remaps(args.remap)
     stop = StopFlag()
     use_large_data_transport()  # a 640x480 frame must fit the publisher's shared memory
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     spinner = None
     try:
-        player = Player(args.bag, topics=args.topics, lockstep=args.lockstep)
+        player = Player(args.bag, topics=args.topics, remap=remap, lockstep=args.lockstep)
         spinner = Spinner(player)
         if args.lockstep:
             if args.loop or args.max or args.rate != 1.0:

@@ -1,4 +1,4 @@
-"""Small helpers shared by the verbs: JSON output and table printing."""
+"""Small helpers shared by the verbs: JSON output, table printing and topic remaps."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return "" if value is None else str(value)
+
+
+def parse_remaps(items: list[str]) -> dict[str, str]:
+    """``["/a:=/b"]`` (``ros2 bag play --remap``'s form) -> ``{"/a": "/b"}``."""
+    from ..bags import normalize_topic
+
+    remaps = {}
+    for item in items:
+        source, sep, target = item.partition(":=")
+        if not (sep and source and target):
+            raise ValueError(f"--remap expects FROM:=TO, got {item!r}")
+        remaps[normalize_topic(source)] = normalize_topic(target)
+    return remaps

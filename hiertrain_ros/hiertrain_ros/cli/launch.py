@@ -10,6 +10,10 @@ def add_parser(sub) -> None:
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: run until Ctrl-C)")
     p.add_argument("--set", action="append", default=[], metavar="[NODE.]NAME=VALUE",
                    help="override a parameter, e.g. --set split_point=4 or --set camera_sim.rate_hz=30")
+    p.add_argument("--camera-topic", default=None, metavar="TOPIC",
+                   help="edge graphs: the camera topic of the edge node (and of the simulator, if it runs)")
+    p.add_argument("--no-camera-sim", dest="camera_sim", action="store_false",
+                   help="edge graphs: no camera simulator (a real camera publishes the frames)")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
     p.add_argument("--json", default=None, help="write the final report to this file")
     p.add_argument("--link", default=None, metavar="3g|4g|BITS_PER_S",
@@ -57,6 +61,19 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def graph_nodes(graph: str, camera_topic: str | None = None, camera_sim: bool = True) -> tuple[tuple, dict]:
+    """The nodes of ``graph`` and their remaps, as edge.launch.py's camera_topic and use_camera_sim."""
+    from ..ros_common import TOPICS
+    from ..runner import GRAPHS
+
+    nodes = GRAPHS[graph]
+    if "edge_node" not in nodes and (camera_topic or not camera_sim):
+        raise ValueError(f"--camera-topic and --no-camera-sim need a graph with the edge node, not {graph}")
+    nodes = tuple(n for n in nodes if camera_sim or n != "camera_sim")
+    remaps = {n: {TOPICS["image"]: camera_topic} for n in ("camera_sim", "edge_node") if n in nodes}
+    return nodes, remaps if camera_topic else {}
+
+
 def run(args) -> int:
     import os
     import signal
@@ -68,6 +85,7 @@ def run(args) -> int:
 
     try:
         overrides = parse_overrides(args.set)
+        nodes, remaps = graph_nodes(args.graph, args.camera_topic, args.camera_sim)
         outages = parse_outages(args.outage)
         if outages and not args.link:
             raise ValueError("--outage needs --link")
@@ -93,9 +111,9 @@ def run(args) -> int:
                     os.environ[key] = value
             wrap = {"cloud_node": link.exec_prefix("cloud")}
             counters0 = link.counters("edge")
-        from ..runner import GRAPHS, Graph, MonitorThread
+        from ..runner import Graph, MonitorThread
 
-        graph = Graph(GRAPHS[args.graph], args.params_file, overrides, log_dir=args.log_dir, wrap=wrap)
+        graph = Graph(nodes, args.params_file, overrides, log_dir=args.log_dir, wrap=wrap, remaps=remaps)
         monitor = MonitorThread()
         print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}"
               + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else ""), flush=True)

@@ -24,6 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="model seed for every node (overrides the config)")
     p.add_argument("--set", action="append", default=[], metavar="[NODE.]NAME=VALUE",
                    help="override a parameter, e.g. --set width=0.125 --set edge_node.batch_size=16")
+    p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO",
+                   help="play the bag's topic FROM as TO (repeatable), e.g. a robot's camera: "
+                        "--remap /camera/color/image_raw:=/camera/image_raw")
     p.add_argument("--bins", type=int, default=10, help="accuracy over time in this many parts of the bag")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each lockstep answer")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
@@ -83,11 +86,15 @@ def run(args) -> int:
     from ..bag_tools import Player, Spinner, StopFlag
     from ..ros_common import use_large_data_transport
     from ..runner import Graph, MonitorThread
-    from .common import print_table, write_json
+    from .common import parse_remaps, print_table, write_json
 
     info = bags.bag_info(args.bag)  # a missing or malformed bag fails here, before any node starts
-    if not any(t["topic"] == bags.TOPIC_IMAGE for t in info["topics"]):
-        raise ValueError(f"{args.bag} has no {bags.TOPIC_IMAGE}: nothing to replay")
+    remap = parse_remaps(args.remap)
+    counts = {remap.get(t["topic"], t["topic"]): t["count"] for t in info["topics"]}  # by the name played
+    if bags.TOPIC_IMAGE not in counts:
+        images = [t["topic"] for t in info["topics"] if t["type"] == bags.IMAGE_TYPE]
+        hint = f" (images on {images[0]}: add --remap {images[0]}:={bags.TOPIC_IMAGE})" if images else ""
+        raise ValueError(f"{args.bag} plays nothing on {bags.TOPIC_IMAGE}: nothing to replay{hint}")
     if args.bins < 1:
         raise ValueError(f"--bins must be >= 1, got {args.bins}")
     overrides = merge_overrides(args.set, args.seed)
@@ -102,10 +109,10 @@ def run(args) -> int:
     print(f"hiertrain replay {args.bag}: {info['messages']} messages, {', '.join(NODES)} "
           f"with {graph.params_file} (logs in {log_dir})", flush=True)
     try:
-        player = Player(args.bag, lockstep=True)
+        player = Player(args.bag, remap=remap, lockstep=True)
         spinner = Spinner(player)
         graph.start()
-        total = next(t["count"] for t in info["topics"] if t["topic"] == bags.TOPIC_IMAGE)
+        total = counts[bags.TOPIC_IMAGE]
         marks = {max(1, total * k // 10) for k in range(1, 11)}
 
         def progress(p):
@@ -133,7 +140,7 @@ def run(args) -> int:
         stop.restore()
 
     frames = player.frame_stamps
-    truth_in_bag = sum(t["count"] for t in info["topics"] if t["topic"] == bags.TOPIC_TRUTH)
+    truth_in_bag = counts.get(bags.TOPIC_TRUTH, 0)
     report.update(
         bag=str(args.bag), seed=args.seed, overrides=overrides, exit_codes=codes,
         duration_s=time.monotonic() - start, player=summary,

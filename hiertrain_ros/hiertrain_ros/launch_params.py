@@ -1,0 +1,31 @@
+"""What the launch files share: the params file is the truth, and a launch argument overrides
+one of its values only when the user gives it (nav2_bringup's pattern).  ``ros2 launch`` only:
+this module imports ``launch``, which has no wheel on PyPI."""
+
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+DEFAULT_PARAMS_FILE = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "config", "edge_cloud.yaml"])
+# Launch arguments that, when given, override the params file's value for every node, as
+# ``hiertrain launch --set NAME=VALUE`` does.
+OVERRIDES = ("model", "split_point")
+
+
+def declare_params() -> list:
+    return [DeclareLaunchArgument("params_file", default_value=DEFAULT_PARAMS_FILE,
+                                  description="ROS params YAML for every node"),
+            *(DeclareLaunchArgument(name, default_value="", description=f"overrides the params file's {name}")
+              for name in OVERRIDES)]
+
+
+def configured_node(**node_kwargs) -> OpaqueFunction:
+    """A Node with ``params_file`` plus, decided at launch time, the OVERRIDES the user gave
+    (typed by YAML rules, as ``-p NAME:=VALUE`` is)."""
+    def build(context):
+        given = {name: LaunchConfiguration(name) for name in OVERRIDES if LaunchConfiguration(name).perform(context)}
+        params = [LaunchConfiguration("params_file")] + ([given] if given else [])
+        return [Node(parameters=params, **node_kwargs)]
+
+    return OpaqueFunction(function=build)
