@@ -109,6 +109,7 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         # Active: features, heartbeats, answers of both sides and cloud training flow.
         assert _change(mon, Transition.TRANSITION_ACTIVATE, *TRAINERS) == dict.fromkeys(TRAINERS, "active")
         wait_for(lambda: all(_flow(mon).values()), 90, "every kind of message", state)
+        assert mon.count_subscribers("/camera/image_raw") == 1 and mon.count_subscribers("/hiertrain/features") == 2
         assert not ckpt.exists()
 
         # Inactive: a checkpoint each, then silence (the camera goes on).
@@ -120,6 +121,10 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         assert _flow(mon) == paused, state()
         wait_for(lambda: all(_lifecycle(mon, t) == "inactive" for t in TRAINERS), 5, "diagnostics saying inactive",
                  state)
+        # Paused, the edge does not even subscribe to the camera, nor the cloud to features
+        # (the monitor's own subscription remains).
+        wait_for(lambda: mon.count_subscribers("/camera/image_raw") == 0
+                 and mon.count_subscribers("/hiertrain/features") == 1, 5, "the paused nodes' readers gone", state)
 
         # Active again: everything flows again.
         assert _change(mon, Transition.TRANSITION_ACTIVATE, *TRAINERS) == dict.fromkeys(TRAINERS, "active")
