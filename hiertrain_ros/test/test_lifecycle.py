@@ -149,10 +149,11 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         monitor.close()
 
 
-def test_autostart_reaches_active(ros_env, tmp_path):
+def test_autostart_reaches_active_and_ctrl_c_checkpoints(ros_env, tmp_path):
     from hiertrain_ros.runner import Graph, MonitorThread
 
-    graph = Graph(TRAINERS, log_dir=tmp_path / "logs")
+    ckpt = tmp_path / "ckpt"
+    graph = Graph(TRAINERS, overrides={"*": {"checkpoint_dir": str(ckpt)}}, log_dir=tmp_path / "logs")
     monitor = MonitorThread()
     mon = monitor.node
     graph.start()
@@ -161,6 +162,10 @@ def test_autostart_reaches_active(ros_env, tmp_path):
         wait_for(lambda: all(_lifecycle(mon, t) == "active" for t in TRAINERS), 10, "diagnostics saying active",
                  lambda: f"{mon.status}")
         wait_for(lambda: mon.heartbeat_times, 30, "the cloud's heartbeat (an edge's features matched)")
+        assert not ckpt.exists()
+        codes = graph.stop()  # SIGINT: shutdown from active, through deactivate's checkpoint
+        assert codes == dict.fromkeys(TRAINERS, 0), codes
+        assert (ckpt / "edge.pt").exists() and (ckpt / "cloud.pt").exists()
     finally:
         graph.stop()
         monitor.close()
