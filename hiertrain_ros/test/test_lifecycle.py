@@ -109,6 +109,7 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         # Active: features, heartbeats, answers of both sides and cloud training flow.
         assert _change(mon, Transition.TRANSITION_ACTIVATE, *TRAINERS) == dict.fromkeys(TRAINERS, "active")
         wait_for(lambda: all(_flow(mon).values()), 90, "every kind of message", state)
+        assert mon.count_subscribers("/camera/image_raw") == 1 and mon.count_subscribers("/hiertrain/features") == 2
         assert not ckpt.exists()
 
         # Inactive: a checkpoint each, then silence (the camera goes on).
@@ -120,6 +121,10 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         assert _flow(mon) == paused, state()
         wait_for(lambda: all(_lifecycle(mon, t) == "inactive" for t in TRAINERS), 5, "diagnostics saying inactive",
                  state)
+        # Paused, the edge does not even subscribe to the camera, nor the cloud to features
+        # (the monitor's own subscription remains).
+        wait_for(lambda: mon.count_subscribers("/camera/image_raw") == 0
+                 and mon.count_subscribers("/hiertrain/features") == 1, 5, "the paused nodes' readers gone", state)
 
         # Active again: everything flows again.
         assert _change(mon, Transition.TRANSITION_ACTIVATE, *TRAINERS) == dict.fromkeys(TRAINERS, "active")
@@ -144,10 +149,11 @@ def test_managed_nodes_pause_resume_and_release(ros_env, tmp_path):
         monitor.close()
 
 
-def test_autostart_reaches_active(ros_env, tmp_path):
+def test_autostart_reaches_active_and_ctrl_c_checkpoints(ros_env, tmp_path):
     from hiertrain_ros.runner import Graph, MonitorThread
 
-    graph = Graph(TRAINERS, log_dir=tmp_path / "logs")
+    ckpt = tmp_path / "ckpt"
+    graph = Graph(TRAINERS, overrides={"*": {"checkpoint_dir": str(ckpt)}}, log_dir=tmp_path / "logs")
     monitor = MonitorThread()
     mon = monitor.node
     graph.start()
@@ -156,6 +162,10 @@ def test_autostart_reaches_active(ros_env, tmp_path):
         wait_for(lambda: all(_lifecycle(mon, t) == "active" for t in TRAINERS), 10, "diagnostics saying active",
                  lambda: f"{mon.status}")
         wait_for(lambda: mon.heartbeat_times, 30, "the cloud's heartbeat (an edge's features matched)")
+        assert not ckpt.exists()
+        codes = graph.stop()  # SIGINT: shutdown from active, through deactivate's checkpoint
+        assert codes == dict.fromkeys(TRAINERS, 0), codes
+        assert (ckpt / "edge.pt").exists() and (ckpt / "cloud.pt").exists()
     finally:
         graph.stop()
         monitor.close()
