@@ -14,6 +14,7 @@ OVERRIDES = ("model", "split_point")
 
 
 def declare_params() -> list:
+    """params_file, and the OVERRIDES, empty unless given."""
     return [DeclareLaunchArgument("params_file", default_value=DEFAULT_PARAMS_FILE,
                                   description="ROS params YAML for every node"),
             *(DeclareLaunchArgument(name, default_value="", description=f"overrides the params file's {name}")
