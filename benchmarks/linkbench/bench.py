@@ -252,9 +252,13 @@ def _summarise_nodes(cfg: BenchConfig, rate: float, res: dict) -> dict:
         row["wall_from_first_frame_s"] = res["t_end"] - res["t_first_frame"]
     _link_metrics(row, cfg, rate, res)
     edge = res["node_status"].get("edge_node", {})
-    row.update(batches=res["batches"], resent=int(edge.get("resent", 0)),
+    row.update(batches=res["batches"], resent=int(edge.get("resent", 0)), frames_published=res["frames_published"],
+               frames_received_by_edge=int(edge.get("frames", 0)),
                dropped_train_buffer=int(edge.get("dropped_train_buffer", 0)),
-               exit_codes=res["exit_codes"], loss_first_last=[res["cloud_losses"][0], res["cloud_losses"][-1]])
+               exit_codes=res["exit_codes"], loss_first_last=[res["cloud_losses"][0], res["cloud_losses"][-1]],
+               # When each batch left the edge's trainer and when the cloud trained it, s after the start.
+               edge_batch_s=[round(t - res["t_start"], 3) for t in res["edge_batch_times"]],
+               cloud_batch_s=[round(t - res["t_start"], 3) for t in res["cloud_batch_times"]])
     return row
 
 

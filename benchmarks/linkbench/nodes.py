@@ -2,10 +2,11 @@
 across the emulated link, with the nodes' own flow control (token bucket, store,
 heartbeat acknowledgements), topics and QoS.
 
-The camera simulator publishes exactly ``samples`` labelled frames (no held-out frames, no
-answers asked of the edge, so only training batches use the link), the edge node runs under
-the edge's CPU quota, and the run ends when the cloud node's training metrics show it has
-trained all ``samples / batch_size`` batches.  Times are the nodes' DDS source timestamps,
+The camera simulator publishes labelled frames only (no held-out frames, and no answers are
+asked of the edge, so only training batches use the link); the edge node runs under the
+edge's CPU quota; the run ends when the cloud node's training metrics show it has trained
+``samples / batch_size`` batches.  The camera offers up to twice ``samples`` frames: its topic
+is best-effort (sensor data), and an edge throttled by its quota loses some of them.  Times are the nodes' DDS source timestamps,
 seen by ``runner.Monitor`` in the edge namespace.
 """
 
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 
 # The cloud first, then the edge; the camera starts once the edge sees the cloud's heartbeat.
 NODES = ("cloud_node", "edge_node", "camera_sim")
+CAMERA_MARGIN = 2  # frames offered per sample trained
 
 
 def node_overrides(cfg, rate_bps: float) -> dict:
@@ -25,12 +27,13 @@ def node_overrides(cfg, rate_bps: float) -> dict:
     return {
         "*": {"model": cfg.arch, "split_point": cfg.split_point, "width": cfg.width, "bits": cfg.bits,
               "budget_bits": cfg.budget_bits, "seed": cfg.seed},
-        # holdout_every > samples: every frame is a labelled training frame.
-        "camera_sim": {"data": cfg.data, "rate_hz": cfg.camera_hz, "max_frames": cfg.samples,
-                       "holdout_every": cfg.samples + 1},
-        # predict_every > samples: no answers, so no inference features share the link. The
+        # holdout_every > max_frames: every frame is a labelled training frame.
+        "camera_sim": {"data": cfg.data, "rate_hz": cfg.camera_hz, "max_frames": CAMERA_MARGIN * cfg.samples,
+                       "holdout_every": CAMERA_MARGIN * cfg.samples + 1},
+        # predict_every > max_frames: no answers, so no inference features share the link. The
         # bucket offers the link its nominal rate, as a robot configured for this uplink would.
-        "edge_node": {"batch_size": cfg.batch_size, "predict_every": cfg.samples + 1, "torch_threads": 1,
+        "edge_node": {"batch_size": cfg.batch_size, "predict_every": CAMERA_MARGIN * cfg.samples + 1,
+                      "torch_threads": 1,
                       "buffer_size": max(512, cfg.samples), "link_budget_bps": float(rate_bps)},
         "cloud_node": {"torch_threads": cfg.cloud_threads},
     }
@@ -53,25 +56,32 @@ def _environ(env: dict):
 def run_hierarchical(link, cfg, rate_bps: float, env: dict, domain: int, log_dir, timeout_s: float) -> dict:
     """Run the nodes once; raw measurements for ``bench._summarise_nodes``."""
     out: dict = {}
+    stop = threading.Event()  # set when the caller is interrupted: the nodes must go with it
 
     def body():
         try:
             # Only this thread (and the DDS threads it starts) moves into the edge namespace.
             link.enter("edge")
-            out.update(_run(link, cfg, rate_bps, domain, log_dir, timeout_s))
+            out.update(_run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop))
         except BaseException as exc:  # noqa: B036 - re-raised in the caller's thread
             out["error"] = exc
 
     with _environ(env):
         thread = threading.Thread(target=body, name="linkbench-nodes")
         thread.start()
-        thread.join()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except BaseException:
+            stop.set()
+            thread.join(30.0)
+            raise
     if "error" in out:
         raise out["error"]
     return out
 
 
-def _run(link, cfg, rate_bps, domain, log_dir, timeout_s) -> dict:
+def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
     import rclpy
     from hiertrain_interfaces.msg import Label
     from rclpy.executors import SingleThreadedExecutor
@@ -96,25 +106,40 @@ def _run(link, cfg, rate_bps, domain, log_dir, timeout_s) -> dict:
     executor.add_node(monitor)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    def wait(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            dead = [n for n, ok in graph.alive().items() if not ok]
+            problem = (f"node(s) {dead} exited" if dead else "interrupted" if stop.is_set()
+                       else f"timed out after {timeout:g} s" if time.monotonic() > deadline else None)
+            if problem:
+                raise RuntimeError(f"hierarchical: {problem} waiting for {what}; the monitor saw "
+                                   f"batches {monitor.batch_report()}, counts {dict(monitor.counts)}, "
+                                   f"status {monitor.status}")
+            time.sleep(0.05)
+
     try:
         graph.start("cloud_node")
         graph.start("edge_node")
         link.confine_edge(graph.procs["edge_node"].pid)  # `ip netns exec` execs in place: this is the node
-        _wait(lambda: monitor.status.get("edge_node", {}).get("cloud_alive") == "True", 120, graph,
-              "the edge node to see the cloud node's heartbeat")
+        wait(lambda: monitor.status.get("edge_node", {}).get("cloud_alive") == "True", 120,
+             "the edge node to see the cloud node's heartbeat")
         counters0 = link.counters("edge")
         graph.start("camera_sim")
-        _wait(lambda: len(monitor.cloud_batch_times) >= n_batches, timeout_s, graph,
-              f"the cloud node to train {n_batches} batches")
+        wait(lambda: len(monitor.cloud_batch_times) >= n_batches, timeout_s,
+             f"the cloud node to train {n_batches} batches")
         counters1 = link.counters("edge")
-        time.sleep(1.2)  # one more diagnostics period: the edge's final counts
+        frames_published = monitor.counts["labels"]
         batches = monitor.batch_report()
         edge_times = sorted(monitor.edge_batch_times.values())
         cloud_times = sorted(monitor.cloud_batch_times.values())
         result = {"t_first_frame": first_frame[0] if first_frame else None, "t_start": edge_times[0],
                   "t_end": cloud_times[n_batches - 1], "edge_batch_times": edge_times, "cloud_batch_times": cloud_times,
-                  "payload_bytes": monitor.feature_bytes, "counters_start": counters0, "counters_end": counters1,
+                  # Every training batch has the same payload; later batches may already be on their way.
+                  "payload_bytes": monitor.feature_bytes * n_batches // max(1, monitor.counts["feature_batches"]),
+                  "counters_start": counters0, "counters_end": counters1,
                   "batches": batches, "cloud_losses": list(monitor.cloud_losses),
+                  "frames_published": frames_published,
                   "node_status": {n: monitor.status.get(n, {}) for n in ("edge_node", "cloud_node")}}
     finally:
         result_codes = graph.stop()
@@ -125,13 +150,3 @@ def _run(link, cfg, rate_bps, domain, log_dir, timeout_s) -> dict:
     result["exit_codes"] = result_codes
     return result
 
-
-def _wait(predicate, timeout: float, graph, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        dead = [n for n, ok in graph.alive().items() if not ok]
-        if dead:
-            raise RuntimeError(f"node(s) {dead} exited while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
