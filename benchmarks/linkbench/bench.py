@@ -265,7 +265,8 @@ def _summarise_nodes(cfg: BenchConfig, rate: float, res: dict) -> dict:
 def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits: float | None) -> dict:
     """Eq. 1-5 for ``cfg.samples`` samples, from this machine's forward times (edge ones under the quota)."""
     from hiertrain_ros.core.models import build_model, count_params
-    from hiertrain_ros.core.runtime import RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time, pipelined_time
+    from hiertrain_ros.core.runtime import (RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time,
+                                            pipelined_time)
     from hiertrain_ros.core.training import paper_optim
 
     quota = cfg.edge_cpu_quota or 1.0

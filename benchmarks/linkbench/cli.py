@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--log-dir", default=None, help="keep the workers' logs here")
     link.add_argument("--json", required=True, help="write the full report here")
     link.add_argument("--camera-hz", type=float, default=100.0,
-                      help="hierarchical: the camera simulator's frame rate (it publishes --samples frames)")
+                      help="hierarchical: the camera simulator's frame rate (it offers 2 x --samples frames)")
     link.add_argument("--plot", default=None, help="write linkbench.png into this folder")
     return link
 

@@ -6,8 +6,8 @@ The camera simulator publishes labelled frames only (no held-out frames, and no 
 asked of the edge, so only training batches use the link); the edge node runs under the
 edge's CPU quota; the run ends when the cloud node's training metrics show it has trained
 ``samples / batch_size`` batches.  The camera offers up to twice ``samples`` frames: its topic
-is best-effort (sensor data), and an edge throttled by its quota loses some of them.  Times are the nodes' DDS source timestamps,
-seen by ``runner.Monitor`` in the edge namespace.
+is best-effort (sensor data), and an edge throttled by its quota loses some of them.  Times are
+the nodes' DDS source timestamps, seen by ``runner.Monitor`` in the edge namespace.
 """
 
 from __future__ import annotations
