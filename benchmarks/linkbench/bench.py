@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("hierarchical",) + BASELINES
 # Pipelined modes: the edge does not wait for the cloud between batches.
-PIPELINED = ("hierarchical", "fullcloud-raw", "fullcloud-jpeg")
+PIPELINED = ("fullcloud-raw", "fullcloud-jpeg")
 
 
 @dataclass(frozen=True)
