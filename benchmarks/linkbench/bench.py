@@ -329,7 +329,7 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
         for i, mode in enumerate(cfg.modes):
             start = time.monotonic()
             if mode == "hierarchical":
-                logs = Path(cfg.log_dir) / "hierarchical" if cfg.log_dir else None
+                logs = (Path(cfg.log_dir) if cfg.log_dir else workdir) / "hierarchical"
                 res = run_hierarchical(link, cfg, rate, _ros_env(domain + i), domain + i, logs, cfg.mode_timeout_s)
                 report["modes"][mode] = row = _summarise_nodes(cfg, rate, res)
             else:
