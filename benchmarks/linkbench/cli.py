@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--alpha", default="2", type=_alpha,
                       help="backward/forward ratio of the estimates (Eq. 2-3): a number (the paper's 2) or "
                            "'measured' (timed on the whole model under the edge quota)")
-    link.add_argument("--log-dir", default=None, help="keep the workers' logs here")
+    link.add_argument("--log-dir", default=None, help="keep the workers' and nodes' logs here")
     link.add_argument("--json", required=True, help="write the full report here")
     link.add_argument("--camera-hz", type=float, default=100.0,
                       help="hierarchical: the camera simulator's frame rate (it offers 2 x --samples frames)")
