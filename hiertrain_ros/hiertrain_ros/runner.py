@@ -115,8 +115,8 @@ QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "outbox_spilled", "unacked
 class Monitor(Node):
     """Joins held-out truth with predictions; counts every topic of the graph."""
 
-    def __init__(self, name: str = "hiertrain_monitor"):
-        super().__init__(name)
+    def __init__(self, name: str = "hiertrain_monitor", **node_kwargs):
+        super().__init__(name, **node_kwargs)
         self.truth: dict[int, int] = {}
         self.predictions: dict[str, dict[int, tuple[int, int, float]]] = {"edge": {}, "cloud": {}, "output": {}}
         # Timing lists hold when the *sender* published (DDS source timestamp), on this
@@ -130,6 +130,7 @@ class Monitor(Node):
         self.edge_losses: list[float] = []
         self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
         self.edge_batch_times: dict[int, float] = {}  # when the edge trained (and produced) each batch
+        self.cloud_batch_times: dict[int, float] = {}  # when the cloud trained each batch (the last time)
         self.link: LinkStatus | None = None
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
@@ -179,8 +180,7 @@ class Monitor(Node):
         with self._lock:
             (self.cloud_losses if role == "cloud" else self.edge_losses).append(float(msg.loss))
             self.trained_seqs[role].append(msg.seq)
-            if role == "edge":
-                self.edge_batch_times[msg.seq] = self._sent(info)
+            (self.edge_batch_times if role == "edge" else self.cloud_batch_times)[msg.seq] = self._sent(info)
             self.counts[f"{role}_metrics"] += 1
 
     def _on_heartbeat(self, msg: Heartbeat, info) -> None:

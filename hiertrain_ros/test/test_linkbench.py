@@ -1,5 +1,6 @@
-"""Link bench: codec/message round trips (fast) and one CI-sized run of all five modes
-as real ROS 2 processes over an emulated link (needs root, iproute2 and tc)."""
+"""Link bench (``benchmarks/linkbench``): codec/message round trips (fast) and one CI-sized run
+of all five modes as real ROS 2 processes over an emulated link, the hierarchical one with the
+package's own nodes (needs root, iproute2 and tc)."""
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from hiertrain_ros.core.models import SplitSpec, build_split
 from hiertrain_ros.core.splitlearning import SplitCloudTrainer, SplitEdgeTrainer
 from hiertrain_ros.core.training import OptimConfig
-from hiertrain_ros.linkbench import messages
+from benchmarks.linkbench import messages
 from hiertrain_ros.linkbench.netns import tbf_limit_bytes, unavailable_reason
 
 
@@ -70,8 +71,7 @@ def test_all_modes_complete_and_hierarchical_moves_fewer_bytes_than_raw(tmp_path
     reason = unavailable_reason(need_cgroup=True)
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
-    from hiertrain_ros.linkbench.bench import BenchConfig, run_link_bench
-    from hiertrain_ros.linkbench.worker import MODES
+    from benchmarks.linkbench.bench import MODES, BenchConfig, run_link_bench
 
     cfg = BenchConfig(arch="vgg16", split_point=3, link="4g", samples=256, width=0.125, edge_cpu_quota=0.5,
                       mode_timeout_s=120, log_dir=str(tmp_path / "logs"))
@@ -81,13 +81,17 @@ def test_all_modes_complete_and_hierarchical_moves_fewer_bytes_than_raw(tmp_path
         assert row["wall_s"] > 0, mode
     rows = report["modes"]
     assert 0 < rows["hierarchical"]["wire_bytes"] < rows["fullcloud-raw"]["wire_bytes"]
+    # The nodes trained every batch once, and only training batches crossed the link.
+    hier = rows["hierarchical"]
+    assert hier["runtime"] == "nodes" and hier["batches"]["cloud"] == 256 // 32
+    assert hier["batches"]["cloud_trained_twice"] == 0
 
 
 def test_bench_link_args_carry_budget_bits_and_positions():
-    from hiertrain_ros.cli import build_parser
-    from hiertrain_ros.cli.bench import config_from_args
+    from benchmarks.linkbench.cli import build_parser, config_from_args
+    from benchmarks.linkbench.nodes import node_overrides
 
-    args = build_parser().parse_args(["bench", "link", "--model", "resnet18", "--bits", "2", "--budget-bits", "8192",
+    args = build_parser().parse_args(["--model", "resnet18", "--bits", "2", "--budget-bits", "8192",
                                       "--json", "x.json"])
     cfg, positions = config_from_args(args)
     assert positions is None and cfg.budget_bits == 8192 and cfg.bits == 2 and len(cfg.modes) == 5
@@ -95,12 +99,27 @@ def test_bench_link_args_carry_budget_bits_and_positions():
         w = cfg.worker(mode)
         assert (w.bits, w.budget_bits) == (2, 8192)
     assert cfg.spec().budget_bits == 8192 and cfg.alpha == 2.0
-    args = build_parser().parse_args(["bench", "link", "--alpha", "measured", "--json", "x.json"])
+    nodes = node_overrides(cfg, 1.1e6)
+    assert (nodes["*"]["bits"], nodes["*"]["budget_bits"], nodes["*"]["model"]) == (2, 8192, "resnet18")
+    # Labelled frames only, no answers: only training batches use the link.
+    frames = nodes["camera_sim"]["max_frames"]
+    assert cfg.samples <= frames < min(nodes["edge_node"]["predict_every"], nodes["camera_sim"]["holdout_every"])
+    args = build_parser().parse_args(["--alpha", "measured", "--json", "x.json"])
     assert config_from_args(args)[0].alpha is None
-    args = build_parser().parse_args(["bench", "link", "--positions", "5,1,3", "--json", "x.json"])
+    args = build_parser().parse_args(["--positions", "5,1,3", "--json", "x.json"])
     cfg, positions = config_from_args(args)
     assert positions == [1, 3, 5] and cfg.modes == ("hierarchical",)
-    args = build_parser().parse_args(["bench", "link", "--model", "resnet18", "--positions", "all", "--json", "x"])
+    args = build_parser().parse_args(["--model", "resnet18", "--positions", "all", "--json", "x"])
     assert config_from_args(args)[1] == list(range(1, 8))
     with pytest.raises(ValueError):
-        config_from_args(build_parser().parse_args(["bench", "link", "--positions", "0,13", "--json", "x"]))
+        config_from_args(build_parser().parse_args(["--positions", "0,13", "--json", "x"]))
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        config_from_args(build_parser().parse_args(["--samples", "100", "--json", "x"]))
+
+
+def test_installed_cli_has_no_bench_verb():
+    """The installed ``hiertrain`` must not import the source tree's benchmarks/."""
+    from hiertrain_ros.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "link", "--json", "x"])

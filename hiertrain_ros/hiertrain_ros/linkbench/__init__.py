@@ -1,5 +1,4 @@
-"""Link bench: hierarchical training against its baselines over an emulated edge->cloud link.
-
-Real ROS 2 processes in two network namespaces joined by a tbf-shaped veth pair,
-the edge under a cgroup CPU quota; see ``docs/linkbench.md``.
+"""Link emulation: two network namespaces joined by a tbf-shaped veth pair, the edge under a
+cgroup CPU quota (``netns.py``; ``hiertrain launch --link`` runs the graph across it).  The link
+bench that uses it lives in the source tree's ``benchmarks/linkbench``; see ``docs/linkbench.md``.
 """

@@ -1,15 +1,16 @@
-"""One side of one link-bench mode, run as its own process inside a namespace.
+"""One side of one baseline mode of the link bench, run as its own process inside a namespace.
 
-``python -m hiertrain_ros.linkbench.worker ROLE CONFIG_JSON RESULT_JSON`` with ROLE
-``edge``, ``cloud`` or ``measure``.  Training is the core trainers' (EdgeTrainer,
-CloudTrainer, FullCloudTrainer, SplitEdgeTrainer/SplitCloudTrainer); this module
-only moves their payloads over real rclpy publishers/subscribers and times them.
+``python -m linkbench.worker ROLE CONFIG_JSON RESULT_JSON`` (with ``benchmarks/`` on the
+path) and ROLE ``edge``, ``cloud`` or ``measure``.  The hierarchical mode is not here: it
+runs the package's own nodes (``nodes.py``).  Training is the core trainers'
+(FullCloudTrainer, SplitEdgeTrainer/SplitCloudTrainer); this module only moves their
+payloads over real rclpy publishers/subscribers and times them.
 
 Flow control: the cloud acknowledges each batch the moment its subscription
 receives it (not after training), and the edge keeps at most ``window`` batches
 un-acknowledged on the wire.  That keeps the shaped link busy while bounding the
 shaper's queue (and so the delay of DDS's own discovery and heartbeat traffic).
-The hierarchical edge hands payloads to a sender thread and never waits for the
+The full-cloud edge hands payloads to a sender thread and never waits for the
 cloud; split learning waits for each batch's gradient.  All times are
 ``time.monotonic()``, one clock for every process on the host.
 """
@@ -25,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MODES = ("hierarchical", "fullcloud-raw", "fullcloud-jpeg", "split", "edge-only")
+MODES = ("fullcloud-raw", "fullcloud-jpeg", "split", "edge-only")  # the baselines
 FEATURES_TOPIC = "linkbench/batches"
 ACKS_TOPIC = "linkbench/acks"
 GRADIENTS_TOPIC = "linkbench/gradients"
@@ -57,14 +58,14 @@ class WorkerConfig:
 
 
 def _spec(cfg: WorkerConfig):
-    from ..core.models import SplitSpec
+    from hiertrain_ros.core.models import SplitSpec
 
     return SplitSpec(cfg.arch, cfg.split_point, num_classes=cfg.num_classes, width=cfg.width, bits=cfg.bits,
                      budget_bits=cfg.budget_bits)
 
 
 def _optim(cfg: WorkerConfig):
-    from ..core.training import paper_optim
+    from hiertrain_ros.core.training import paper_optim
 
     return paper_optim(cfg.arch, cfg.n_batches)
 
@@ -197,7 +198,7 @@ def _frame_batches(cfg: WorkerConfig):
     """(uint8 frames, labels) per batch, the same samples and order in every mode."""
     import numpy as np
 
-    from ..core.data import load_dataset
+    from hiertrain_ros.core.data import load_dataset
 
     frames = load_dataset(cfg.data).subset(cfg.samples)
     if len(frames) < cfg.samples:
@@ -211,7 +212,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
     import numpy as np
     import torch
 
-    from ..core.data import frames_to_tensor
+    from hiertrain_ros.core.data import frames_to_tensor
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -223,8 +224,8 @@ def run_edge(cfg: WorkerConfig) -> dict:
     result: dict = {"role": "edge", "mode": cfg.mode}
 
     if cfg.mode == "edge-only":
-        from ..core.models import build_model
-        from ..core.training import FullCloudTrainer
+        from hiertrain_ros.core.models import build_model
+        from hiertrain_ros.core.training import FullCloudTrainer
 
         trainer = FullCloudTrainer(build_model(cfg.arch, num_classes=cfg.num_classes, width=cfg.width), optim,
                                    f"{cfg.arch}-w{cfg.width:g}-edge-only")
@@ -238,7 +239,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
         t1 = time.monotonic()
         return _emit({**result, "t_start": t0, "t_end": t1, "compute_s": compute, "losses": losses})
 
-    from .. import conversions
+    from hiertrain_ros import conversions
     from builtin_interfaces.msg import Time
 
     spinner = _Spinner("linkbench_edge")
@@ -248,8 +249,8 @@ def run_edge(cfg: WorkerConfig) -> dict:
             from hiertrain_interfaces.msg import FeatureBatch
             from std_msgs.msg import UInt64
 
-            from ..core.models import build_split
-            from ..core.splitlearning import SplitEdgeTrainer
+            from hiertrain_ros.core.models import build_split
+            from hiertrain_ros.core.splitlearning import SplitEdgeTrainer
 
             edge_model, _ = build_split(spec, seed=cfg.seed)
             trainer = SplitEdgeTrainer(edge_model, spec, optim)
@@ -285,21 +286,13 @@ def run_edge(cfg: WorkerConfig) -> dict:
             result.update(forward_s=fwd, backward_s=bwd, round_trip_s=wait)
         else:
             sender = WindowedSender(node, cfg)
-            if cfg.mode == "hierarchical":
-                from ..core.training import make_trainers
-
-                trainer, _ = make_trainers(spec, optim, seed=cfg.seed)
-                trainer.train_step(*warm)
-                trainer.seq = 0
             _wait(sender.ready, cfg.ready_timeout_s, "the cloud")
             counters0, t0 = _counters(cfg.ifname), time.monotonic()
             from .messages import jpeg_payload, raw_payload
 
-            for seq, ((frames, ylab), (images, labels)) in enumerate(zip(raw, tensors), start=1):
+            for seq, (frames, ylab) in enumerate(raw, start=1):
                 s = time.monotonic()
-                if cfg.mode == "hierarchical":
-                    _, payload = trainer.train_step(images, labels)
-                elif cfg.mode == "fullcloud-raw":
+                if cfg.mode == "fullcloud-raw":
                     payload = raw_payload(frames, ylab, seq)
                 else:
                     payload = jpeg_payload(frames, ylab, seq, cfg.jpeg_quality)
@@ -328,25 +321,21 @@ def run_cloud(cfg: WorkerConfig) -> dict:
     from rclpy.duration import Duration
     from std_msgs.msg import UInt64
 
-    from .. import conversions
-    from ..core.data import frames_to_tensor
+    from hiertrain_ros import conversions
+    from hiertrain_ros.core.data import frames_to_tensor
     from .messages import jpeg_frames, raw_frames
 
     torch.set_num_threads(cfg.threads)
     spec, optim = _spec(cfg), _optim(cfg)
-    if cfg.mode == "hierarchical":
-        from ..core.training import make_trainers
-
-        _, trainer = make_trainers(spec, optim, seed=cfg.seed)
-    elif cfg.mode == "split":
-        from ..core.models import build_split
-        from ..core.splitlearning import SplitCloudTrainer
+    if cfg.mode == "split":
+        from hiertrain_ros.core.models import build_split
+        from hiertrain_ros.core.splitlearning import SplitCloudTrainer
 
         _, cloud_model = build_split(spec, seed=cfg.seed)
         trainer = SplitCloudTrainer(cloud_model, spec, optim)
     else:
-        from ..core.models import build_model
-        from ..core.training import FullCloudTrainer
+        from hiertrain_ros.core.models import build_model
+        from hiertrain_ros.core.training import FullCloudTrainer
 
         trainer = FullCloudTrainer(build_model(cfg.arch, num_classes=cfg.num_classes, width=cfg.width), optim,
                                    f"{cfg.arch}-w{cfg.width:g}-full")
@@ -360,7 +349,7 @@ def run_cloud(cfg: WorkerConfig) -> dict:
         payload, _ = conversions.payload_from_msg(msg)
         if cfg.mode == "fullcloud-raw":
             return frames_to_tensor(raw_frames(payload)), torch.from_numpy(payload.labels.astype(np.int64))
-        return (payload,)
+        return (payload,)  # split learning
 
     spinner = _Spinner("linkbench_cloud")
     node = spinner.node
@@ -419,7 +408,7 @@ def run_measure(cfg: WorkerConfig, reps: int = 6) -> dict:
     """
     import torch
 
-    from ..core.models import build_model, split_model
+    from hiertrain_ros.core.models import build_model, split_model
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -448,7 +437,7 @@ def run_measure(cfg: WorkerConfig, reps: int = 6) -> dict:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 3 or argv[0] not in ("edge", "cloud", "measure"):
-        print("usage: python -m hiertrain_ros.linkbench.worker edge|cloud|measure CONFIG_JSON RESULT_JSON",
+        print("usage: python -m linkbench.worker edge|cloud|measure CONFIG_JSON RESULT_JSON",
               file=sys.stderr)
         return 2
     global _RESULT_PATH

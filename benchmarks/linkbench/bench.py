@@ -1,7 +1,8 @@
 """Run every training mode over one emulated link and compare with Eq. 1 / Eq. 5.
 
-See ``docs/linkbench.md`` for the set-up, the definitions of every reported
-number and a measured table.
+The hierarchical mode runs the package's own nodes (``nodes.py``); the baselines run
+bench workers (``worker.py``).  See ``docs/linkbench.md`` for the set-up, the
+definitions of every reported number and a measured table.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .netns import LinkEmulator, tbf_limit_bytes
-from .worker import MODES, WorkerConfig
+from hiertrain_ros.linkbench.netns import LinkEmulator, tbf_limit_bytes
+
+from .nodes import run_hierarchical
+from .worker import MODES as BASELINES
+from .worker import WorkerConfig
 
 log = logging.getLogger(__name__)
 
-LINK_MODES = tuple(m for m in MODES if m != "edge-only")
+MODES = ("hierarchical",) + BASELINES
 # Pipelined modes: the edge does not wait for the cloud between batches.
-PIPELINED = ("hierarchical", "fullcloud-raw", "fullcloud-jpeg")
+PIPELINED = ("fullcloud-raw", "fullcloud-jpeg")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class BenchConfig:
     mode_timeout_s: float = 900.0
     log_dir: str | None = None
     alpha: float | None = 2.0             # Eq. 2-3 backward/forward ratio; None = measured under the edge quota
+    camera_hz: float = 100.0              # hierarchical: camera_sim's rate; faster than the link drains batches
 
     def __post_init__(self):
         bad = [m for m in self.modes if m not in MODES]
@@ -61,9 +66,15 @@ class BenchConfig:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.alpha is not None and not self.alpha >= 0:
             raise ValueError(f"alpha must be >= 0 (or None: measured), got {self.alpha}")
+        if "hierarchical" in self.modes and self.samples % self.batch_size:
+            # The edge node trains full batches only: a partial last batch would never reach the cloud.
+            raise ValueError(f"hierarchical needs samples a multiple of batch_size, got {self.samples}, "
+                             f"{self.batch_size}")
+        if not self.camera_hz > 0:
+            raise ValueError(f"camera_hz must be > 0, got {self.camera_hz}")
 
     def spec(self):
-        from ..core.models import SplitSpec
+        from hiertrain_ros.core.models import SplitSpec
 
         return SplitSpec(self.arch, self.split_point, width=self.width, bits=self.bits, budget_bits=self.budget_bits)
 
@@ -135,14 +146,18 @@ def _ros_env(domain: int) -> dict:
     return env
 
 
+BENCHMARKS_DIR = Path(__file__).resolve().parents[1]
+
+
 def _worker_cmd(role: str, cfg: WorkerConfig, out: Path) -> list[str]:
-    return [sys.executable, "-m", "hiertrain_ros.linkbench.worker", role, json.dumps(asdict(cfg)), str(out)]
+    return [sys.executable, "-m", "linkbench.worker", role, json.dumps(asdict(cfg)), str(out)]
 
 
 def _run_processes(link: LinkEmulator, cfg: BenchConfig, mode: str, domain: int, workdir: Path,
                    roles: tuple[str, ...], worker_cfgs: dict, timeout: float) -> dict:
     procs = _Procs()
     env = _ros_env(domain)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCHMARKS_DIR), env.get("PYTHONPATH")) if p)
     logs = Path(cfg.log_dir) if cfg.log_dir else workdir
     logs.mkdir(parents=True, exist_ok=True)
     try:
@@ -196,16 +211,8 @@ def _summarise(mode: str, cfg: BenchConfig, rate: float, res: dict) -> dict:
         row.update(wire_bytes=0, payload_bytes=0)
         row["bound_s"] = sum(edge["compute_s"])
         return row
-    c0, c1 = edge["counters_start"], edge["counters_end"]
-    wire = c1["tx_bytes"] - c0["tx_bytes"]
-    payload = edge["payload_bytes"]
-    link_s_per_batch = wire * 8 / rate / n_batches
-    row.update(wire_bytes=wire, wire_packets=c1["tx_packets"] - c0["tx_packets"],
-               downlink_bytes=c1["rx_bytes"] - c0["rx_bytes"], payload_bytes=payload,
-               payload_bits_per_sample=payload * 8 / cfg.samples, wire_bits_per_sample=wire * 8 / cfg.samples,
-               wire_over_payload=wire / payload if payload else None,
-               goodput_bps=payload * 8 / wall, link_utilisation=wire * 8 / (rate * wall),
-               link_s_per_batch=link_s_per_batch)
+    _link_metrics(row, cfg, rate, edge)
+    link_s_per_batch = row["link_s_per_batch"]
     stages = {"edge": row["edge_compute_s_per_batch"], "link": link_s_per_batch,
               "cloud": row["cloud_compute_s_per_batch"]}
     if mode in PIPELINED:
@@ -222,11 +229,45 @@ def _summarise(mode: str, cfg: BenchConfig, rate: float, res: dict) -> dict:
     return row
 
 
+def _link_metrics(row: dict, cfg: BenchConfig, rate: float, res: dict) -> None:
+    """Wire and payload figures of a link mode into ``row`` (which has ``wall_s``)."""
+    c0, c1 = res["counters_start"], res["counters_end"]
+    wire, payload, wall = c1["tx_bytes"] - c0["tx_bytes"], res["payload_bytes"], row["wall_s"]
+    row.update(wire_bytes=wire, wire_packets=c1["tx_packets"] - c0["tx_packets"],
+               downlink_bytes=c1["rx_bytes"] - c0["rx_bytes"], payload_bytes=payload,
+               payload_bits_per_sample=payload * 8 / cfg.samples, wire_bits_per_sample=wire * 8 / cfg.samples,
+               wire_over_payload=wire / payload if payload else None,
+               goodput_bps=payload * 8 / wall, link_utilisation=wire * 8 / (rate * wall),
+               link_s_per_batch=wire * 8 / rate / -(-cfg.samples // cfg.batch_size))
+
+
+def _summarise_nodes(cfg: BenchConfig, rate: float, res: dict) -> dict:
+    """The hierarchical row, from what the monitor saw of the nodes.  The nodes do not publish
+    their compute time per step, so there is no stage bound, only the link's share."""
+    wall = res["t_end"] - res["t_start"]
+    row = {"mode": "hierarchical", "runtime": "nodes", "wall_s": wall, "s_per_sample": wall / cfg.samples,
+           "epoch_s": wall / cfg.samples * cfg.epoch_samples, "samples_per_s": cfg.samples / wall,
+           "edge_compute_s_per_batch": None, "cloud_compute_s_per_batch": None, "bottleneck": None}
+    if res.get("t_first_frame") is not None:
+        row["wall_from_first_frame_s"] = res["t_end"] - res["t_first_frame"]
+    _link_metrics(row, cfg, rate, res)
+    edge = res["node_status"].get("edge_node", {})
+    row.update(batches=res["batches"], resent=int(edge.get("resent", 0)), frames_published=res["frames_published"],
+               frames_received_by_edge=int(edge.get("frames", 0)),
+               dropped_train_buffer=int(edge.get("dropped_train_buffer", 0)),
+               exit_codes=res["exit_codes"], loss_first_last=[res["cloud_losses"][0], res["cloud_losses"][-1]],
+               # When each batch left the edge's trainer and when the cloud trained it, s after the start.
+               edge_batch_s=[round(t - res["t_start"], 3) for t in res["edge_batch_times"]],
+               cloud_batch_s=[round(t - res["t_start"], 3) for t in res["cloud_batch_times"]])
+    return row
+
+
 def _estimates(cfg: BenchConfig, rate: float, fwd: dict, flops: float, jpeg_bits: float | None) -> dict:
     """Eq. 1-5 for ``cfg.samples`` samples, from this machine's forward times (edge ones under the quota)."""
-    from ..core.models import build_model, count_params
-    from ..core.runtime import RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time, pipelined_time
-    from ..core.training import paper_optim
+    from hiertrain_ros.core.models import build_model, count_params
+    from hiertrain_ros.core.runtime import (RuntimeParams, beta_for, comm_time, estimate_epoch, fullcloud_time,
+                                            pipelined_time)
+    from hiertrain_ros.core.training import paper_optim
 
     quota = cfg.edge_cpu_quota or 1.0
     alpha = fwd["alpha_measured"] if cfg.alpha is None else cfg.alpha
@@ -261,7 +302,7 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
     """Set up the link, run ``cfg.modes`` one after the other, tear everything down; return the report."""
     import torch
 
-    from ..core.runtime import RAW_INPUT_BITS, measure_forward_times, parse_link
+    from hiertrain_ros.core.runtime import RAW_INPUT_BITS, measure_forward_times, parse_link
 
     rate = parse_link(cfg.link)
     spec = cfg.spec()
@@ -286,17 +327,22 @@ def run_link_bench(cfg: BenchConfig, *, progress=print) -> dict:
                  f"under edge quota {cfg.edge_cpu_quota}: edge {measured['edge']:.4g}, full {measured['full']:.4g}; "
                  f"backward/forward {measured['alpha']:.3g}")
         for i, mode in enumerate(cfg.modes):
-            roles = ("edge",) if mode == "edge-only" else ("cloud", "edge")
-            workers = {"edge": cfg.worker(mode, threads=1, ifname=link.ifname["edge"]),
-                       "cloud": cfg.worker(mode, threads=cfg.cloud_threads, ifname=link.ifname["cloud"])}
             start = time.monotonic()
-            res = _run_processes(link, cfg, mode, domain + i, workdir, roles, workers, cfg.mode_timeout_s)
-            row = _summarise(mode, cfg, rate, res)
-            if "teardown_exit_codes" in res:
-                row["teardown_exit_codes"] = res["teardown_exit_codes"]
-            losses = (res["edge"] if mode == "edge-only" else res["cloud"])["losses"]
-            row["loss_first_last"] = [losses[0], losses[-1]]
-            report["modes"][mode] = row
+            if mode == "hierarchical":
+                logs = (Path(cfg.log_dir) if cfg.log_dir else workdir) / "hierarchical"
+                res = run_hierarchical(link, cfg, rate, _ros_env(domain + i), domain + i, logs, cfg.mode_timeout_s)
+                report["modes"][mode] = row = _summarise_nodes(cfg, rate, res)
+            else:
+                roles = ("edge",) if mode == "edge-only" else ("cloud", "edge")
+                workers = {"edge": cfg.worker(mode, threads=1, ifname=link.ifname["edge"]),
+                           "cloud": cfg.worker(mode, threads=cfg.cloud_threads, ifname=link.ifname["cloud"])}
+                res = _run_processes(link, cfg, mode, domain + i, workdir, roles, workers, cfg.mode_timeout_s)
+                row = _summarise(mode, cfg, rate, res)
+                if "teardown_exit_codes" in res:
+                    row["teardown_exit_codes"] = res["teardown_exit_codes"]
+                losses = (res["edge"] if mode == "edge-only" else res["cloud"])["losses"]
+                row["loss_first_last"] = [losses[0], losses[-1]]
+                report["modes"][mode] = row
             progress(f"# {mode}: {row['wall_s']:.3g} s for {cfg.samples} samples "
                      f"({time.monotonic() - start:.3g} s with start-up)")
         report["qdisc"] = link.qdisc_stats()
@@ -351,7 +397,8 @@ def table_rows(report: dict) -> list[dict]:
             "wire_B/sample": r["wire_bytes"] / report["config"]["samples"],
             "wire/payload": r.get("wire_over_payload"),
             "goodput_kbps": r["goodput_bps"] / 1e3 if "goodput_bps" in r else None,
-            "link_util": r.get("link_utilisation"), "bound_ms/sample": r["bound_s"] / report["config"]["samples"] * 1e3,
+            "link_util": r.get("link_utilisation"),
+            "bound_ms/sample": r["bound_s"] / report["config"]["samples"] * 1e3 if "bound_s" in r else None,
             "thr/bound": r.get("throughput_over_bound"), "bottleneck": r.get("bottleneck"),
         })
     return rows
@@ -399,7 +446,7 @@ def _save(fig, directory: str, name: str) -> Path:
 
 def parse_positions(value: str, arch: str) -> list[int]:
     """``"all"`` or a comma-separated list such as ``"1,3,5"`` -> sorted valid positions of ``arch``."""
-    from ..core.models import positions
+    from hiertrain_ros.core.models import positions
 
     valid = positions(arch)
     if value.strip().lower() == "all":
@@ -442,11 +489,15 @@ def position_rows(reports: dict, mode: str = "hierarchical") -> list[dict]:
             "pipe_est_epoch_s": r["pipelined_estimate_s"] / n * rep["config"]["epoch_samples"]
             if "pipelined_estimate_s" in r else None,
             "est_comm_epoch_s": terms["t_comm"] / n * rep["config"]["epoch_samples"],
-            "edge_ms/batch": r["edge_compute_s_per_batch"] * 1e3,
-            "cloud_ms/batch": r.get("cloud_compute_s_per_batch", 0) * 1e3,
+            "edge_ms/batch": _ms(r.get("edge_compute_s_per_batch")),
+            "cloud_ms/batch": _ms(r.get("cloud_compute_s_per_batch")),
             "link_ms/batch": r.get("link_s_per_batch", 0) * 1e3, "bottleneck": r.get("bottleneck"),
         })
     return rows
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * 1e3
 
 
 def plot_positions(report: dict, directory: str) -> Path:

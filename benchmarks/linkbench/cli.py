@@ -1,16 +1,23 @@
-"""``hiertrain bench link``: every training mode over one emulated edge->cloud link."""
+"""``python benchmarks/link_bench.py``: every training mode over one emulated edge->cloud link.
+
+Not a verb of the installed ``hiertrain`` CLI: the bench lives in the source tree's
+``benchmarks/``, which the package does not install.
+"""
 
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 
+PROG = "link_bench.py"
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks on emulated links (needs root: namespaces, tc, cgroups)")
-    kinds = p.add_subparsers(dest="bench", required=True)
-    link = kinds.add_parser("link", help="hierarchical vs full-cloud (raw, JPEG) vs split learning vs edge-only, "
-                                         "real ROS 2 processes over a tbf-shaped veth between two namespaces")
+
+def build_parser() -> argparse.ArgumentParser:
+    link = argparse.ArgumentParser(
+        prog=PROG, description="hierarchical (the package's edge_node and cloud_node) vs full-cloud (raw, JPEG) vs "
+                               "split learning vs edge-only, real ROS 2 processes over a tbf-shaped veth between two "
+                               "namespaces (needs root: namespaces, tc, cgroups)")
     link.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
     link.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
     link.add_argument("--positions", default=None,
@@ -37,10 +44,12 @@ def add_parser(sub) -> None:
     link.add_argument("--alpha", default="2", type=_alpha,
                       help="backward/forward ratio of the estimates (Eq. 2-3): a number (the paper's 2) or "
                            "'measured' (timed on the whole model under the edge quota)")
-    link.add_argument("--log-dir", default=None, help="keep the workers' logs here")
+    link.add_argument("--log-dir", default=None, help="keep the workers' and nodes' logs here")
     link.add_argument("--json", required=True, help="write the full report here")
+    link.add_argument("--camera-hz", type=float, default=100.0,
+                      help="hierarchical: the camera simulator's frame rate (it offers 2 x --samples frames)")
     link.add_argument("--plot", default=None, help="write linkbench.png into this folder")
-    link.set_defaults(func=run)
+    return link
 
 
 def _alpha(value: str) -> float | None:
@@ -54,9 +63,8 @@ def _terminate(_signum, _frame):
 
 
 def config_from_args(args):
-    """(BenchConfig, positions or None) from the parsed ``bench link`` arguments."""
-    from ..linkbench.bench import BenchConfig, parse_positions
-    from ..linkbench.worker import MODES
+    """(BenchConfig, positions or None) from the parsed arguments."""
+    from .bench import MODES, BenchConfig, parse_positions
 
     positions = parse_positions(args.positions, args.model) if args.positions else None
     default_modes = ("hierarchical",) if positions else MODES
@@ -65,25 +73,32 @@ def config_from_args(args):
                       budget_bits=args.budget_bits, edge_cpu_quota=args.edge_cpu_quota,
                       modes=tuple(args.modes or default_modes), window=args.window,
                       jpeg_quality=args.jpeg_quality, cloud_threads=args.cloud_threads,
-                      epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir, alpha=args.alpha)
+                      epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir, alpha=args.alpha,
+                      camera_hz=args.camera_hz)
     return cfg, positions
 
 
-def run(args) -> int:
-    from ..linkbench.bench import plot, plot_positions, run_link_bench, run_positions, table_rows
-    from ..linkbench.netns import LinkUnavailable
-    from .common import print_table, write_json
+def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    from hiertrain_ros.cli.common import print_table, write_json
+    from hiertrain_ros.linkbench.netns import LinkUnavailable
+
+    from .bench import plot, plot_positions, run_link_bench, run_positions, table_rows
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     try:
         cfg, positions = config_from_args(args)
     except ValueError as exc:
-        print(f"hiertrain bench link: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
     old = signal.signal(signal.SIGTERM, _terminate)
     try:
         report = run_positions(cfg, positions) if positions else run_link_bench(cfg)
     except LinkUnavailable as exc:
-        print(f"hiertrain bench link: {exc}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 3
     finally:
         signal.signal(signal.SIGTERM, old)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core import codec
+from hiertrain_ros.core import codec
 
 RAW_FORMAT = codec.model_hash("frames-rgb8")
 JPEG_FORMAT = codec.model_hash("frames-jpeg")

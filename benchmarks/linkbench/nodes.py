@@ -1,0 +1,152 @@
+"""The hierarchical mode: the package's own ``camera_sim``, ``edge_node`` and ``cloud_node``
+across the emulated link, with the nodes' own flow control (token bucket, store,
+heartbeat acknowledgements), topics and QoS.
+
+The camera simulator publishes labelled frames only (no held-out frames, and no answers are
+asked of the edge, so only training batches use the link); the edge node runs under the
+edge's CPU quota; the run ends when the cloud node's training metrics show it has trained
+``samples / batch_size`` batches.  The camera offers up to twice ``samples`` frames: its topic
+is best-effort (sensor data), and an edge throttled by its quota loses some of them.  Times are
+the nodes' DDS source timestamps, seen by ``runner.Monitor`` in the edge namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from contextlib import contextmanager
+
+# The cloud first, then the edge; the camera starts once the edge sees the cloud's heartbeat.
+NODES = ("cloud_node", "edge_node", "camera_sim")
+CAMERA_MARGIN = 2  # frames offered per sample trained
+
+
+def node_overrides(cfg, rate_bps: float) -> dict:
+    """Parameter overrides on top of config/edge_cloud.yaml for a bench config ``cfg``."""
+    return {
+        "*": {"model": cfg.arch, "split_point": cfg.split_point, "width": cfg.width, "bits": cfg.bits,
+              "budget_bits": cfg.budget_bits, "seed": cfg.seed},
+        # holdout_every > max_frames: every frame is a labelled training frame.
+        "camera_sim": {"data": cfg.data, "rate_hz": cfg.camera_hz, "max_frames": CAMERA_MARGIN * cfg.samples,
+                       "holdout_every": CAMERA_MARGIN * cfg.samples + 1},
+        # predict_every > max_frames: no answers, so no inference features share the link. The
+        # bucket offers the link its nominal rate, as a robot configured for this uplink would.
+        "edge_node": {"batch_size": cfg.batch_size, "predict_every": CAMERA_MARGIN * cfg.samples + 1,
+                      "torch_threads": 1,
+                      "buffer_size": max(512, cfg.samples), "link_budget_bps": float(rate_bps)},
+        "cloud_node": {"torch_threads": cfg.cloud_threads},
+    }
+
+
+@contextmanager
+def _environ(env: dict):
+    """``os.environ`` replaced by ``env`` inside the block: the nodes and this process's monitor
+    read their DDS settings from it."""
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def run_hierarchical(link, cfg, rate_bps: float, env: dict, domain: int, log_dir, timeout_s: float) -> dict:
+    """Run the nodes once; raw measurements for ``bench._summarise_nodes``."""
+    out: dict = {}
+    stop = threading.Event()  # set when the caller is interrupted: the nodes must go with it
+
+    def body():
+        try:
+            # Only this thread (and the DDS threads it starts) moves into the edge namespace.
+            link.enter("edge")
+            out.update(_run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop))
+        except BaseException as exc:  # noqa: B036 - re-raised in the caller's thread
+            out["error"] = exc
+
+    with _environ(env):
+        thread = threading.Thread(target=body, name="linkbench-nodes")
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.2)
+        except BaseException:
+            stop.set()
+            thread.join(30.0)
+            raise
+    if "error" in out:
+        raise out["error"]
+    return out
+
+
+def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
+    import rclpy
+    from hiertrain_interfaces.msg import Label
+    from rclpy.executors import SingleThreadedExecutor
+
+    from hiertrain_ros.ros_common import RELIABLE_QOS, TOPICS
+    from hiertrain_ros.runner import Graph, Monitor
+
+    n_batches = cfg.samples // cfg.batch_size
+    graph = Graph(NODES, overrides=node_overrides(cfg, rate_bps), log_dir=log_dir,
+                  wrap={"cloud_node": link.exec_prefix("cloud"), "edge_node": link.exec_prefix("edge"),
+                        "camera_sim": link.exec_prefix("edge")})
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    monitor = Monitor(context=context)
+    first_frame: list[float] = []  # the first label's source timestamp, on this host's monotonic clock
+    wall_minus_mono = time.time() - time.monotonic()
+    monitor.create_subscription(
+        Label, TOPICS["labels"],
+        lambda m, info: first_frame or first_frame.append(info["source_timestamp"] * 1e-9 - wall_minus_mono),
+        RELIABLE_QOS)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(monitor)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    def wait(predicate, timeout, what):
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            dead = [n for n, ok in graph.alive().items() if not ok]
+            problem = (f"node(s) {dead} exited" if dead else "interrupted" if stop.is_set()
+                       else f"timed out after {timeout:g} s" if time.monotonic() > deadline else None)
+            if problem:
+                raise RuntimeError(f"hierarchical: {problem} waiting for {what}; the monitor saw "
+                                   f"batches {monitor.batch_report()}, counts {dict(monitor.counts)}, "
+                                   f"status {monitor.status}")
+            time.sleep(0.05)
+
+    try:
+        graph.start("cloud_node")
+        graph.start("edge_node")
+        link.confine_edge(graph.procs["edge_node"].pid)  # `ip netns exec` execs in place: this is the node
+        wait(lambda: monitor.status.get("edge_node", {}).get("cloud_alive") == "True", 120,
+             "the edge node to see the cloud node's heartbeat")
+        counters0 = link.counters("edge")
+        graph.start("camera_sim")
+        wait(lambda: len(monitor.cloud_batch_times) >= n_batches, timeout_s,
+             f"the cloud node to train {n_batches} batches")
+        counters1 = link.counters("edge")
+        frames_published = monitor.counts["labels"]
+        batches = monitor.batch_report()
+        edge_times = sorted(monitor.edge_batch_times.values())
+        cloud_times = sorted(monitor.cloud_batch_times.values())
+        result = {"t_first_frame": first_frame[0] if first_frame else None, "t_start": edge_times[0],
+                  "t_end": cloud_times[n_batches - 1], "edge_batch_times": edge_times, "cloud_batch_times": cloud_times,
+                  # Every training batch has the same payload; later batches may already be on their way.
+                  "payload_bytes": monitor.feature_bytes * n_batches // max(1, monitor.counts["feature_batches"]),
+                  "counters_start": counters0, "counters_end": counters1,
+                  "batches": batches, "cloud_losses": list(monitor.cloud_losses),
+                  "frames_published": frames_published,
+                  "node_status": {n: monitor.status.get(n, {}) for n in ("edge_node", "cloud_node")}}
+    finally:
+        result_codes = graph.stop()
+        executor.shutdown()
+        spinner.join(timeout=5.0)
+        monitor.destroy_node()
+        rclpy.try_shutdown(context=context)
+    result["exit_codes"] = result_codes
+    return result
+
