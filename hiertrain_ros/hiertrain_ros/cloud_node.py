@@ -18,7 +18,7 @@ from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, Traini
 from . import conversions
 from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
-from .core.models import build_split
+from .core.models import build_cloud
 from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
@@ -52,8 +52,7 @@ class CloudNode(TrainerNode):
             self._server.start()
 
     def make_trainer(self, spec, optim):
-        _, cloud = build_split(spec, seed=self.config.seed)
-        return CloudTrainer(cloud, spec, optim)
+        return CloudTrainer(build_cloud(spec, seed=self.config.seed), spec, optim)
 
     def input_shape(self) -> tuple:
         return self.trainer.model.feature_shape

@@ -90,19 +90,22 @@ def declare_config(node, cls):
     Later changes are validated by building a new config; fields outside
     ``cls.LIVE`` are refused with a reason (they are read at start-up).
     """
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-    for name, kind in kinds.items():
+    # A field's ROS parameter is named after it unless its metadata names another ("model" for arch).
+    fields = {f.metadata.get("param") or f.name: f for f in dataclasses.fields(cls)}
+    for name, f in fields.items():
         # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.
-        node.declare_parameter(name, getattr(cls, name), ParameterDescriptor(dynamic_typing=True))
-    values = {name: _coerce(name, node.get_parameter(name).value, kind) for name, kind in kinds.items()}
-    config = cls(**values)  # ValueError on a bad YAML value: the node refuses to start
+        node.declare_parameter(name, f.default, ParameterDescriptor(dynamic_typing=True))
+    config = cls(**{f.name: _coerce(name, node.get_parameter(name).value, type(f.default))
+                    for name, f in fields.items()})  # ValueError on a bad YAML value: the node refuses to start
 
     def on_set(params):
         try:
-            changes = {p.name: _coerce(p.name, p.value, kinds[p.name]) for p in params if p.name in kinds}
+            changes = {fields[p.name].name: _coerce(p.name, p.value, type(fields[p.name].default))
+                       for p in params if p.name in fields}
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
-        frozen = [n for n in changes if n not in cls.LIVE and changes[n] != getattr(node.config, n)]
+        frozen = [p.name for p in params if p.name in fields and fields[p.name].name not in cls.LIVE
+                  and changes[fields[p.name].name] != getattr(node.config, fields[p.name].name)]
         if frozen:
             return SetParametersResult(successful=False,
                                        reason=f"{', '.join(frozen)} is read at start-up; restart the node")
