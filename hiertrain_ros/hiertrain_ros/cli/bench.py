@@ -5,14 +5,15 @@ from __future__ import annotations
 import signal
 import sys
 
+from .common import add_model_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks on emulated links (needs root: namespaces, tc, cgroups)")
     kinds = p.add_subparsers(dest="bench", required=True)
     link = kinds.add_parser("link", help="hierarchical vs full-cloud (raw, JPEG) vs split learning vs edge-only, "
                                          "real ROS 2 processes over a tbf-shaped veth between two namespaces")
-    link.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
-    link.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
+    add_model_options(link, skip=("num_classes",))  # the dataset sets it
     link.add_argument("--positions", default=None,
                       help="'all' or a list such as 1,3,5: run the hierarchical mode (or --modes) once per "
                            "position, and with --plot draw estimated vs measured epoch time per position")
@@ -21,11 +22,6 @@ def add_parser(sub) -> None:
     link.add_argument("--edge-cpu-quota", type=float, default=None,
                       help="edge CPU as a fraction of one core (cgroup v1 cfs quota); default: no limit")
     link.add_argument("--batch-size", type=int, default=32)
-    link.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    link.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8),
-                      help="bits per transmitted feature value (hierarchical and split)")
-    link.add_argument("--budget-bits", type=int, default=16384,
-                      help="per-sample bit budget that sets the compression channels (hierarchical and split)")
     link.add_argument("--modes", nargs="+", default=None,
                       help="some of: hierarchical fullcloud-raw fullcloud-jpeg split edge-only (default all)")
     link.add_argument("--window", type=int, default=2, help="un-acknowledged batches allowed on the wire")
