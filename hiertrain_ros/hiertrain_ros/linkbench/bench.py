@@ -62,8 +62,8 @@ class BenchConfig(SplitSpec):
 
     def worker(self, mode: str, **kw) -> WorkerConfig:
         return WorkerConfig(mode=mode, **asdict(self.model_spec()), samples=self.samples,
-                            batch_size=self.batch_size, seed=self.seed, window=self.window, jpeg_quality=self.jpeg_quality, data=self.data,
-                            done_timeout_s=self.mode_timeout_s, **kw)
+                            batch_size=self.batch_size, seed=self.seed, window=self.window,
+                            jpeg_quality=self.jpeg_quality, data=self.data, done_timeout_s=self.mode_timeout_s, **kw)
 
 
 def cpu_flops(threads: int, size: int = 384, seconds: float = 0.3) -> float:
