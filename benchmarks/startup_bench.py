@@ -2,8 +2,9 @@
 
 Starts each node alone as a real process (its own ROS domain, localhost discovery) from one or
 more source trees, and measures from process start to the node's ``features (...)`` log line
-(model built, checkpoint resumed, warmed up: the node is serving), and its memory from /proc at
-that moment: VmRSS (resident now) and VmHWM (peak resident so far).  Trees and repetitions are
+(model built, checkpoint resumed, warmed up: the node is serving), and from /proc at that moment
+its memory, VmRSS (resident now) and VmHWM (peak resident so far), and the CPU seconds it used
+(user + system: on a loaded machine the wall time mostly measures the other processes).  Trees and repetitions are
 interleaved so that a change in the machine's load hits every tree alike; the 1-minute load
 average is recorded around each run.
 
@@ -38,6 +39,11 @@ def _proc_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def start_once(tree: Path, node: str, width: float, domain: int, timeout_s: float) -> dict:
     """One start of ``node`` from ``tree``: seconds to ready and memory then."""
     overlay = tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False)
@@ -58,7 +64,7 @@ def start_once(tree: Path, node: str, width: float, domain: int, timeout_s: floa
             if select.select([proc.stdout], [], [], 0.5)[0]:
                 out += os.read(proc.stdout.fileno(), 65536)
         ready_s = time.perf_counter() - t0
-        rss, peak = _proc_kib(proc.pid, "VmRSS"), _proc_kib(proc.pid, "VmHWM")
+        rss, peak, cpu = _proc_kib(proc.pid, "VmRSS"), _proc_kib(proc.pid, "VmHWM"), _cpu_s(proc.pid)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -67,7 +73,7 @@ def start_once(tree: Path, node: str, width: float, domain: int, timeout_s: floa
             proc.kill()
             proc.wait()
         os.unlink(overlay.name)
-    return {"ready_s": ready_s, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024, "load_1min": load}
+    return {"ready_s": ready_s, "cpu_s": cpu, "rss_mib": rss / 1024, "peak_rss_mib": peak / 1024, "load_1min": load}
 
 
 def main() -> None:
@@ -89,7 +95,8 @@ def main() -> None:
                 for name, tree in trees.items():
                     r = start_once(Path(tree).resolve(), node, width, domain, args.timeout)
                     runs.setdefault((name, node, width), []).append(r)
-                    print(f"rep {rep} {name:>8} {node:<10} width {width:g}: {r['ready_s']:.2f} s, "
+                    print(f"rep {rep} {name:>8} {node:<10} width {width:g}: {r['ready_s']:.2f} s "
+                          f"({r['cpu_s']:.2f} s CPU), "
                           f"RSS {r['rss_mib']:.0f} MiB (peak {r['peak_rss_mib']:.0f}), load {r['load_1min']:.2f}",
                           flush=True)
     rows = []
@@ -97,15 +104,17 @@ def main() -> None:
         rows.append({"tree": name, "node": node, "width": width,
                      "ready_s_median": statistics.median(r["ready_s"] for r in rs),
                      "ready_s_min": min(r["ready_s"] for r in rs), "ready_s_max": max(r["ready_s"] for r in rs),
+                     "cpu_s_median": statistics.median(r["cpu_s"] for r in rs),
                      "rss_mib_median": statistics.median(r["rss_mib"] for r in rs),
                      "peak_rss_mib_median": statistics.median(r["peak_rss_mib"] for r in rs),
                      "load_1min_mean": statistics.fmean(r["load_1min"] for r in rs), "runs": rs})
     rows.sort(key=lambda r: (r["node"], r["width"], list(trees).index(r["tree"])))
-    print(f"\n{'node':<10} {'width':>5} {'tree':>8} {'ready s (median, min-max)':>26} {'RSS MiB':>8} "
-          f"{'peak MiB':>8} {'load':>5}")
+    print(f"\n{'node':<10} {'width':>5} {'tree':>8} {'ready s (median, min-max)':>26} {'CPU s':>6} "
+          f"{'RSS MiB':>8} {'peak MiB':>8} {'load':>5}")
     for r in rows:
         print(f"{r['node']:<10} {r['width']:>5g} {r['tree']:>8} {r['ready_s_median']:>10.2f} "
-              f"({r['ready_s_min']:.2f}-{r['ready_s_max']:.2f}){'':>4} {r['rss_mib_median']:>8.0f} "
+              f"({r['ready_s_min']:.2f}-{r['ready_s_max']:.2f}){'':>4} {r['cpu_s_median']:>6.2f} "
+              f"{r['rss_mib_median']:>8.0f} "
               f"{r['peak_rss_mib_median']:>8.0f} {r['load_1min_mean']:>5.2f}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"trees": trees, "reps": args.reps, "cpus": os.cpu_count(),
