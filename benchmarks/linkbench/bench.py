@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from hiertrain_ros.core.archs import SplitSpec
 from hiertrain_ros.linkbench.netns import LinkEmulator, tbf_limit_bytes
 
 from .nodes import run_hierarchical
@@ -32,15 +33,10 @@ PIPELINED = ("fullcloud-raw", "fullcloud-jpeg")
 
 
 @dataclass(frozen=True)
-class BenchConfig:
-    arch: str = "vgg16"
-    split_point: int = 3
+class BenchConfig(SplitSpec):
     link: str = "3g"
     samples: int = 512
     batch_size: int = 32
-    width: float = 0.25
-    bits: int = 4
-    budget_bits: int = 16384              # per-sample bit budget: sets the compression channels
     edge_cpu_quota: float | None = None   # cores; None = no CPU limit on the edge
     modes: tuple = MODES
     window: int = 2                       # un-acknowledged batches on the wire
@@ -55,13 +51,12 @@ class BenchConfig:
     camera_hz: float = 100.0              # hierarchical: camera_sim's rate; faster than the link drains batches
 
     def __post_init__(self):
+        super().__post_init__()
         bad = [m for m in self.modes if m not in MODES]
         if bad or not self.modes:
             raise ValueError(f"modes must be some of {MODES}, got {self.modes}")
         if self.samples < 1 or self.batch_size < 1 or self.epoch_samples < 1:
             raise ValueError("samples, batch_size and epoch_samples must be >= 1")
-        if self.bits not in (1, 2, 4, 8) or self.budget_bits < 1:
-            raise ValueError(f"bits must be 1, 2, 4 or 8 and budget_bits >= 1, got {self.bits}, {self.budget_bits}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if self.alpha is not None and not self.alpha >= 0:
@@ -73,16 +68,13 @@ class BenchConfig:
         if not self.camera_hz > 0:
             raise ValueError(f"camera_hz must be > 0, got {self.camera_hz}")
 
-    def spec(self):
-        from hiertrain_ros.core.models import SplitSpec
-
-        return SplitSpec(self.arch, self.split_point, width=self.width, bits=self.bits, budget_bits=self.budget_bits)
+    def spec(self) -> SplitSpec:
+        return self.model_spec()
 
     def worker(self, mode: str, **kw) -> WorkerConfig:
-        return WorkerConfig(mode=mode, arch=self.arch, split_point=self.split_point, width=self.width,
-                            bits=self.bits, budget_bits=self.budget_bits, samples=self.samples,
-                            batch_size=self.batch_size, seed=self.seed, window=self.window, jpeg_quality=self.jpeg_quality, data=self.data,
-                            done_timeout_s=self.mode_timeout_s, **kw)
+        return WorkerConfig(mode=mode, **asdict(self.model_spec()), samples=self.samples,
+                            batch_size=self.batch_size, seed=self.seed, window=self.window,
+                            jpeg_quality=self.jpeg_quality, data=self.data, done_timeout_s=self.mode_timeout_s, **kw)
 
 
 def cpu_flops(threads: int, size: int = 384, seconds: float = 0.3) -> float:

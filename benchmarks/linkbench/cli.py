@@ -10,6 +10,8 @@ import argparse
 import signal
 import sys
 
+from hiertrain_ros.cli.common import add_model_options
+
 PROG = "link_bench.py"
 
 
@@ -18,8 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="hierarchical (the package's edge_node and cloud_node) vs full-cloud (raw, JPEG) vs "
                                "split learning vs edge-only, real ROS 2 processes over a tbf-shaped veth between two "
                                "namespaces (needs root: namespaces, tc, cgroups)")
-    link.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
-    link.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
+    add_model_options(link, skip=("num_classes",))  # the dataset sets it
     link.add_argument("--positions", default=None,
                       help="'all' or a list such as 1,3,5: run the hierarchical mode (or --modes) once per "
                            "position, and with --plot draw estimated vs measured epoch time per position")
@@ -28,11 +29,6 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--edge-cpu-quota", type=float, default=None,
                       help="edge CPU as a fraction of one core (cgroup v1 cfs quota); default: no limit")
     link.add_argument("--batch-size", type=int, default=32)
-    link.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    link.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8),
-                      help="bits per transmitted feature value (hierarchical and split)")
-    link.add_argument("--budget-bits", type=int, default=16384,
-                      help="per-sample bit budget that sets the compression channels (hierarchical and split)")
     link.add_argument("--modes", nargs="+", default=None,
                       help="some of: hierarchical fullcloud-raw fullcloud-jpeg split edge-only (default all)")
     link.add_argument("--window", type=int, default=2, help="un-acknowledged batches allowed on the wire")

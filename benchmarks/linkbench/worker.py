@@ -26,21 +26,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hiertrain_ros.core.archs import SplitSpec
+
 MODES = ("fullcloud-raw", "fullcloud-jpeg", "split", "edge-only")  # the baselines
 FEATURES_TOPIC = "linkbench/batches"
 ACKS_TOPIC = "linkbench/acks"
 GRADIENTS_TOPIC = "linkbench/gradients"
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig(SplitSpec):
     mode: str
-    arch: str = "vgg16"
-    split_point: int = 3
-    width: float = 0.25
-    bits: int = 4
-    budget_bits: int = 16384   # per-sample bit budget that sets the compression channels
-    num_classes: int = 10
     samples: int = 256
     batch_size: int = 32
     seed: int = 0
@@ -57,11 +53,8 @@ class WorkerConfig:
         return -(-self.samples // self.batch_size)
 
 
-def _spec(cfg: WorkerConfig):
-    from hiertrain_ros.core.models import SplitSpec
-
-    return SplitSpec(cfg.arch, cfg.split_point, num_classes=cfg.num_classes, width=cfg.width, bits=cfg.bits,
-                     budget_bits=cfg.budget_bits)
+def _spec(cfg: WorkerConfig) -> SplitSpec:
+    return cfg.model_spec()
 
 
 def _optim(cfg: WorkerConfig):

@@ -11,7 +11,6 @@ but the same weights answer the same frames on every run (what a replay needs)."
 from __future__ import annotations
 
 import contextlib
-import threading
 
 from builtin_interfaces.msg import Time
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
@@ -20,7 +19,7 @@ from . import conversions
 from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
 from .core.link import BatchLedger
-from .core.models import build_split
+from .core.models import build_cloud
 from .core.replay import FifoSampler
 from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
@@ -64,8 +63,7 @@ class CloudNode(TrainerNode):
         return [*super().loops(), *([(self._answer_pending, "cloud server", 0.0)] if self.serving is not None else [])]
 
     def make_trainer(self, spec, optim):
-        _, cloud = build_split(spec, seed=self.config.seed)
-        return CloudTrainer(cloud, spec, optim)
+        return CloudTrainer(build_cloud(spec, seed=self.config.seed), spec, optim)
 
     def input_shape(self) -> tuple:
         return self.trainer.model.feature_shape

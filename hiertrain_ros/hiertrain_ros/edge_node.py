@@ -15,7 +15,7 @@ from .core.config import EdgeConfig
 from .core.data import frames_to_tensor
 from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
-from .core.models import build_split
+from .core.models import build_edge
 from .core.replay import FifoSampler
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, resolve_robot_id, run_node,
@@ -77,8 +77,7 @@ class EdgeNode(TrainerNode):
         return spill
 
     def make_trainer(self, spec, optim):
-        edge, _ = build_split(spec, seed=self.config.seed)
-        return EdgeTrainer(edge, spec, optim)
+        return EdgeTrainer(build_edge(spec, seed=self.config.seed), spec, optim)
 
     def input_shape(self) -> tuple:
         return (3, INPUT_SIZE, INPUT_SIZE)

@@ -109,6 +109,12 @@ def declare_config(node, cls):
     return read_config(node, cls)
 
 
+def _param_fields(cls) -> dict:
+    """ROS parameter name -> dataclass field: a field's parameter is named after it unless its
+    metadata names another ("model" for ``arch``)."""
+    return {f.metadata.get("param") or f.name: f for f in dataclasses.fields(cls)}
+
+
 def declare_parameters(node, cls) -> None:
     """Declare one typed parameter per field of ``cls``; ``node.config`` holds the config.
 
@@ -116,21 +122,23 @@ def declare_parameters(node, cls) -> None:
     managed node not configured yet) any valid value is taken: configure reads it.  Once
     there is a config, fields outside ``cls.LIVE`` are refused with a reason.
     """
-    kinds = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-    for name in kinds:
+    fields = _param_fields(cls)
+    for name, f in fields.items():
         # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.
-        node.declare_parameter(name, getattr(cls, name), ParameterDescriptor(dynamic_typing=True))
+        node.declare_parameter(name, f.default, ParameterDescriptor(dynamic_typing=True))
 
     def on_set(params):
         try:
-            changes = {p.name: _coerce(p.name, p.value, kinds[p.name]) for p in params if p.name in kinds}
+            changes = {fields[p.name].name: _coerce(p.name, p.value, type(fields[p.name].default))
+                       for p in params if p.name in fields}
         except ValueError as exc:
             return SetParametersResult(successful=False, reason=str(exc))
         if not changes:  # another component's parameter
             return SetParametersResult(successful=True)
         current = node.config
-        frozen = [] if current is None else [n for n in changes
-                                             if n not in cls.LIVE and changes[n] != getattr(current, n)]
+        frozen = [] if current is None else [
+            p.name for p in params if p.name in fields and fields[p.name].name not in cls.LIVE
+            and changes[fields[p.name].name] != getattr(current, fields[p.name].name)]
         if frozen:
             return SetParametersResult(successful=False, reason=f"{', '.join(frozen)} is read at start-up "
                                        "(a managed node's configure); restart or reconfigure the node")
@@ -147,10 +155,11 @@ def declare_parameters(node, cls) -> None:
 
 
 def read_config(node, cls, changes: dict | None = None):
-    """The config the node's parameters (with ``changes`` applied) describe; ValueError on a bad
-    value (the node refuses to start)."""
-    values = {f.name: node.get_parameter(f.name).value for f in dataclasses.fields(cls)} | (changes or {})
-    return cls(**{f.name: _coerce(f.name, values[f.name], type(f.default)) for f in dataclasses.fields(cls)})
+    """The config the node's parameters (with ``changes``, keyed by field name, applied) describe;
+    ValueError on a bad value (the node refuses to start)."""
+    values = {f.name: _coerce(name, node.get_parameter(name).value, type(f.default))
+              for name, f in _param_fields(cls).items()}
+    return cls(**(values | (changes or {})))
 
 
 def _coerce(name: str, value, kind):

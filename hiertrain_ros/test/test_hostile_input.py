@@ -388,6 +388,8 @@ def test_live_edge_refuses_bad_parameters(ros_env, tmp_path):
         assert not result.successful, result
         [result] = _set_parameters(mon, "edge_node", batch_size=64)
         assert not result.successful and "start-up" in result.reason, result
+        [result] = _set_parameters(mon, "edge_node", model="resnet18")  # the ROS name of SplitSpec.arch
+        assert not result.successful and "model is read at start-up" in result.reason, result
         [result] = _set_parameters(mon, "edge_node", link_budget_bps=-1.0)
         assert not result.successful and "link_budget_bps" in result.reason, result
         assert _get_parameter(mon, "edge_node", "predict_every") == 1

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from hiertrain_ros.core.models import (ARCHS, SplitSpec, build_model, build_split, count_params, positions,
-                                       split_model)
+from hiertrain_ros.core.models import (ARCHS, SplitSpec, build_cloud, build_edge, build_model, build_split,
+                                       count_params, linear_exit, positions, split_model)
 
 WIDTH = 0.125
 
@@ -66,3 +66,71 @@ def test_bad_arch_and_width_rejected():
         build_model("alexnet")
     with pytest.raises(ValueError, match="width"):
         build_model("vgg16", width=0)
+
+
+# -- the arch table, the side builders and the exits seam ------------------------------------------
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_table_shapes_match_the_built_parts(arch):
+    for p in positions(arch):
+        spec = SplitSpec(arch, p, width=WIDTH)
+        edge, cloud = build_edge(spec, seed=0), build_cloud(spec, seed=0)
+        features, _ = edge(torch.randn(2, 3, 32, 32))
+        assert tuple(features.shape[1:]) == spec.feature_shape == edge.feature_shape == cloud.feature_shape
+        assert edge.compress[0].in_channels == spec.backbone_channels
+        # The same modules, in the same order and with the same names, as a cut full model.
+        cut_edge, cut_cloud = split_model(build_model(arch, width=WIDTH), spec)
+        for built, cut in ((edge, cut_edge), (cloud, cut_cloud)):
+            assert {k: v.shape for k, v in built.state_dict().items()} == \
+                   {k: v.shape for k, v in cut.state_dict().items()}
+
+
+def test_each_side_alone_gives_the_split_weights():
+    spec = SplitSpec("resnet18", 2, width=WIDTH)
+    edge, cloud = build_split(spec, seed=3)
+    for alone, part in ((build_edge(spec, seed=3), edge), (build_cloud(spec, seed=3), cloud)):
+        assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), part.state_dict().values()))
+    other = build_edge(spec, seed=4)
+    assert not torch.equal(other.compress[0].weight, edge.compress[0].weight)
+
+
+def test_spec_validates_without_torch_and_checks_positions():
+    with pytest.raises(ValueError, match="split_point for resnet18 must be in 1..7"):
+        SplitSpec("resnet18", 8)
+    with pytest.raises(ValueError, match="width"):
+        SplitSpec(width=5)
+    assert SplitSpec("vgg16", 3).feature_shape == (16, 16, 16)
+
+
+def test_two_exits_on_the_edge_forward_and_train():
+    from hiertrain_ros.core.training import EdgeTrainer, OptimConfig
+
+    spec = SplitSpec("vgg16", 4, width=WIDTH)
+    heads = []
+
+    def head(channels, height, width, classes):
+        heads.append((channels, height, width, classes))
+        return linear_exit(channels, height, width, classes)
+
+    edge = build_edge(spec, seed=0, exits=(2,), exit_head=head)
+    assert heads == [(8, 32, 32, 10), (*spec.feature_shape, 10)]  # position 2: 64 x 0.125 channels, 32x32
+    x = torch.randn(4, 3, 32, 32)
+    features, (first, last) = edge.forward_exits(x)
+    assert first.shape == last.shape == (4, 10) and tuple(features.shape[1:]) == spec.feature_shape
+    assert torch.equal(edge(x)[1], last) and edge.early_exit is edge.exits[-1]
+
+    trainer = EdgeTrainer(edge, spec, OptimConfig(lr=1e-2))
+    before = [p.detach().clone() for p in edge.exits.parameters()]
+    labels = torch.randint(0, 10, (4,))
+    result, payload = trainer.train_step(x, labels)
+    assert result.samples == 4 and payload.shape[1:] == spec.feature_shape
+    assert all(not torch.equal(b, p) for b, p in zip(before, edge.exits.parameters()))  # both exits learn
+    with pytest.raises(ValueError, match="before the split"):
+        build_edge(spec, exits=(4,))
+
+
+def test_checkpoint_from_before_the_exits_list_loads():
+    edge = build_edge(SplitSpec("vgg16", 3, width=WIDTH), seed=0)
+    state = {k.replace("exits.0.", "early_exit."): v + 1 for k, v in edge.state_dict().items()}
+    edge.load_state_dict(state)
+    assert torch.equal(edge.early_exit[1].weight, state["early_exit.1.weight"])

@@ -1,9 +1,30 @@
-"""Small helpers shared by the verbs: JSON output, table printing and topic remaps."""
+"""Small helpers shared by the verbs: the model options, JSON output, table printing and topic remaps."""
 
 from __future__ import annotations
 
+import argparse
 import json
+from dataclasses import fields
 from pathlib import Path
+
+from ..core.archs import SplitSpec
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """``--model``, ``--position``, ``--width``, ``--bits``, ``--budget-bits``, ``--num-classes``:
+    one option per :class:`SplitSpec` field (except the ``skip`` ones), with its default."""
+    for f in fields(SplitSpec):
+        if f.name not in skip:
+            parser.add_argument(f.metadata["flag"], type=type(f.default), default=f.default,
+                                choices=f.metadata["choices"], help=f"{f.metadata['help']} (default {f.default})")
+
+
+def spec_from_args(args: argparse.Namespace, **given) -> SplitSpec:
+    """The model description from :func:`add_model_options`' options; ``given`` fields (e.g. a
+    split_point or num_classes the verb finds itself) take the place of skipped options."""
+    values = {f.name: getattr(args, f.metadata["flag"][2:].replace("-", "_")) for f in fields(SplitSpec)
+              if f.name not in given}
+    return SplitSpec(**values, **given)
 
 
 def write_json(path: str | None, data) -> None:

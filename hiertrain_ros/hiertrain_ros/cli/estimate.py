@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from .common import add_model_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("estimate", help="estimate one-epoch training runtime per separation position (Eq. 1-5)")
-    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    add_model_options(p, skip=("split_point",))
     p.add_argument("--position", default="all", help="separation position (paper numbering) or 'all'")
     p.add_argument("--link", default="3g", help="3g, 4g or an upload speed in bits/s")
     p.add_argument("--samples", type=int, default=50000, help="samples per epoch (CIFAR-10: 50000)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
-    p.add_argument("--num-classes", type=int, default=10)
     add_runtime_arguments(p)
     p.add_argument("--json", default=None, help="write the estimates to this file")
     p.set_defaults(func=run)
@@ -42,7 +41,7 @@ def runtime_params(args, s_net: float):
 
 
 def parse_positions(value: str, arch: str) -> list[int]:
-    from ..core.models import positions
+    from ..core.archs import positions
 
     valid = positions(arch)
     if value.strip().lower() == "all":
@@ -58,9 +57,9 @@ def parse_positions(value: str, arch: str) -> list[int]:
 
 
 def run(args) -> int:
-    from ..core.models import SplitSpec, build_model
+    from ..core.models import build_model
     from ..core.runtime import estimate_epoch, measure_forward_times, parse_link
-    from .common import print_table, write_json
+    from .common import print_table, spec_from_args, write_json
 
     s_net = parse_link(args.link)
     params = runtime_params(args, s_net)
@@ -68,7 +67,7 @@ def run(args) -> int:
     model = build_model(args.model, num_classes=args.num_classes, width=args.width)
     rows, results, t_full = [], [], None
     for position in chosen:
-        spec = SplitSpec(args.model, position, num_classes=args.num_classes, width=args.width, bits=args.bits)
+        spec = spec_from_args(args, split_point=position)
         t_edge, t_cloud, measured_full = measure_forward_times(
             spec, args.batch_size, args.reps, args.device, model=model, include_full=t_full is None,
             warmup=args.warmup)

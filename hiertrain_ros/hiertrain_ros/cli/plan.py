@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+from .common import add_model_options
 from .estimate import add_runtime_arguments, parse_positions, runtime_params
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1e3, "mb": 1e6, "gb": 1e9,
@@ -29,7 +30,7 @@ def parse_bytes(value: str) -> float:
 
 def add_parser(sub) -> None:
     p = sub.add_parser("plan", help="select the edge/cloud separation position (Algorithm 1)")
-    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    add_model_options(p, skip=("split_point", "num_classes"))  # candidates below; the dataset sets classes
     p.add_argument("--positions", default="all", help="candidate positions: 'all' or e.g. 2,3,5")
     p.add_argument("--edge-memory", default=None, help="available edge memory in bytes (e.g. 2e6, 64MiB); "
                    "omitted: Loop 1 skipped")
@@ -41,8 +42,6 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=1, help="total training epochs per position in Loop 4")
     p.add_argument("--subset", type=int, default=None, help="train on the first N training images")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
     p.add_argument("--seed", type=int, default=0)
@@ -58,6 +57,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..core.data import load_dataset
     from ..core.models import SplitSpec, build_model
+    from .common import spec_from_args
     from ..core.planner import InProcessTrainer, edge_param_bytes, select_position
     from ..core.runtime import LINK_PRESETS, estimate_epoch, measure_forward_times, parse_link
     from .common import print_table, write_json
@@ -76,7 +76,7 @@ def run(args) -> int:
     model = build_model(args.model, num_classes=train.num_classes, width=args.width)
 
     def spec_for(position: int) -> SplitSpec:
-        return SplitSpec(args.model, position, num_classes=train.num_classes, width=args.width, bits=args.bits)
+        return spec_from_args(args, split_point=position, num_classes=train.num_classes)
 
     forward_cache: dict = {}
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from .common import add_model_options
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ["position", "feature", "edge_params", "cloud_params", "full_params", "edge_MACs", "cloud_MACs",
@@ -12,13 +14,8 @@ COLUMNS = ["position", "feature", "edge_params", "cloud_params", "full_params", 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("profile", help="parameters, training MACs and bits per sample at each separation position")
-    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
+    add_model_options(p, skip=("split_point",))
     p.add_argument("--position", default="all", help="separation position N (paper numbering) or 'all'")
-    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8), help="quantizer bits")
-    p.add_argument("--budget-bits", type=int, default=16384,
-                   help="per-sample bit budget that sets the compression channels")
-    p.add_argument("--width", type=float, default=1.0, help="channel width multiplier")
-    p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32, help="samples sharing one 32-bit scale")
     p.add_argument("--json", default=None, help="write the table to this file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write Figs 5-7 style PNGs into DIR")

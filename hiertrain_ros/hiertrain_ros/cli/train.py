@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from .common import add_model_options
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train offline (no ROS) and report test accuracy")
-    p.add_argument("--model", default="vgg16", choices=("vgg16", "resnet18"))
-    p.add_argument("--position", type=int, default=3, help="separation position (paper numbering)")
+    add_model_options(p, skip=("num_classes",))  # the dataset sets it
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
     p.add_argument("--mode", default="hierarchical", choices=("hierarchical", "full-cloud"))
-    p.add_argument("--width", type=float, default=0.25, help="channel width multiplier")
-    p.add_argument("--bits", type=int, default=4, choices=(1, 2, 4, 8))
-    p.add_argument("--budget-bits", type=int, default=16384, help="per-sample bit budget of the features")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
@@ -22,17 +20,18 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
+    from dataclasses import asdict
+
     from tqdm import tqdm
 
     from ..core.data import load_dataset
     from ..core.training import TrainConfig, train_offline
-    from .common import print_table, write_json
+    from .common import print_table, spec_from_args, write_json
 
-    config = TrainConfig(arch=args.model, split_point=args.position, mode=args.mode, width=args.width,
-                         bits=args.bits, budget_bits=args.budget_bits, epochs=args.epochs,
-                         batch_size=args.batch_size, seed=args.seed)
     train = load_dataset(args.data, "train").subset(args.subset)
     test = load_dataset(args.data, "test").subset(args.test_subset)
+    config = TrainConfig(**asdict(spec_from_args(args, num_classes=train.num_classes)), mode=args.mode,
+                         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     with tqdm(total=config.epochs * len(train), unit="img", desc=f"{args.mode} {args.model}") as bar:
         def progress(done, total, loss):
             bar.update(done - bar.n)

@@ -3,28 +3,24 @@
 Each field's default is the ROS parameter default; ``LIVE`` names the fields a
 node accepts changing while it runs (the others are read at start-up).
 
-torch is imported only inside the methods of the model-bearing configs: importing
-it costs ~1 GB of RSS with the CUDA wheels, which the fallback node and the camera
-simulator should not pay on a robot.
+torch-free: importing torch costs ~1 GB of RSS with the CUDA wheels, which the
+fallback node and the camera simulator should not pay on a robot.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .codec import MAX_ROBOT_ID, VALID_BITS
-
-ARCHS = ("vgg16", "resnet18")
+from .archs import ARCHS, SplitSpec  # noqa: F401 (ARCHS re-exported)
+from .codec import MAX_ROBOT_ID
+from .optim import OptimConfig, paper_optim
 
 
 @dataclass(frozen=True)
-class ModelParams:
-    model: str = "vgg16"          # vgg16 or resnet18
-    split_point: int = 3          # separation position, paper numbering
-    width: float = 0.25           # channel multiplier (1.0 = the paper's network)
-    num_classes: int = 10
-    bits: int = 4                 # quantization bits on the link
-    budget_bits: int = 16384      # per-sample bit budget that sets the compression channels
+class ModelParams(SplitSpec):
+    """The model description (ROS parameters ``model``, ``split_point``, ``width``, ...) plus how this
+    node trains it."""
+
     optimizer: str = ""           # "" = the paper's (Adam for VGG, SGD+cosine for ResNet)
     lr: float = 0.0               # 0 = the paper's learning rate
     seed: int = 0
@@ -33,20 +29,9 @@ class ModelParams:
     LIVE = ()
 
     def __post_init__(self):
-        from .models import positions
-
-        if self.model not in ARCHS:
-            raise ValueError(f"model must be one of {ARCHS}, got {self.model!r}")
-        if self.split_point not in positions(self.model):
-            raise ValueError(f"split_point for {self.model} must be in 1..{positions(self.model)[-1]}, "
-                             f"got {self.split_point}")
-        if self.bits not in VALID_BITS:
-            raise ValueError(f"bits must be one of {VALID_BITS}, got {self.bits}")
-        if not 0 < self.width <= 4:
-            raise ValueError(f"width must be in (0, 4], got {self.width}")
-        if self.num_classes < 2 or self.budget_bits < 1 or self.lr < 0:
-            raise ValueError(f"num_classes >= 2, budget_bits >= 1, lr >= 0 required, got "
-                             f"{self.num_classes}, {self.budget_bits}, {self.lr}")
+        super().__post_init__()
+        if self.lr < 0:
+            raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.torch_threads < 0:
             raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.optimizer not in ("", "adam", "sgd"):
@@ -58,16 +43,11 @@ class ModelParams:
         if self.torch_threads:
             torch.set_num_threads(self.torch_threads)
 
-    def spec(self):
-        from .models import SplitSpec
+    def spec(self) -> SplitSpec:
+        return self.model_spec()
 
-        return SplitSpec(self.model, self.split_point, num_classes=self.num_classes, width=self.width,
-                         bits=self.bits, budget_bits=self.budget_bits)
-
-    def optim(self):
-        from .training import paper_optim
-
-        optim = paper_optim(self.model)
+    def optim(self) -> OptimConfig:
+        optim = paper_optim(self.arch)
         if self.optimizer:
             optim = replace(optim, name=self.optimizer, lr=self.lr or (2e-4 if self.optimizer == "adam" else 0.1))
         elif self.lr:

@@ -1,149 +1,225 @@
-"""Splittable VGG-16-bn and ResNet-18 for 32x32 inputs, built from torchvision.
+"""Splittable VGG-16-bn and ResNet-18 for 32x32 inputs, built from torchvision's parts.
 
 A split at separation position ``split_point`` gives an :class:`EdgeModel`
-(the first layers, a compression convolution and a one-layer early exit) and a
+(the first layers, a compression convolution and one or more exits) and a
 :class:`CloudModel` (the remaining layers, whose first convolution accepts the
-compressed channels).  Positions follow Sepehri et al.: VGG-16 position p is
-after the p-th convolution (with its BN and ReLU), ResNet-18 position p is after
-the p-th residual block.
+compressed channels).  :func:`build_edge` and :func:`build_cloud` allocate only
+their own part, so a node never holds the other side's layers; the positions and
+shapes come from the torch-free table in :mod:`.archs`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
-from .config import ARCHS
-from .frames import INPUT_SIZE
+from .archs import (ARCHS, DEFAULT_BITS, DEFAULT_BUDGET_BITS, POSITIONS, RESNET18_STAGES, VGG16_CFG,  # noqa: F401
+                    SplitSpec, check_width, compressed_channels, position, positions, scaled)
+from .frames import INPUT_SIZE  # noqa: F401 (re-exported)
 
-DEFAULT_BITS = 4
-# 2/3 of a raw 32x32x3 8-bit image: keeps every split cheaper to send than the image.
-DEFAULT_BUDGET_BITS = 16384
-
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-_RESNET18_PLANES = (64, 128, 256, 512)
+# (channels, height, width, classes) -> a module mapping an N x C x H x W map to N x classes logits.
+ExitHead = Callable[[int, int, int, int], nn.Module]
 
 
-def _scaled(channels: int, width: float) -> int:
-    return max(1, int(round(channels * width)))
+def linear_exit(channels: int, height: int, width: int, classes: int) -> nn.Module:
+    """The paper's early exit: a single FC layer keeps the edge's memory low."""
+    return nn.Sequential(nn.Flatten(1), nn.Linear(channels * height * width, classes))
+
+
+class _CifarVGG(nn.Module):
+    """torchvision's VGG without its ImageNet head: after five poolings a 32x32 input is 1x1."""
+
+    forward = tv_vgg.VGG.forward
+
+    def __init__(self, features: nn.Sequential, classifier: nn.Sequential):
+        super().__init__()
+        self.features = features
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = classifier
+
+
+class _CifarResNet(nn.Module):
+    """torchvision's ResNet-18 with a CIFAR stem (3x3 stride-1 convolution, no max-pool)."""
+
+    forward = tv_resnet.ResNet._forward_impl
+
+    def __init__(self, stem: list[nn.Module], blocks: list[nn.Module], fc: nn.Linear):
+        super().__init__()
+        self.conv1, self.bn1, self.relu, self.maxpool = stem
+        start = 0
+        for i, (_, n, _) in enumerate(RESNET18_STAGES, 1):
+            setattr(self, f"layer{i}", nn.Sequential(*blocks[start:start + n]))
+            start += n
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = fc
+
+
+# -- the networks as flat lists of units, built a slice at a time --------------------------------
+
+def _vgg_cfg(width: float) -> list:
+    return [v if v == "M" else scaled(v, width) for v in VGG16_CFG]
+
+
+def _vgg_features(cfg: list) -> list[nn.Module]:
+    layers = list(tv_vgg.make_layers(cfg, batch_norm=True))
+    for m in layers:  # torchvision VGG's initialisation of its features
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.constant_(m.bias, 0)
+    return layers
+
+
+def _vgg_classifier(width: float, num_classes: int) -> nn.Sequential:
+    # The CIFAR-style head (512-512-classes) instead of ImageNet's 7x7x512 -> 4096 -> 4096 one.
+    hidden = scaled(512, width)
+    return nn.Sequential(
+        nn.Linear(scaled(VGG16_CFG[-2], width), hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def _vgg_cfg_cut(cfg: list, split_point: int) -> int:
+    """Index into ``cfg`` just after the ``split_point``-th convolution."""
+    return [i for i, v in enumerate(cfg) if v != "M"][split_point - 1] + 1
+
+
+def _resnet_block_shapes(width: float) -> list[tuple[int, int, int]]:
+    """(in channels, planes, stride) of each basic block."""
+    shapes, inplanes = [], scaled(RESNET18_STAGES[0][0], width)
+    for planes, blocks, stride in RESNET18_STAGES:
+        planes = scaled(planes, width)
+        for b in range(blocks):
+            shapes.append((inplanes, planes, stride if b == 0 else 1))
+            inplanes = planes
+    return shapes
+
+
+def _basic_block(inplanes: int, planes: int, stride: int) -> nn.Module:
+    downsample = None
+    if stride != 1 or inplanes != planes:
+        downsample = nn.Sequential(tv_resnet.conv1x1(inplanes, planes, stride), nn.BatchNorm2d(planes))
+    return tv_resnet.BasicBlock(inplanes, planes, stride, downsample)
+
+
+def _resnet_stem(width: float) -> list[nn.Module]:
+    planes = scaled(RESNET18_STAGES[0][0], width)
+    # CIFAR stem: a 3x3 stride-1 convolution and no max-pool keep 32x32 resolution.
+    return [nn.Conv2d(3, planes, kernel_size=3, stride=1, padding=1, bias=False), nn.BatchNorm2d(planes),
+            nn.ReLU(inplace=True), nn.Identity()]
+
+
+def _kaiming_convs(units: list[nn.Module]) -> list[nn.Module]:
+    for unit in units:  # torchvision ResNet's initialisation
+        for m in unit.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return units
+
+
+def _resnet_blocks(width: float, first: int, last: int) -> list[nn.Module]:
+    return _kaiming_convs([_basic_block(*s) for s in _resnet_block_shapes(width)[first:last]])
+
+
+def _head_units(head: nn.Module, pool: nn.Module) -> list[nn.Module]:
+    return [pool, nn.Flatten(1), head]
+
+
+# -- full model ------------------------------------------------------------------------------------
+
+def _check(arch: str, num_classes: int, width: float) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+    check_width(width)
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
 
 
 def build_model(arch: str, *, num_classes: int = 10, width: float = 1.0) -> nn.Module:
     """Full (unsplit) network for 32x32 inputs; the full-cloud baseline trains this."""
-    if width <= 0:
-        raise ValueError(f"width must be > 0, got {width}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+    _check(arch, num_classes, width)
     if arch == "vgg16":
-        return _build_vgg16(num_classes, width)
-    if arch == "resnet18":
-        return _build_resnet18(num_classes, width)
-    raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-
-
-def _build_vgg16(num_classes: int, width: float) -> nn.Module:
-    cfg = [v if v == "M" else _scaled(v, width) for v in _VGG16_CFG]
-    model = tv_vgg.VGG(tv_vgg.make_layers(cfg, batch_norm=True), num_classes=num_classes)
-    # After five poolings a 32x32 input is 1x1: the CIFAR-style head (512-512-classes)
-    # replaces ImageNet's 7x7x512 -> 4096 -> 4096 one.
-    hidden = _scaled(512, width)
-    model.avgpool = nn.AdaptiveAvgPool2d(1)
-    model.classifier = nn.Sequential(
-        nn.Linear(cfg[-2], hidden), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(hidden, hidden), nn.ReLU(True), nn.Dropout(0.5),
-        nn.Linear(hidden, num_classes),
-    )
-    return model
-
-
-def _build_resnet18(num_classes: int, width: float) -> nn.Module:
-    model = tv_resnet.ResNet(tv_resnet.BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-    planes = [_scaled(p, width) for p in _RESNET18_PLANES]
-    # CIFAR stem: a 3x3 stride-1 convolution and no max-pool keep 32x32 resolution.
-    model.inplanes = planes[0]
-    model.conv1 = nn.Conv2d(3, planes[0], kernel_size=3, stride=1, padding=1, bias=False)
-    model.bn1 = nn.BatchNorm2d(planes[0])
-    model.maxpool = nn.Identity()
-    model.layer1 = model._make_layer(tv_resnet.BasicBlock, planes[0], 2)
-    model.layer2 = model._make_layer(tv_resnet.BasicBlock, planes[1], 2, stride=2)
-    model.layer3 = model._make_layer(tv_resnet.BasicBlock, planes[2], 2, stride=2)
-    model.layer4 = model._make_layer(tv_resnet.BasicBlock, planes[3], 2, stride=2)
-    model.fc = nn.Linear(planes[3], num_classes)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    return model
+        return _CifarVGG(nn.Sequential(*_vgg_features(_vgg_cfg(width))), _vgg_classifier(width, num_classes))
+    blocks = _resnet_blocks(width, 0, None)
+    return _CifarResNet(_kaiming_convs(_resnet_stem(width)), blocks, nn.Linear(blocks[-1].conv2.out_channels,
+                                                                                 num_classes))
 
 
 def _units(arch: str, model: nn.Module) -> tuple[list[nn.Module], list[int]]:
-    """Model as a flat list of modules plus, per position, how many units the edge keeps."""
+    """A full model as a flat list of units, plus per position how many units the edge keeps."""
+    ends = [p.end for p in POSITIONS[arch]]
     if arch == "vgg16":
-        units = list(model.features) + [model.avgpool, nn.Flatten(1), model.classifier]
-        ends = [i + 1 for i, m in enumerate(units) if isinstance(m, nn.ReLU)]
-        return units, ends[:-1]  # after the 13th conv nothing but the classifier is left
+        return list(model.features) + _head_units(model.classifier, model.avgpool), ends
     stem = [model.conv1, model.bn1, model.relu, model.maxpool]
     blocks = [b for layer in (model.layer1, model.layer2, model.layer3, model.layer4) for b in layer]
-    units = stem + blocks + [model.avgpool, nn.Flatten(1), model.fc]
-    ends = [len(stem) + i + 1 for i in range(len(blocks))]
-    return units, ends[:-1]  # after the 8th block only the classifier is left
+    return stem + blocks + _head_units(model.fc, model.avgpool), ends
 
 
-def positions(arch: str) -> list[int]:
-    """Valid separation positions of ``arch`` (1-based, paper numbering)."""
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-    _, ends = _units(arch, build_model(arch, width=1 / 64))
-    return list(range(1, len(ends) + 1))
-
-
-def compressed_channels(channels: int, height: int, width: int, *, bits: int, budget_bits: int) -> int:
-    """Most channels whose b-bit map of one sample fits the bit budget (at least 1)."""
-    return max(1, min(channels, budget_bits // (bits * height * width)))
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Everything both sides must agree on; a fingerprint of the model_id travels with every feature batch."""
-
-    arch: str
-    split_point: int
-    num_classes: int = 10
-    width: float = 1.0
-    bits: int = DEFAULT_BITS
-    budget_bits: int = DEFAULT_BUDGET_BITS
-
-    @property
-    def model_id(self) -> str:
-        return (f"{self.arch}-w{self.width:g}-c{self.num_classes}-p{self.split_point}"
-                f"-b{self.bits}-B{self.budget_bits}")
-
+# -- the two parts ---------------------------------------------------------------------------------
 
 class EdgeModel(nn.Module):
-    """Edge layers + compression conv + early exit; returns (compressed features, early-exit logits)."""
+    """Edge layers + compression conv + exits; ``forward`` returns (compressed features, last exit's logits).
 
-    def __init__(self, backbone: nn.Sequential, in_channels: int, feature_hw: tuple[int, int],
-                 compressed: int, num_classes: int):
+    ``exits[-1]`` reads the compressed features (the paper's early exit); any exit before it reads the
+    backbone's output after unit ``exit_ends[i]`` (progressive inference answers from the first that is
+    confident enough).  The edge trains from the sum of all exits' losses.
+    """
+
+    def __init__(self, backbone: nn.Sequential, in_channels: int, feature_shape: tuple[int, int, int],
+                 num_classes: int, *, taps: tuple[tuple[int, tuple[int, int, int]], ...] = (),
+                 exit_head: ExitHead = linear_exit):
         super().__init__()
         self.backbone = backbone
+        compressed = feature_shape[0]
         # ReLU at the end makes the map non-negative, so the quantizer's zero point is 0.
         self.compress = nn.Sequential(
             nn.Conv2d(in_channels, compressed, kernel_size=3, padding=1, bias=False),
             nn.BatchNorm2d(compressed),
             nn.ReLU(inplace=True),
         )
-        # A single FC layer keeps the edge's memory low (as in the paper).
-        self.early_exit = nn.Sequential(nn.Flatten(1), nn.Linear(compressed * feature_hw[0] * feature_hw[1], num_classes))
-        self.feature_shape = (compressed, *feature_hw)
+        self.exit_ends = tuple(end for end, _ in taps)
+        if list(self.exit_ends) != sorted(set(self.exit_ends)) or any(not 0 < e < len(backbone)
+                                                                      for e in self.exit_ends):
+            raise ValueError(f"exit taps must be increasing units inside the backbone (1..{len(backbone) - 1}), "
+                             f"got {self.exit_ends}")
+        self.exits = nn.ModuleList([exit_head(*shape, num_classes) for _, shape in taps]
+                                   + [exit_head(*feature_shape, num_classes)])
+        self.feature_shape = tuple(feature_shape)
+
+    @property
+    def early_exit(self) -> nn.Module:
+        """The exit on the compressed features (the only one by default)."""
+        return self.exits[-1]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.compress(self.backbone(x))
-        return features, self.early_exit(features)
+        features, logits = self.forward_exits(x)
+        return features, logits[-1]
+
+    def forward_exits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Compressed features and every exit's logits, the earliest first."""
+        if not self.exit_ends:
+            features = self.compress(self.backbone(x))
+            return features, [self.exits[-1](features)]
+        logits = []
+        for i, unit in enumerate(self.backbone, 1):
+            x = unit(x)
+            if i in self.exit_ends:
+                logits.append(self.exits[len(logits)](x))
+        features = self.compress(x)
+        return features, logits + [self.exits[-1](features)]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the exits list name the one exit "early_exit".
+        old = prefix + "early_exit."
+        for key in [k for k in state_dict if k.startswith(old)]:
+            state_dict[f"{prefix}exits.{len(self.exits) - 1}.{key[len(old):]}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class CloudModel(nn.Module):
@@ -152,7 +228,7 @@ class CloudModel(nn.Module):
     def __init__(self, body: nn.Sequential, feature_shape: tuple[int, int, int]):
         super().__init__()
         self.body = body
-        self.feature_shape = feature_shape
+        self.feature_shape = tuple(feature_shape)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.body(features)
@@ -164,47 +240,75 @@ def _accepting(module: nn.Module, channels: int) -> nn.Module:
         return nn.Conv2d(channels, module.out_channels, module.kernel_size, module.stride,
                          module.padding, bias=module.bias is not None)
     if isinstance(module, tv_resnet.BasicBlock):
-        planes, stride = module.conv1.out_channels, module.conv1.stride[0]
-        downsample = None
-        if stride != 1 or channels != planes:
-            downsample = nn.Sequential(tv_resnet.conv1x1(channels, planes, stride), nn.BatchNorm2d(planes))
-        return tv_resnet.BasicBlock(channels, planes, stride, downsample)
+        return _basic_block(channels, module.conv1.out_channels, module.conv1.stride[0])
     raise TypeError(f"cannot rebuild {type(module).__name__} for new input channels")
 
 
-def split_model(model: nn.Module, spec: SplitSpec) -> tuple[EdgeModel, CloudModel]:
-    """Cut ``model`` (from :func:`build_model` with the same spec) at ``spec.split_point``.
+def _edge(spec: SplitSpec, backbone: list[nn.Module], exits: tuple[int, ...], exit_head: ExitHead) -> EdgeModel:
+    taps = []
+    for p in exits:
+        if not 1 <= p < spec.split_point:
+            raise ValueError(f"exit positions must be in 1..{spec.split_point - 1} (before the split), got {p}")
+        at = position(spec.arch, p)
+        taps.append((at.end, (scaled(at.channels, spec.width), at.size, at.size)))
+    return EdgeModel(nn.Sequential(*backbone), spec.backbone_channels, spec.feature_shape, spec.num_classes,
+                     taps=tuple(taps), exit_head=exit_head)
 
-    The parts are deep copies, so the edge and the cloud never share a tensor.
-    """
-    if spec.bits not in (1, 2, 4, 8):
-        raise ValueError(f"bits must be 1, 2, 4 or 8, got {spec.bits}")
-    units, ends = _units(spec.arch, model)
-    if not 1 <= spec.split_point <= len(ends):
-        raise ValueError(f"split_point for {spec.arch} must be in 1..{len(ends)}, got {spec.split_point}")
-    cut = ends[spec.split_point - 1]
-    backbone = copy.deepcopy(nn.Sequential(*units[:cut]))
-    rest = copy.deepcopy(units[cut:])
 
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        _, channels, h, w = backbone(torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)).shape
-    backbone.train(was_training)
-    compressed = compressed_channels(channels, h, w, bits=spec.bits, budget_bits=spec.budget_bits)
-
+def _cloud(spec: SplitSpec, rest: list[nn.Module]) -> CloudModel:
     first = next(i for i, m in enumerate(rest) if isinstance(m, (nn.Conv2d, tv_resnet.BasicBlock)))
-    rest[first] = _accepting(rest[first], compressed)
-    edge = EdgeModel(backbone, channels, (h, w), compressed, spec.num_classes)
-    cloud = CloudModel(nn.Sequential(*rest), edge.feature_shape)
-    return edge, cloud
+    rest[first] = _accepting(rest[first], spec.feature_shape[0])
+    return CloudModel(nn.Sequential(*rest), spec.feature_shape)
+
+
+def _seed(seed: int | None, part: int) -> None:
+    # Each part draws from a stream of its own, so a node builds its part alone and gets the same
+    # weights as the offline trainer that builds both.
+    if seed is not None:
+        torch.manual_seed(2 * seed + part)
+
+
+def build_edge(spec: SplitSpec, *, seed: int | None = None, exits: tuple[int, ...] = (),
+               exit_head: ExitHead = linear_exit) -> EdgeModel:
+    """The edge part alone; ``exits`` adds exits after those positions (before the split)."""
+    _seed(seed, 0)
+    if spec.arch == "vgg16":
+        cfg = _vgg_cfg(spec.width)
+        backbone = _vgg_features(cfg[:_vgg_cfg_cut(cfg, spec.split_point)])
+    else:
+        backbone = _kaiming_convs(_resnet_stem(spec.width)) + _resnet_blocks(spec.width, 0, spec.split_point)
+    return _edge(spec, backbone, exits, exit_head)
+
+
+def build_cloud(spec: SplitSpec, *, seed: int | None = None) -> CloudModel:
+    """The cloud part alone."""
+    _seed(seed, 1)
+    if spec.arch == "vgg16":
+        cfg = _vgg_cfg(spec.width)
+        rest = _vgg_features(cfg[_vgg_cfg_cut(cfg, spec.split_point):])
+        head = _vgg_classifier(spec.width, spec.num_classes)
+        pool = nn.AdaptiveAvgPool2d(1)
+    else:
+        rest = _resnet_blocks(spec.width, spec.split_point, None)
+        head = nn.Linear(rest[-1].conv2.out_channels, spec.num_classes)
+        pool = nn.AdaptiveAvgPool2d((1, 1))
+    return _cloud(spec, rest + _head_units(head, pool))
 
 
 def build_split(spec: SplitSpec, *, seed: int | None = None) -> tuple[EdgeModel, CloudModel]:
-    """Fresh edge and cloud parts for ``spec`` (seeded when ``seed`` is given)."""
-    if seed is not None:
-        torch.manual_seed(seed)
-    return split_model(build_model(spec.arch, num_classes=spec.num_classes, width=spec.width), spec)
+    """Fresh edge and cloud parts for ``spec``: the same weights as :func:`build_edge` and
+    :func:`build_cloud` give for ``seed``."""
+    return build_edge(spec, seed=seed), build_cloud(spec, seed=seed)
+
+
+def split_model(model: nn.Module, spec: SplitSpec) -> tuple[EdgeModel, CloudModel]:
+    """Cut a full ``model`` (from :func:`build_model` with the same spec) at ``spec.split_point``.
+
+    The parts are deep copies, so the edge and the cloud never share a tensor.
+    """
+    units, ends = _units(spec.arch, model)
+    end = ends[spec.split_point - 1]
+    return _edge(spec, copy.deepcopy(units[:end]), (), linear_exit), _cloud(spec, copy.deepcopy(units[end:]))
 
 
 def count_params(module: nn.Module) -> int:

@@ -11,7 +11,7 @@ import copy
 import logging
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -20,40 +20,11 @@ from torch import nn
 
 from . import codec
 from .data import Frames, batches
-from .models import CloudModel, EdgeModel, SplitSpec, build_model, build_split
+from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
+from .optim import OptimConfig, paper_optim  # noqa: F401 (re-exported: trainers take them)
 from .splits import FixedSplit, Route, Split, SplitContext, SplitPolicy
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    name: str = "adam"          # "adam" (the paper's VGG-16 setting) or "sgd" (its ResNet-18 setting)
-    lr: float = 2e-4            # paper: 2e-4 for Adam, 0.1 for SGD
-    momentum: float = 0.9       # SGD only
-    weight_decay: float = 0.0   # L2 penalty; 5e-4 is usual with SGD
-    cosine_steps: int = 0       # cosine-annealing period in steps; 0 keeps lr constant
-    warmup_steps: int = 0       # the first steps ramp the lr up linearly from lr / warmup_steps
-
-    def __post_init__(self):
-        if self.name not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.name!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.warmup_steps < 0 or self.cosine_steps < 0:
-            raise ValueError(f"warmup_steps and cosine_steps must be >= 0, got {self.warmup_steps}, "
-                             f"{self.cosine_steps}")
-
-
-def paper_optim(arch: str, total_steps: int = 0) -> OptimConfig:
-    """The paper's optimizer for ``arch``: Adam 2e-4 for VGG-16, SGD 0.1 + cosine for ResNet-18.
-
-    ResNet-18 also warms up over 100 steps (not in the paper): at the full 0.1 from the first
-    step, the compression layer's ReLU could die within ten steps (every feature 0, nothing
-    learnt after; seen with an 8192-bit budget, seed 0)."""
-    if arch == "resnet18":
-        return OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4, cosine_steps=total_steps, warmup_steps=100)
-    return OptimConfig()
 
 
 class _Trainer:
@@ -165,8 +136,9 @@ class EdgeTrainer(_Trainer):
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[StepResult, codec.FeaturePayload]:
         self._follow(self.policy.choose(SplitContext(step=self.step)))
         self.model.train()
-        features, logits = self.model(images)
-        edge_loss = F.cross_entropy(logits, labels)
+        features, exits = self.model.forward_exits(images)
+        logits = exits[-1]
+        edge_loss = sum(F.cross_entropy(z, labels) for z in exits)
         # The payload carries this forward pass's features: the cloud works on them
         # while the edge runs its own backward pass.
         payload = self._payload(features, labels.numpy(), **meta)
@@ -292,32 +264,30 @@ class FullCloudTrainer(_Trainer):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    arch: str = "vgg16"
-    split_point: int = 3
+class TrainConfig(SplitSpec):
+    """The model description plus how to train it offline."""
+
     mode: str = "hierarchical"  # or "full-cloud"
-    width: float = 1.0          # channel multiplier; 0.25 trains Fashion-MNIST in minutes on a CPU
-    bits: int = codec.VALID_BITS[2]
-    budget_bits: int = 16384    # per-sample bit budget that sets the compression channels
     epochs: int = 1
     batch_size: int = 32
     seed: int = 0
     optim: OptimConfig | None = None  # None: the paper's optimizer for arch
 
     def __post_init__(self):
+        super().__post_init__()
         if self.mode not in ("hierarchical", "full-cloud"):
             raise ValueError(f"mode must be 'hierarchical' or 'full-cloud', got {self.mode!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
 
     def spec(self, num_classes: int) -> SplitSpec:
-        return SplitSpec(self.arch, self.split_point, num_classes=num_classes, width=self.width,
-                         bits=self.bits, budget_bits=self.budget_bits)
+        return replace(self.model_spec(), num_classes=num_classes)
 
 
 def make_trainers(spec: SplitSpec, optim: OptimConfig, *, seed: int | None = 0) -> tuple[EdgeTrainer, CloudTrainer]:
-    edge, cloud = build_split(spec, seed=seed)
-    return EdgeTrainer(edge, spec, optim), CloudTrainer(cloud, spec, optim)
+    """Both trainers, with the same weights the edge and cloud nodes build for ``seed``."""
+    return (EdgeTrainer(build_edge(spec, seed=seed), spec, optim),
+            CloudTrainer(build_cloud(spec, seed=seed), spec, optim))
 
 
 def evaluate_hierarchical(edge: EdgeTrainer, cloud: CloudTrainer, frames: Frames,
