@@ -1,14 +1,18 @@
 """Scenarios (streams that change): parsing and its errors, each domain transform as specified,
-seeded byte-identical streams, segment classes, held-out frames that follow the segment, and
-scenario bags whose labels carry the segment.  No ROS graph."""
+seeded byte-identical streams, segment classes, held-out frames that follow the segment,
+scenario bags whose labels carry the segment, and (one real-DDS test) the camera simulator
+playing a scenario with the segment in its truth and label messages."""
 
 import numpy as np
 import pytest
 import torch
 import yaml
 from torchvision.transforms.v2 import functional as F
+from waiting import wait_for
 
 from hiertrain_ros import bags
+from hiertrain_ros.ros_common import RECORD_QOS, TOPICS
+from hiertrain_ros.runner import Graph, MonitorThread
 from hiertrain_ros.core import scenarios
 from hiertrain_ros.core.data import Frames
 from hiertrain_ros.core.scenarios import Scenario, Segment, Transform, apply_transform, parse_scenario, stream
@@ -229,3 +233,34 @@ def test_scenario_bag_labels_carry_the_segment(tmp_path):
         assert topic == (bags.TOPIC_TRUTH if want.held_out else bags.TOPIC_LABELS)
     assert [lbl.segment for _, lbl in labels] == [0] * 12 + [1] * 8
     assert {lbl.class_id for _, lbl in labels[12:]} == {2}
+
+
+# -- the camera simulator on real DDS --------------------------------------------------------------
+@pytest.mark.system
+def test_camera_sim_plays_a_scenario_and_truth_carries_the_segment(ros_env, tmp_path):
+    from hiertrain_interfaces.msg import Label
+
+    spec = tmp_path / "two.yaml"
+    spec.write_text(yaml.safe_dump([{"frames": 300, "classes": [0, 1]},
+                                    {"frames": 300, "classes": [2, 3], "transform": {"rotation": 90}}]))
+    graph = Graph(("camera_sim",), log_dir=tmp_path / "logs",
+                  overrides={"camera_sim": {"scenario": str(spec), "rate_hz": 100.0, "holdout_every": 3}})
+    monitor = MonitorThread()
+    got = {"truth": [], "labels": []}
+    for topic in got:
+        monitor.node.create_subscription(Label, "/" + TOPICS[topic], lambda m, t=topic: got[t].append(m), RECORD_QOS)
+    log = tmp_path / "logs" / "camera_sim.log"
+    graph.start()
+    try:
+        wait_for(lambda: log.exists() and "done: " in log.read_text(), 90, "the scenario to play to its end",
+                 lambda: f"({len(got['truth'])} truth, {len(got['labels'])} labels so far)")
+        wait_for(lambda: got["truth"] and got["truth"][-1].segment == 1, 10, "the last truth messages")
+    finally:
+        codes = graph.stop()
+        monitor.close()
+    assert codes["camera_sim"] == 0
+    assert "done: 600 frames, 200 held out" in log.read_text()
+    for topic, msgs in got.items():
+        segments = [m.segment for m in msgs]
+        assert segments == sorted(segments) and set(segments) == {0, 1}, topic  # late joiners may miss a few
+        assert all(m.class_id in ((0, 1), (2, 3))[m.segment] for m in msgs), topic
