@@ -241,13 +241,14 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
     Label = store.types[LABEL_TYPE]
     start = time.time_ns() if start_ns is None else int(start_ns)
     period = 1e9 / rate_hz
+    frames = scenario_frames(data, subset, holdout_every, seed, scenario)  # bad input fails before the bag exists
     n = held_out = 0
     segments = set()
     with BagWriter(out, storage) as writer:
         writer.add_topic(TOPIC_IMAGE, IMAGE_TYPE)
         writer.add_topic(TOPIC_LABELS, LABEL_TYPE)
         writer.add_topic(TOPIC_TRUTH, LABEL_TYPE)
-        for i, item in enumerate(scenario_frames(data, subset, holdout_every, seed, scenario)):
+        for i, item in enumerate(frames):
             frame, label, held, segment = item.frame, item.label, item.held_out, item.segment
             if width or height:
                 frame = resize_nearest(frame, height or frame.shape[0], width or frame.shape[1])

@@ -233,6 +233,9 @@ def test_scenario_bag_labels_carry_the_segment(tmp_path):
         assert topic == (bags.TOPIC_TRUTH if want.held_out else bags.TOPIC_LABELS)
     assert [lbl.segment for _, lbl in labels] == [0] * 12 + [1] * 8
     assert {lbl.class_id for _, lbl in labels[12:]} == {2}
+    with pytest.raises(ValueError, match="got 'no_such'"):
+        bags.make_bag(tmp_path / "none", scenario="no_such")
+    assert not (tmp_path / "none").exists()  # refused before the bag is created
 
 
 # -- the camera simulator on real DDS --------------------------------------------------------------

@@ -264,12 +264,15 @@ def stream(scenario: Scenario, train, test, holdout_every: int, seed: int = 0) -
     """
     if holdout_every < 1:
         raise ValueError(f"holdout_every must be >= 1, got {holdout_every}")
-    num_classes = train.num_classes
     for i, seg in enumerate(scenario.segments):
-        bad = [c for c in seg.classes or () if c >= num_classes]
+        bad = [c for c in seg.classes or () if c >= train.num_classes]
         if bad:
             raise ValueError(f"scenario {scenario.name or ''} segment {i}: class {bad[0]} is not in the dataset "
-                             f"({num_classes} classes)")
+                             f"({train.num_classes} classes)")
+    return _frames(scenario, train, test, holdout_every, seed)
+
+
+def _frames(scenario: Scenario, train, test, holdout_every: int, seed: int) -> Iterator[StreamFrame]:
     rng = np.random.default_rng(seed)
     train_order, test_order = rng.permutation(len(train)), rng.permutation(len(test))
     sets = {"train": (train, train_order), "test": (test, test_order)}
