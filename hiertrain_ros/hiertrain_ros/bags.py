@@ -12,6 +12,7 @@ Errors meant for the user are ``ValueError`` (malformed bag, bad argument) and
 
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 import struct
@@ -25,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+from .core.frames import resize_nearest
 
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_LABELS = "/hiertrain/labels"
@@ -194,40 +197,36 @@ class BagWriter:
         return False
 
 
-def resize_nearest(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    if frame.shape[:2] == (height, width):
-        return frame
-    rows = np.arange(height) * frame.shape[0] // height
-    cols = np.arange(width) * frame.shape[1] // width
-    return np.ascontiguousarray(frame[rows][:, cols])
+def scenario_frames(data: str, count: int, holdout_every: int, seed: int = 0, scenario: str = ""):
+    """core.scenarios.StreamFrame items in camera_sim's order: every k-th frame a test image.
+
+    ``scenario`` (a YAML path or a shipped name) plays its segments, ``count`` capping it
+    (0 = all of it); without one, ``count`` frames of the dataset as it is.
+    """
+    from .core.data import load_dataset
+    from .core.scenarios import load_scenario, plain, stream
+
+    if count < (0 if scenario else 1):
+        raise ValueError(f"--subset must be >= {0 if scenario else 1}, got {count}")
+    if holdout_every < 1:
+        raise ValueError(f"--holdout-every must be >= 1, got {holdout_every}")
+    plan = load_scenario(scenario) if scenario else plain(count)
+    frames = stream(plan, load_dataset(data, "train"), load_dataset(data, "test"), holdout_every, seed)
+    return itertools.islice(frames, count or None)
 
 
 def camera_sequence(data: str, count: int, holdout_every: int, seed: int = 0):
-    """(frame, class, held_out) in camera_sim's order: every k-th frame a test image."""
-    from .core.data import load_dataset
-
-    if count < 1:
-        raise ValueError(f"--subset must be >= 1, got {count}")
-    if holdout_every < 1:
-        raise ValueError(f"--holdout-every must be >= 1, got {holdout_every}")
-    train, test = load_dataset(data, "train"), load_dataset(data, "test")
-    rng = np.random.default_rng(seed)
-    train_order, test_order = rng.permutation(len(train)), rng.permutation(len(test))
-    held = 0
-    for sent in range(count):
-        if (sent + 1) % holdout_every == 0:
-            i = test_order[held % len(test)]
-            held += 1
-            yield test.images[i], int(test.labels[i]), True
-        else:
-            i = train_order[(sent - held) % len(train)]
-            yield train.images[i], int(train.labels[i]), False
+    """(frame, class, held_out) in camera_sim's order without a scenario."""
+    return ((f.frame, f.label, f.held_out) for f in scenario_frames(data, count, holdout_every, seed))
 
 
 def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, rate_hz: float = 30.0,
              storage: str = "mcap", holdout_every: int = 5, seed: int = 0, width: int = 0, height: int = 0,
-             start_ns: int | None = None, label_delay_ns: int = 1000) -> dict:
+             start_ns: int | None = None, label_delay_ns: int = 1000, scenario: str = "") -> dict:
     """Write ``subset`` camera frames at ``rate_hz`` plus their labels (or held-out truth).
+
+    With ``scenario`` the frames are the scenario's (``subset`` 0 = all of it) and every label
+    carries its segment.
 
     Frame i is stamped (and logged) at ``start + i / rate``; its label names the frame's
     stamp in its header and is logged ``label_delay_ns`` later, as a labeller would.
@@ -242,12 +241,15 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
     Label = store.types[LABEL_TYPE]
     start = time.time_ns() if start_ns is None else int(start_ns)
     period = 1e9 / rate_hz
+    frames = scenario_frames(data, subset, holdout_every, seed, scenario)  # bad input fails before the bag exists
     n = held_out = 0
+    segments = set()
     with BagWriter(out, storage) as writer:
         writer.add_topic(TOPIC_IMAGE, IMAGE_TYPE)
         writer.add_topic(TOPIC_LABELS, LABEL_TYPE)
         writer.add_topic(TOPIC_TRUTH, LABEL_TYPE)
-        for i, (frame, label, held) in enumerate(camera_sequence(data, subset, holdout_every, seed)):
+        for i, item in enumerate(frames):
+            frame, label, held, segment = item.frame, item.label, item.held_out, item.segment
             if width or height:
                 frame = resize_nearest(frame, height or frame.shape[0], width or frame.shape[1])
             t = start + round(i * period)
@@ -257,12 +259,13 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
                           is_bigendian=0, step=w * 3,
                           data=np.ascontiguousarray(frame, dtype=np.uint8).reshape(-1))
             writer.write(TOPIC_IMAGE, t, store.serialize_cdr(image, IMAGE_TYPE))
-            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label)
+            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label, segment=segment)
             writer.write(TOPIC_TRUTH if held else TOPIC_LABELS, t + label_delay_ns,
                          store.serialize_cdr(label_msg, LABEL_TYPE))
             n += 1
             held_out += held
-    return {"bag": str(out), "frames": n, "held_out": held_out, "labelled": n - held_out,
+            segments.add(segment)
+    return {"bag": str(out), "frames": n, "held_out": held_out, "labelled": n - held_out, "segments": len(segments),
             "rate_hz": rate_hz, "storage": storage, "duration_s": (n - 1) / rate_hz if n else 0.0}
 
 

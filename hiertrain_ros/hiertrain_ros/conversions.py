@@ -46,10 +46,11 @@ def label_from_msg(msg: Label, num_classes: int) -> tuple[int, int]:
     return stamp.sec * 1_000_000_000 + stamp.nanosec, int(msg.class_id)
 
 
-def label_msg(stamp, class_id: int) -> Label:
+def label_msg(stamp, class_id: int, segment: int = 0) -> Label:
     msg = Label()
     msg.header.stamp = stamp
     msg.class_id = int(class_id)
+    msg.segment = int(segment)
     return msg
 
 

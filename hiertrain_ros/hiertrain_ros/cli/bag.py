@@ -9,7 +9,11 @@ def add_parser(sub) -> None:
 
     m = bag_sub.add_parser("make", help="write a dataset as a camera recording (frames + stamped labels)")
     m.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
-    m.add_argument("--subset", type=int, default=1000, help="number of frames (default 1000)")
+    m.add_argument("--subset", type=int, default=None,
+                   help="number of frames (default 1000; with --scenario, all of the scenario's)")
+    m.add_argument("--scenario", default="",
+                   help="play a scenario: a YAML file or a shipped name (class_incremental, domain_shift, "
+                        "recurring); labels carry the segment")
     m.add_argument("--rate", type=float, default=30.0, help="frame rate of the recording in Hz (default 30)")
     m.add_argument("--out", required=True, help="bag directory to create")
     m.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
@@ -57,9 +61,15 @@ def _make(args) -> int:
     from .. import bags
     from .common import write_json
 
-    summary = bags.make_bag(args.out, args.data, args.subset, args.rate, args.storage, args.holdout_every,
-                            args.seed, args.width, args.height, args.start_ns)
-    print(f"wrote {summary['frames']} frames ({summary['held_out']} held out) at {summary['rate_hz']:g} Hz, "
+    if args.scenario:
+        import torch
+
+        torch.set_num_threads(1)  # transforms of single 32x32 frames: worker threads would only contend
+    subset = args.subset if args.subset is not None else (0 if args.scenario else 1000)
+    summary = bags.make_bag(args.out, args.data, subset, args.rate, args.storage, args.holdout_every,
+                            args.seed, args.width, args.height, args.start_ns, scenario=args.scenario)
+    print(f"wrote {summary['frames']} frames ({summary['held_out']} held out"
+          f"{', %d segments' % summary['segments'] if args.scenario else ''}) at {summary['rate_hz']:g} Hz, "
           f"{summary['duration_s']:.2f} s, to {summary['bag']} ({summary['storage']})")
     write_json(getattr(args, "json", None), summary)
     return 0

@@ -134,8 +134,9 @@ class CameraConfig:
     width_px: int = 32              # published frame size; the edge resizes to the model input
     height_px: int = 32
     holdout_every: int = 5          # every k-th frame is a held-out test image, published unlabelled
-    max_frames: int = 0             # stop after this many frames; 0 = run forever
+    max_frames: int = 0             # stop after this many frames; 0 = run forever (or to the scenario's end)
     seed: int = 0
+    scenario: str = ""              # a scenario YAML or a shipped name (domain_shift); "" = the dataset as is
 
     LIVE = ("rate_hz",)
 

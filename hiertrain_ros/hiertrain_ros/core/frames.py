@@ -33,3 +33,12 @@ def decode_frame(encoding: str, height: int, width: int, step: int, data) -> np.
     if encoding == "bgr8":
         return raw[:, :, ::-1]
     return np.repeat(raw, 3, axis=2)
+
+
+def resize_nearest(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour resize of an H x W x C frame (a camera at another resolution), contiguous."""
+    if frame.shape[:2] == (height, width):
+        return frame
+    rows = np.arange(height) * frame.shape[0] // height
+    cols = np.arange(width) * frame.shape[1] // width
+    return np.ascontiguousarray(frame[rows][:, cols])
