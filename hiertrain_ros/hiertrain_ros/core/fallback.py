@@ -112,6 +112,10 @@ class FallbackArbiter:
         if path is not None:
             self.reliability[path].update(outcome.confidence, outcome.correct)
 
+    def _record(self, path: str, stamp, answer) -> None:
+        if answer[1] is not None:
+            self.metrics.answer(path, stamp, answer[1], answer[2])
+
     def _emit(self, stamp, answer, reason: int):
         """``answer`` is (prediction, class_id, confidence)."""
         prediction, class_id, confidence = answer
@@ -140,17 +144,17 @@ class FallbackArbiter:
     def on_edge(self, stamp, prediction, class_id: int | None = None, confidence: float = 0.0) -> list:
         """Returns the outputs to publish now.  Without ``class_id`` the answer is served but not scored."""
         with self._lock:
-            if class_id is not None:
-                self.metrics.answer("edge", stamp, class_id, confidence)
-            if stamp in self._answered:
-                return []
+            # A waiting answer is scored once its frame is decided: the choice must not learn
+            # from the label of the very frame it chooses for.
             answer = (prediction, class_id, confidence)
-            if not self.cloud_alive():
-                return [self._emit(stamp, answer, REASON_SOLE)]
+            if stamp in self._answered or not self.cloud_alive():
+                self._record("edge", stamp, answer)
+                return [] if stamp in self._answered else [self._emit(stamp, answer, REASON_SOLE)]
             self._pending[stamp] = (self._clock() + self.grace, answer)
             out = []
             while len(self._pending) > self._max:
                 old_stamp, (_, old) = self._pending.popitem(last=False)
+                self._record("edge", old_stamp, old)
                 out.append(self._emit(old_stamp, old, REASON_SOLE))
             return out
 
@@ -160,16 +164,19 @@ class FallbackArbiter:
             self.foreign += 1
             return []
         with self._lock:
-            if class_id is not None:
-                self.metrics.answer("cloud", stamp, class_id, confidence)
+            cloud = (prediction, class_id, confidence)
             if stamp in self._answered:
                 self.late_cloud += 1
+                self._record("cloud", stamp, cloud)
                 return []
-            cloud = (prediction, class_id, confidence)
             pending = self._pending.pop(stamp, None)
             if pending is None:  # the edge's answer is not there (yet): the cloud's is the only one
+                self._record("cloud", stamp, cloud)
                 return [self._emit(stamp, cloud, REASON_SOLE)]
-            return [self._emit(stamp, *self._choose(pending[1], cloud))]
+            chosen, reason = self._choose(pending[1], cloud)
+            self._record("edge", stamp, pending[1])
+            self._record("cloud", stamp, cloud)
+            return [self._emit(stamp, chosen, reason)]
 
     def poll(self) -> tuple[list, bool]:
         """Edge answers whose wait is over (all of them when the cloud is down), and liveness."""
@@ -185,6 +192,7 @@ class FallbackArbiter:
                 if alive and deadline > now:
                     break
                 self._pending.popitem(last=False)
+                self._record("edge", stamp, answer)
                 out.append(self._emit(stamp, answer, REASON_SOLE))
             return out, alive
 
