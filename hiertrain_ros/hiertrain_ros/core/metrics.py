@@ -226,6 +226,7 @@ def summarize(labels: dict, answers: dict, truth: dict | None = None, window: in
     over_time = {p: blocks([o.correct for o in per_path[p]], window) for p in paths}
     report = {
         "window": window,
+        "fraction": fraction,
         "segments": sorted({seg for _, seg in labels.values()} | {seg for _, seg in (truth or {}).values()}),
         "prequential": {p: {"accuracy": _mean(o.correct for o in per_path[p]), "frames": len(per_path[p])}
                         for p in paths},
