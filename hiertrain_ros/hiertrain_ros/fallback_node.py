@@ -81,8 +81,9 @@ class FallbackNode(Node):
         self._publish(due)
         if alive != self._alive:
             self._alive = alive
-            self.get_logger().info("cloud is up: serving cloud predictions" if alive
-                                   else "cloud heartbeat lost: serving the edge's early exit")
+            up = ("cloud is up: serving the cloud's answers" if self.config.arbiter == "cloud_first"
+                  else "cloud is up: serving the likelier right of the edge's and the cloud's answers")
+            self.get_logger().info(up if alive else "cloud heartbeat lost: serving the edge's early exit")
             self.publish_status()
 
     def _publish(self, predictions) -> None:
