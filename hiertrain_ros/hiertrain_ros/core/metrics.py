@@ -3,8 +3,9 @@
 Definitions (``W`` is the window, in frames of the sequence at hand):
 
 - **Prequential accuracy** (test, then train): the share of labelled frames a path answered
-  correctly.  The edge answers a frame when it arrives and trains on it only once its label has
-  filled a batch, so every answer scored here was given before that frame was trained on.  Per
+  correctly.  The edge answers a frame (and sends its features for the cloud's answer) when it
+  arrives, and trains on it (and sends it for the cloud's training) only once its label has
+  filled a batch, so the answers scored here come before that frame is trained on.  Per
   segment (the label's ``segment``) and over time (non-overlapping blocks of ``W`` labelled
   frames, in stamp order; the last block may be shorter).
 - **Held-out accuracy** per segment: the same join on the truth topic's frames, never trained on.
