@@ -257,7 +257,7 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
                           is_bigendian=0, step=w * 3,
                           data=np.ascontiguousarray(frame, dtype=np.uint8).reshape(-1))
             writer.write(TOPIC_IMAGE, t, store.serialize_cdr(image, IMAGE_TYPE))
-            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label)
+            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label, segment=0)
             writer.write(TOPIC_TRUTH if held else TOPIC_LABELS, t + label_delay_ns,
                          store.serialize_cdr(label_msg, LABEL_TYPE))
             n += 1
