@@ -194,3 +194,15 @@ def test_every_stamp_answered_exactly_once_with_labels(events):
     assert all(n == 1 for n in per_stamp.values()), per_stamp
     assert set(per_stamp) == edge_stamps | cloud_stamps
     assert sum(arb.reasons) == len(emitted)
+
+
+def test_fallback_config_checks_the_arbiter_settings():
+    from hiertrain_ros.core.config import FallbackConfig
+
+    assert FallbackConfig().arbiter == "best"
+    with pytest.raises(ValueError, match="arbiter"):
+        FallbackConfig(arbiter="fastest")
+    with pytest.raises(ValueError, match="recent_window"):
+        FallbackConfig(recent_window=0)
+    with pytest.raises(ValueError, match="calibration_horizon"):
+        FallbackConfig(calibration_horizon=0.5)
