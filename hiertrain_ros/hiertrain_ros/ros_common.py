@@ -57,6 +57,7 @@ TOPICS = {
     "edge_metrics": "hiertrain/edge/metrics",
     "cloud_metrics": "hiertrain/cloud/metrics",
     "consumed": "hiertrain/edge/consumed",
+    "adaptation": "hiertrain/adaptation",
 }
 
 

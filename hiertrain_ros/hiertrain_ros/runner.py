@@ -16,10 +16,12 @@ from pathlib import Path
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, LinkStatus, Prediction, TrainingMetrics
+from hiertrain_interfaces.msg import (AdaptationMetrics, FeatureBatch, Heartbeat, Label, LinkStatus, Prediction,
+                                      TrainingMetrics)
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
+from .core.metrics import summarize
 from .ros_common import (LATCHED_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
                          stamp_ns)
 
@@ -115,9 +117,12 @@ QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "outbox_spilled", "unacked
 class Monitor(Node):
     """Joins held-out truth with predictions; counts every topic of the graph."""
 
-    def __init__(self, name: str = "hiertrain_monitor", **node_kwargs):
+    def __init__(self, name: str = "hiertrain_monitor", metrics_window: int = 50, **node_kwargs):
         super().__init__(name, **node_kwargs)
         self.truth: dict[int, int] = {}
+        self.segments: dict[int, int] = {}  # held-out frame stamp -> its scenario segment
+        self.labels: dict[int, tuple[int, int]] = {}  # labelled frame stamp -> (class, segment)
+        self.metrics_window = metrics_window  # labelled (held-out) frames per point of the adaptation metrics
         self.predictions: dict[str, dict[int, tuple[int, int, float]]] = {"edge": {}, "cloud": {}, "output": {}}
         # Timing lists hold when the *sender* published (DDS source timestamp), on this
         # process's monotonic clock: what a node did, not when this monitor got round to it.
@@ -132,6 +137,7 @@ class Monitor(Node):
         self.edge_batch_times: dict[int, float] = {}  # when the edge trained (and produced) each batch
         self.cloud_batch_times: dict[int, float] = {}  # when the cloud trained each batch (the last time)
         self.link: LinkStatus | None = None
+        self.live_adaptation: AdaptationMetrics | None = None  # the fallback's latest
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
@@ -139,7 +145,7 @@ class Monitor(Node):
         self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
-        self.create_subscription(Label, TOPICS["labels"], lambda m: self._count("labels"), RELIABLE_QOS)
+        self.create_subscription(Label, TOPICS["labels"], self._on_label, RELIABLE_QOS)
         for key, topic in (("edge", "edge_prediction"), ("cloud", "cloud_prediction"), ("output", "prediction")):
             self.create_subscription(Prediction, TOPICS[topic], lambda m, info, k=key: self._on_prediction(k, m, info),
                                      RECORD_QOS)
@@ -148,6 +154,8 @@ class Monitor(Node):
             self.create_subscription(TrainingMetrics, TOPICS[f"{role}_metrics"],
                                      lambda m, info, r=role: self._on_metrics(r, m, info), RECORD_QOS)
         self.create_subscription(LinkStatus, TOPICS["link_status"], self._on_link, LATCHED_QOS)
+        self.create_subscription(AdaptationMetrics, TOPICS["adaptation"],
+                                 lambda m: setattr(self, "live_adaptation", m), RECORD_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, heartbeat_qos(1.0))
 
@@ -155,14 +163,16 @@ class Monitor(Node):
         """The message's source timestamp on this process's monotonic clock."""
         return info["source_timestamp"] * 1e-9 - self._wall_minus_mono
 
-    def _count(self, key: str) -> None:
-        with self._lock:
-            self.counts[key] += 1
-
     def _on_truth(self, msg: Label) -> None:
         with self._lock:
             self.truth[stamp_ns(msg.header.stamp)] = msg.class_id
+            self.segments[stamp_ns(msg.header.stamp)] = msg.segment
             self.counts["held_out_frames"] += 1
+
+    def _on_label(self, msg: Label) -> None:
+        with self._lock:
+            self.labels[stamp_ns(msg.header.stamp)] = (msg.class_id, msg.segment)
+            self.counts["labels"] += 1
 
     def _on_prediction(self, key: str, msg: Prediction, info) -> None:
         with self._lock:
@@ -225,8 +235,16 @@ class Monitor(Node):
             hits = [(self.predictions[key][s][0] == y) for s, y in self.truth.items() if s in self.predictions[key]]
         return (sum(hits) / len(hits) if hits else None), len(hits)
 
+    def adaptation(self) -> dict:
+        """Prequential (labels), held-out (truth), forgetting, recovery: core.metrics.summarize."""
+        with self._lock:
+            labels = dict(self.labels)
+            truth = {s: (c, self.segments.get(s, 0)) for s, c in self.truth.items()}
+            answers = {k: dict(v) for k, v in self.predictions.items()}
+        return summarize(labels, answers, truth, self.metrics_window)
+
     def report(self) -> dict:
-        result = {"counts": dict(self.counts), "feature_bytes": self.feature_bytes}
+        result = {"counts": dict(self.counts), "feature_bytes": self.feature_bytes, "adaptation": self.adaptation()}
         for key in ("edge", "cloud", "output"):
             acc, n = self.accuracy(key)
             result[f"{key}_accuracy"] = acc

@@ -242,4 +242,9 @@ def test_replay_same_seed_gives_identical_numbers(tmp_path, ros_env):
                 "edge_loss_last", "cloud_loss_last"):
         assert first[key] == second[key], key
     assert len(first["accuracy_over_time"]) == 10
+    # Prequential: every labelled frame answered by each path before it was trained on.
+    preq = first["adaptation"]["prequential"]
+    assert {p: preq[p]["frames"] for p in preq} == {"edge": 160, "cloud": 160, "output": 160}
+    for p in ("edge", "cloud"):  # the output's choice may depend on when labels arrive
+        assert preq[p] == second["adaptation"]["prequential"][p]
     assert sum(row["held_out"] for row in first["accuracy_over_time"]) == 40

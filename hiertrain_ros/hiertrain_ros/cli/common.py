@@ -44,6 +44,35 @@ def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
         print("  ".join(v.rjust(w) for v, w in zip(row, widths)))
 
 
+def print_adaptation(adaptation: dict) -> None:
+    """The online-adaptation part of a launch or replay report (core.metrics.summarize)."""
+    paths = list(adaptation["prequential"])
+    held_out = adaptation.get("held_out_by_segment", {})
+    rows = []
+    for seg in adaptation["segments"]:
+        row = {"segment": seg}
+        for p in paths:
+            cell = adaptation["prequential_by_segment"].get(seg, {}).get(p, {})
+            row[f"{p}_preq"], row[f"{p}_frames"] = cell.get("accuracy"), cell.get("frames", 0)
+        for p in paths if held_out else ():
+            row[f"{p}_held_out"] = held_out.get(seg, {}).get(p, {}).get("accuracy")
+        rows.append(row)
+    print("\nPrequential accuracy per segment (each labelled frame answered before it was trained on)"
+          + (", and held-out accuracy:" if held_out else ":"))
+    print_table(rows)
+    anytime = ", ".join(f"{p} {_fmt(a)}" for p, a in adaptation["anytime_average"].items())
+    print(f"anytime average accuracy: {anytime} (windows of {adaptation['window']} labelled frames)")
+    for change in adaptation["recovery"]:
+        frames = change["frames"]
+        print(f"recovery after segment {change['after_segment']} -> {change['segment']} "
+              f"(labelled frame {change['at_frame']}): " + (f"{frames} frames" if frames is not None else "not back")
+              + f" to {adaptation['fraction']:.0%} of the output's {change['baseline']:.3f}")
+    for seg, f in adaptation.get("forgetting", {}).get("output", {}).items():
+        note = "" if f["evaluated_after"] else " (not evaluated after a later segment)"
+        print(f"output forgetting, segment {seg}: best {f['best']:.3f}, final {f['final']:.3f}, "
+              f"forgetting {f['forgetting']:.3f}{note}")
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"

@@ -81,7 +81,7 @@ def run(args) -> int:
     import time
 
     from ..linkbench.netns import LinkUnavailable
-    from .common import print_table, write_json
+    from .common import print_adaptation, print_table, write_json
 
     try:
         overrides = parse_overrides(args.set)
@@ -141,6 +141,7 @@ def run(args) -> int:
         if link is not None:
             link.close()
     _print_report(report, print_table)
+    print_adaptation(report["adaptation"])
     write_json(args.json, report)
     return 0 if all(c in (0, -2, 130) for c in codes.values()) else 1
 

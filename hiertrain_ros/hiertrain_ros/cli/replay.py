@@ -86,7 +86,7 @@ def run(args) -> int:
     from ..bag_tools import Player, Spinner, StopFlag
     from ..ros_common import use_large_data_transport
     from ..runner import Graph, MonitorThread
-    from .common import parse_remaps, print_table, write_json
+    from .common import parse_remaps, print_adaptation, print_table, write_json
 
     info = bags.bag_info(args.bag)  # a missing or malformed bag fails here, before any node starts
     remap = parse_remaps(args.remap)
@@ -159,6 +159,7 @@ def run(args) -> int:
     print("\nHeld-out accuracy, whole bag:")
     print_table([{"path": k, "accuracy": report[f"{k}_accuracy"], "frames": report[f"{k}_evaluated"]}
                  for k in ("edge", "cloud", "output")])
+    print_adaptation(report["adaptation"])
     print("\nMessage counts:")
     print_table([{"topic": k, "count": v} for k, v in sorted(report["counts"].items())])
     print(f"\nframes {summary['frames']}, consumed {summary['consumed']}, edge steps {summary['edge_steps']}, "

@@ -120,11 +120,24 @@ class FallbackConfig:
     heartbeat_timeout_s: float = 0.25  # link declared lost after this long without a 10 Hz heartbeat
     cloud_grace_s: float = 0.2        # how long an edge answer waits for the cloud's while the link is up
     poll_hz: float = 50.0
+    arbiter: str = "best"             # both answers in time: "best" = the likelier right one (calibrated
+                                      # confidence, else recent accuracy); "cloud_first" = always the cloud's
+    recent_window: int = 100          # labelled frames in each path's recent (prequential) accuracy
+    calibration_bins: int = 10        # confidence bins of each path's reliability table
+    calibration_horizon: float = 500.0  # labelled frames over which the table forgets (the models keep learning)
+    calibration_min: float = 5.0      # labelled frames both paths' bins need before confidence decides
+    metrics_hz: float = 1.0           # adaptation metrics (topic and /diagnostics) per second
+    metrics_history: int = 20000      # scored answers kept for the recovery figure on /diagnostics
 
-    LIVE = ("cloud_grace_s",)
+    LIVE = ("cloud_grace_s", "arbiter")
 
     def __post_init__(self):
-        _positive(self, "heartbeat_timeout_s", "cloud_grace_s", "poll_hz")
+        _positive(self, "heartbeat_timeout_s", "cloud_grace_s", "poll_hz", "recent_window", "calibration_bins",
+                  "calibration_min", "metrics_hz", "metrics_history")
+        if self.arbiter not in ("best", "cloud_first"):
+            raise ValueError(f"arbiter must be 'best' or 'cloud_first', got {self.arbiter!r}")
+        if self.calibration_horizon < 1:
+            raise ValueError(f"calibration_horizon must be >= 1, got {self.calibration_horizon}")
 
 
 @dataclass(frozen=True)
