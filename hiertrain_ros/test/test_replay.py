@@ -209,3 +209,30 @@ def test_idle_replay_steps_are_bounded_in_rate():
     assert not off.due()
     with pytest.raises(ValueError):
         ReplayPacer(-1.0)
+
+
+# -- the nodes, on real DDS ---------------------------------------------------------------------------------
+@pytest.mark.system
+@pytest.mark.slow
+def test_nodes_replay_from_yaml_mixed_and_idle(ros_env, tmp_path):
+    from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+    from waiting import wait_for
+
+    overrides = {"camera_sim": {"rate_hz": 100.0},
+                 "edge_node": {"batch_size": 16, "replay": "reservoir", "replay_memory_mb": 1.0, "replay_idle_hz": 5.0},
+                 "cloud_node": {"latent_replay_mb": 2.0, "latent_staleness": "downweight", "replay_idle_hz": 5.0}}
+    graph = Graph(GRAPHS["edge_cloud"], overrides=overrides, log_dir=tmp_path / "logs")
+    monitor = MonitorThread()
+    mon = monitor.node
+    graph.start()
+    try:
+        status = lambda node, key: int(mon.status.get(node, {}).get(key, 0))  # noqa: E731
+        wait_for(lambda: status("edge_node", "replayed") > 0 and status("cloud_node", "latent_batches") > 0, 180,
+                 "mixed batches at the edge and latent batches kept on the cloud")
+        graph.kill("camera_sim")  # no new frames: the trainers replay on their own, at a bounded rate
+        wait_for(lambda: status("cloud_node", "replay_steps") > 0, 60, "idle replay steps on the cloud")
+        assert mon.counts["cloud_metrics"] > 0
+        assert all(code == 0 for code in graph.stop().values())
+    finally:
+        graph.stop()
+        monitor.close()
