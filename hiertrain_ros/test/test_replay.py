@@ -17,10 +17,6 @@ from hiertrain_ros.core.training import OptimConfig, make_trainers
 FRAME = torch.zeros(3, 32, 32)  # 12288 bytes as float32
 
 
-def _frame(label, i=0):
-    return (FRAME, label) if i == 0 else (torch.full((3, 32, 32), float(i)), label)
-
-
 # -- edge memory --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("policy", ["reservoir", "balanced"])
 def test_memory_is_bounded_by_its_megabytes_measured_from_the_tensor(policy):

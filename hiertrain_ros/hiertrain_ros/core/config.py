@@ -82,13 +82,15 @@ def _positive(obj, *names):
             raise ValueError(f"{name} must be > 0, got {getattr(obj, name)}")
 
 
-def _replay_checks(cfg, policies, policy, memory_mb, ratio, allow_off=False):
-    if policy not in policies:
-        raise ValueError(f"replay policy must be one of {policies}, got {policy!r}")
-    if memory_mb < 0 or (not allow_off and not memory_mb > 0):
-        raise ValueError(f"replay memory must be {'>=' if allow_off else '>'} 0 MB, got {memory_mb}")
-    if not 0 <= ratio < 1:
-        raise ValueError(f"replay ratio must be in [0, 1), got {ratio}")
+def _replay_checks(cfg, policy: str, policies, memory: str, ratio: str, allow_off: bool = False):
+    """The replay fields of ``cfg``, by name: a policy, a memory in MB (0 = off where allowed), a ratio."""
+    if getattr(cfg, policy) not in policies:
+        raise ValueError(f"{policy} must be one of {policies}, got {getattr(cfg, policy)!r}")
+    mb = getattr(cfg, memory)
+    if mb < 0 or (not allow_off and not mb > 0):
+        raise ValueError(f"{memory} must be {'>=' if allow_off else '>'} 0, got {mb}")
+    if not 0 <= getattr(cfg, ratio) < 1:
+        raise ValueError(f"{ratio} must be in [0, 1), got {getattr(cfg, ratio)}")
     if cfg.replay_idle_hz < 0:
         raise ValueError(f"replay_idle_hz must be >= 0, got {cfg.replay_idle_hz}")
 
@@ -132,7 +134,7 @@ class EdgeConfig(ModelParams):
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
         if self.link_budget_bps < 0:
             raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
-        _replay_checks(self, ("none",) + MEMORY_POLICIES, self.replay, self.replay_memory_mb, self.replay_ratio)
+        _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
 
 
 @dataclass(frozen=True)
@@ -159,8 +161,7 @@ class CloudConfig(ModelParams):
                   "latent_half_life")
         if self.serve_refresh_s < 0:
             raise ValueError(f"serve_refresh_s must be >= 0, got {self.serve_refresh_s}")
-        _replay_checks(self, STALENESS, self.latent_staleness, self.latent_replay_mb, self.latent_ratio,
-                       allow_off=True)
+        _replay_checks(self, "latent_staleness", STALENESS, "latent_replay_mb", "latent_ratio", allow_off=True)
 
 
 @dataclass(frozen=True)
