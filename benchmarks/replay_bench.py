@@ -3,7 +3,7 @@
 (classes 0-4, then 5-9) through the edge and cloud trainers, one frame at a time through the
 edge's sampler, as the nodes do.
 
-    python benchmarks/replay_bench.py                              # none, reservoir, balanced (~5 min, 1 core)
+    python benchmarks/replay_bench.py                              # none, reservoir, balanced (9 min on a busy core)
     python benchmarks/replay_bench.py --modes none latent-none latent-drop latent-downweight
 
 Modes: ``none`` (FifoSampler: each frame once), ``reservoir`` and ``balanced`` (edge replay,
