@@ -20,7 +20,7 @@ from .core.buffers import DropOldestQueue
 from .core.config import CloudConfig
 from .core.link import BatchLedger
 from .core.models import build_cloud
-from .core.replay import FifoSampler
+from .core.replay import FifoSampler, LatentReplay, ReplayPacer
 from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
@@ -40,6 +40,11 @@ class CloudNode(TrainerNode):
         self.router.add(self.trainer.route, self.trainer)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.train_queue = FifoSampler(cfg.queue_size)
+        self.latent = (LatentReplay(cfg.latent_replay_mb * 1e6, staleness=cfg.latent_staleness,
+                                    max_age=cfg.latent_max_age, half_life=cfg.latent_half_life, seed=cfg.seed)
+                       if cfg.latent_replay_mb else None)
+        self.replay_pacer = ReplayPacer(cfg.replay_idle_hz if self.latent is not None else 0.0)
+        self.replay_steps = 0
         self.predictions = 0
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
 
@@ -98,10 +103,32 @@ class CloudNode(TrainerNode):
             self._answer_pending()  # every pending answer before the next training step
         else:
             self.train_queue.wait(0.02)
-        for payload in self.train_queue.draw(1) or ():
+        batch = self.train_queue.draw(1)
+        for payload in batch or ():
             self._train(payload)
-            if self.serving is not None:
-                self.serving.follow(self.trainer.model)
+        trained = bool(batch) or (self.replay_pacer.due() and self._replay_idle())
+        if trained and self.serving is not None:
+            self.serving.follow(self.trainer.model)
+
+    def _replay_for(self, payload, trainer) -> list:
+        """Earlier batches to train on with ``payload``: ``latent_ratio`` of the step's samples."""
+        if self.latent is None:
+            return []
+        ratio = self.config.latent_ratio
+        return self.latent.sample(round(payload.num_samples * ratio / (1 - ratio)), trainer.route.accepts)
+
+    def _replay_idle(self) -> bool:
+        replay = self.latent.sample(1, self.trainer.route.accepts)
+        if not replay:
+            return False
+        with self._lock:
+            result = self.trainer.replay_step(replay)
+            step = self.trainer.step
+        self.replay_pacer.took()
+        self.replay_steps += 1
+        self.last_loss = result.loss
+        self.checkpoint_due(step)
+        return True
 
     def _answer_pending(self) -> None:
         self.infer_queue.wait(0.02)
@@ -125,9 +152,11 @@ class CloudNode(TrainerNode):
             return
         trainer = self.router.trainer_for(payload)
         with self._lock:
-            result = trainer.train_step(payload)
+            result = trainer.train_step(payload, self._replay_for(payload, trainer))
             step = trainer.step
         self.ledger.trained(robot, seq)
+        if self.latent is not None:
+            self.latent.add(payload)
         self.last_loss = result.loss
         if step % self.config.metrics_every == 0:
             metrics = TrainingMetrics(role="cloud", step=step, seq=seq, robot_id=robot, loss=result.loss,
@@ -150,7 +179,10 @@ class CloudNode(TrainerNode):
         return {**super().status(), "last_seq": self._last_seq(), "robots": len(self.ledger.last_seqs()),
                 "train_queue": len(self.train_queue), "infer_queue": len(self.infer_queue),
                 "dropped_train": self.train_queue.dropped, "dropped_infer": self.infer_queue.dropped,
-                "duplicates": self.ledger.duplicates, "predictions": self.predictions}
+                "duplicates": self.ledger.duplicates, "predictions": self.predictions,
+                "latent_batches": len(self.latent or ()),
+                "latent_stale_evicted": getattr(self.latent, "evicted_stale", 0),
+                "replay_steps": self.replay_steps}
 
 
 def main(args=None) -> None:

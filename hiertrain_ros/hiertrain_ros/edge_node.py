@@ -16,7 +16,7 @@ from .core.data import frames_to_tensor
 from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.models import build_edge
-from .core.replay import FifoSampler
+from .core.replay import ReplayPacer, make_sampler
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, resolve_robot_id, run_node,
                          seconds_since, stamp_ns)
@@ -33,7 +33,9 @@ class EdgeNode(TrainerNode):
         cfg = self.config
         self.robot_id = resolve_robot_id(self, cfg.robot_id)
         self.matcher = LabelMatcher(cfg.pending_size)
-        self.train_buffer = FifoSampler(cfg.buffer_size)
+        self.train_buffer = make_sampler(cfg.buffer_size, cfg.replay, cfg.replay_memory_mb, cfg.replay_ratio,
+                                         cfg.seed)
+        self.replay_pacer = ReplayPacer(cfg.replay_idle_hz)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s, spill=self._spill(),
                              memory_bits=cfg.outbox_memory_bits)
@@ -146,6 +148,9 @@ class EdgeNode(TrainerNode):
         batch = self.train_buffer.draw(self.config.batch_size)
         if batch:
             self._train(batch)
+        elif self.replay_pacer.due() and (batch := self.train_buffer.draw_replay(self.config.batch_size)):
+            self._train(batch, replay_only=True)
+            self.replay_pacer.took()
 
     def _infer(self, items) -> None:
         headers = [h for h, _ in items]
@@ -161,13 +166,16 @@ class EdgeNode(TrainerNode):
         self.outbox.put(payload.wire_bits, msg, urgent=True)
         self._count_consumed(True, len(items))
 
-    def _train(self, items) -> None:
+    def _train(self, items, replay_only: bool = False) -> None:
         images = torch.stack([s for s, _ in items])
         labels = torch.tensor([y for _, y in items], dtype=torch.int64)
         with self._lock:
             result, payload = self.trainer.train_step(images, labels, robot_id=self.robot_id)
             step = self.trainer.step
         self.last_loss = result.loss
+        if replay_only:  # idle compute stays on the edge: the link carries new frames (the cloud replays its own)
+            self.checkpoint_due(step)
+            return
         stamp = self.get_clock().now().to_msg()
         self.outbox.put(payload.wire_bits, conversions.feature_msg(payload, stamp, conversions.PURPOSE_TRAIN))
         metrics = TrainingMetrics(role="edge", step=step, seq=payload.seq, robot_id=self.robot_id, loss=result.loss,
@@ -199,7 +207,8 @@ class EdgeNode(TrainerNode):
         return {**super().status(), "robot_id": self.robot_id, "frames": self.frames, "consumed": self.consumed,
                 "buffer_fill": len(self.train_buffer),
                 "buffer_size": self.train_buffer.maxlen, "infer_queue": len(self.infer_queue),
-                "dropped_train_buffer": self.train_buffer.dropped, "dropped_infer_queue": self.infer_queue.dropped,
+                "dropped_train_buffer": self.train_buffer.dropped,
+                "replayed": getattr(self.train_buffer, "replayed", 0), "dropped_infer_queue": self.infer_queue.dropped,
                 "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
                 "outbox_expired": self.outbox.expired, "outbox_spilled": self.outbox.spilled,
                 "spill_errors": self.outbox.spill_errors, "features_sent": self.features_sent,

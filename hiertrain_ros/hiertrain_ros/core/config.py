@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from .archs import ARCHS, SplitSpec  # noqa: F401 (ARCHS re-exported)
 from .codec import MAX_ROBOT_ID
 from .optim import OptimConfig, paper_optim
+from .replay import MEMORY_POLICIES, STALENESS
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,19 @@ def _positive(obj, *names):
             raise ValueError(f"{name} must be > 0, got {getattr(obj, name)}")
 
 
+def _replay_checks(cfg, policy: str, policies, memory: str, ratio: str, allow_off: bool = False):
+    """The replay fields of ``cfg``, by name: a policy, a memory in MB (0 = off where allowed), a ratio."""
+    if getattr(cfg, policy) not in policies:
+        raise ValueError(f"{policy} must be one of {policies}, got {getattr(cfg, policy)!r}")
+    mb = getattr(cfg, memory)
+    if mb < 0 or (not allow_off and not mb > 0):
+        raise ValueError(f"{memory} must be {'>=' if allow_off else '>'} 0, got {mb}")
+    if not 0 <= getattr(cfg, ratio) < 1:
+        raise ValueError(f"{ratio} must be in [0, 1), got {getattr(cfg, ratio)}")
+    if cfg.replay_idle_hz < 0:
+        raise ValueError(f"replay_idle_hz must be >= 0, got {cfg.replay_idle_hz}")
+
+
 @dataclass(frozen=True)
 class EdgeConfig(ModelParams):
     robot_id: str = ""              # names this edge's batches and answers to a shared cloud; "" = the node's
@@ -83,6 +97,11 @@ class EdgeConfig(ModelParams):
     heartbeat_timeout_s: float = 0.25  # stop sending (store instead) after this long without a heartbeat
     checkpoint_dir: str = ""        # "" = no checkpoints
     checkpoint_every: int = 200     # training steps between checkpoints
+    replay: str = "none"            # replay memory of labelled frames against forgetting: "none", "reservoir"
+                                    # (a uniform sample of the stream) or "balanced" (equal slots per class seen)
+    replay_memory_mb: float = 4.0   # the memory's limit (a 32x32 RGB float frame is 12 KB: 4 MB = 325 frames)
+    replay_ratio: float = 0.5       # share of each training batch replayed; new frames are still trained once
+    replay_idle_hz: float = 0.0     # replay-only steps per second at most while too few new frames come; 0 = off
 
     LIVE = ("predict_every", "link_budget_bps")
 
@@ -95,6 +114,7 @@ class EdgeConfig(ModelParams):
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
         if self.link_budget_bps < 0:
             raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
+        _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
 
 
 @dataclass(frozen=True)
@@ -106,12 +126,22 @@ class CloudConfig(ModelParams):
     metrics_every: int = 1          # publish training metrics every N steps
     serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often;
                                     # 0 = no copy: the training thread answers (deterministic, for replays)
+    latent_replay_mb: float = 0.0   # memory for trained feature batches, kept quantized, replayed against
+                                    # forgetting; 0 = off
+    latent_ratio: float = 0.5       # share of each training step's samples that are replayed
+    latent_staleness: str = "none"  # the edge encoder keeps changing: "none", "drop" (evict past latent_max_age)
+                                    # or "downweight" (loss weight halves every latent_half_life)
+    latent_max_age: int = 2000      # drop: a batch this many of its robot's seqs behind the newest is evicted
+    latent_half_life: float = 500.0  # downweight: seqs of age that halve a replayed batch's loss weight
+    replay_idle_hz: float = 0.0     # replay-only steps per second at most while too few new batches come; 0 = off
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every")
+        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every", "latent_max_age",
+                  "latent_half_life")
         if self.serve_refresh_s < 0:
             raise ValueError(f"serve_refresh_s must be >= 0, got {self.serve_refresh_s}")
+        _replay_checks(self, "latent_staleness", STALENESS, "latent_replay_mb", "latent_ratio", allow_off=True)
 
 
 @dataclass(frozen=True)

@@ -199,10 +199,35 @@ class CloudTrainer(_Trainer):
             raise ValueError(f"labels must be in 0..{self.spec.num_classes - 1}, got "
                              f"{int(labels.min())}..{int(labels.max())}")
 
-    def train_step(self, payload: codec.FeaturePayload) -> StepResult:
-        """Decode, then one step on the final (cloud) loss."""
+    def train_step(self, payload: codec.FeaturePayload, replay=()) -> StepResult:
+        """Decode, then one step on the final (cloud) loss.
+
+        ``replay``: ``(payload, loss weight)`` pairs of earlier batches trained on in the same step
+        (latent replay); the loss is then the weighted mean over all samples, and the result
+        counts the new batch's samples only."""
         self.check(payload, train=True)
-        return self._classify_step(codec.decode(payload), torch.from_numpy(np.asarray(payload.labels, dtype=np.int64)))
+        if not replay:
+            return self._classify_step(codec.decode(payload), _labels(payload))
+        return self._weighted_step([(payload, 1.0), *replay], new=payload.num_samples)
+
+    def replay_step(self, replay) -> StepResult:
+        """One step on replayed ``(payload, loss weight)`` pairs only (idle compute)."""
+        if not replay:
+            raise ValueError("a replay step needs at least one batch")
+        return self._weighted_step(replay, new=sum(p.num_samples for p, _ in replay))
+
+    def _weighted_step(self, parts, new: int) -> StepResult:
+        for payload, _ in parts:
+            self.check(payload, train=True)
+        features = torch.cat([codec.decode(p) for p, _ in parts])
+        labels = torch.cat([_labels(p) for p, _ in parts])
+        weights = torch.cat([torch.full((p.num_samples,), float(w)) for p, w in parts])
+        self.model.train()
+        logits = self.model(features)
+        loss = (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
+        self._update(loss)
+        correct = int((logits[:new].argmax(1) == labels[:new]).sum())
+        return StepResult(float(loss.detach()), correct, new)
 
     @torch.no_grad()
     def predict(self, payload: codec.FeaturePayload,
@@ -214,6 +239,10 @@ class CloudTrainer(_Trainer):
             return serving.predict(features)
         self.model.eval()
         return _predictions(self.model(features))
+
+
+def _labels(payload: codec.FeaturePayload) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(payload.labels, dtype=np.int64))
 
 
 class ServingCopy:
