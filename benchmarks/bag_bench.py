@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -29,16 +28,16 @@ HIERTRAIN = [sys.executable, "-c", "import sys; from hiertrain_ros.cli import ma
 def counting_node(topics_types):
     from rclpy.node import Node
 
-    from hiertrain_ros.bag_tools import PLAY_RELIABLE_QOS, message_class, play_qos
+    from hiertrain_ros.bag_nodes import message_class, play_qos
+    from hiertrain_ros.ros_common import BEST_EFFORT_RECORD_QOS, PLAY_QOS
 
     node = Node("bag_bench_counter")
     counts: Counter = Counter()
     first_last: dict = {}
     for topic, msgtype in topics_types.items():
         qos = play_qos(msgtype)
-        if qos is not PLAY_RELIABLE_QOS:
-            from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
+        if qos is not PLAY_QOS:
+            qos = BEST_EFFORT_RECORD_QOS
 
         def on(_raw, t=topic):
             counts[t] += 1
@@ -51,16 +50,12 @@ def counting_node(topics_types):
 
 
 def bench_play(bag: Path, label: str, tmp: Path) -> dict:
-    from rclpy.executors import SingleThreadedExecutor
+    from hiertrain_ros import bag_files
+    from hiertrain_ros.ros_common import Spinner
 
-    from hiertrain_ros import bags
-
-    info = bags.bag_info(bag)
+    info = bag_files.bag_info(bag)
     node, counts, first_last = counting_node({t["topic"]: t["type"] for t in info["topics"]})
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
+    spinner = Spinner(node)
     out = tmp / f"play-{label}.json"
     try:
         proc = subprocess.run(HIERTRAIN + ["bag", "play", str(bag), "--max", "--wait-subscribers", "30",
@@ -69,24 +64,22 @@ def bench_play(bag: Path, label: str, tmp: Path) -> dict:
             raise RuntimeError(proc.stdout + proc.stderr)
         time.sleep(1.0)  # stragglers
     finally:
-        executor.shutdown()
-        thread.join(timeout=5)
-        node.destroy_node()
+        spinner.close()
     played = json.loads(out.read_text())
-    frame = next(t for t in info["topics"] if t["topic"] == bags.TOPIC_IMAGE)
+    frame = next(t for t in info["topics"] if t["topic"] == bag_files.TOPIC_IMAGE)
     received = sum(counts.values())
     window = first_last.get("last", 0) - first_last.get("first", 0)
     return {"case": f"play --max {label}", "messages": played["messages"],
             "published_msgs_per_s": played["messages_per_s"],
-            "frames_per_s": played["published"].get(bags.TOPIC_IMAGE, 0) / played["elapsed_s"],
-            "received": received, "received_frames": counts.get(bags.TOPIC_IMAGE, 0),
+            "frames_per_s": played["published"].get(bag_files.TOPIC_IMAGE, 0) / played["elapsed_s"],
+            "received": received, "received_frames": counts.get(bag_files.TOPIC_IMAGE, 0),
             "frames_in_bag": frame["count"],
             "received_msgs_per_s": received / window if window > 0 else None}
 
 
 def bench_record(frames: int, tmp: Path, label: str, profile: str | None) -> dict:
     """A 30 Hz 640x480 rgb8 camera (best effort, like a driver) recorded by ``hiertrain bag record``."""
-    from hiertrain_ros import bags
+    from hiertrain_ros import bag_files
 
     env = dict(os.environ)
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
@@ -105,7 +98,7 @@ def bench_record(frames: int, tmp: Path, label: str, profile: str | None) -> dic
     if camera.returncode != 0 or recorder.returncode != 0:
         raise RuntimeError(cam_out + rec_out)
     stats = json.loads(cam_out.strip().splitlines()[-1])
-    got = sum(t["count"] for t in bags.bag_info(out)["topics"])
+    got = sum(t["count"] for t in bag_files.bag_info(out)["topics"])
     return {"case": "camera with " + label, "published": stats["published"], "recorded": got,
             "drops": stats["published"] - got, "publish_rate_hz": stats["rate_hz"],
             "bag_mb": sum(f.stat().st_size for f in out.iterdir()) / 1e6}
@@ -151,7 +144,7 @@ def main() -> None:
         return
     import rclpy
 
-    from hiertrain_ros import bags
+    from hiertrain_ros import bag_files
     from hiertrain_ros.ros_common import large_data_profile, use_large_data_transport
     from hiertrain_ros.cli.common import print_table, write_json
 
@@ -162,10 +155,10 @@ def main() -> None:
         tmp = Path(tmp)
         small, large = tmp / "small", tmp / "large"
         t = time.monotonic()
-        bags.make_bag(small, subset=args.frames_small, rate_hz=30.0)
+        bag_files.make_bag(small, subset=args.frames_small, rate_hz=30.0)
         make_small = time.monotonic() - t
         t = time.monotonic()
-        bags.make_bag(large, subset=args.frames_large, rate_hz=30.0, width=640, height=480)
+        bag_files.make_bag(large, subset=args.frames_large, rate_hz=30.0, width=640, height=480)
         make_large = time.monotonic() - t
         rows.append(bench_play(small, "32x32", tmp))
         rows.append(bench_play(large, "640x480", tmp))

@@ -84,9 +84,8 @@ def run_hierarchical(link, cfg, rate_bps: float, env: dict, domain: int, log_dir
 def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
     import rclpy
     from hiertrain_interfaces.msg import Label
-    from rclpy.executors import SingleThreadedExecutor
 
-    from hiertrain_ros.ros_common import RELIABLE_QOS, TOPICS
+    from hiertrain_ros.ros_common import RELIABLE_QOS, TOPICS, Spinner
     from hiertrain_ros.runner import Graph, Monitor
 
     n_batches = cfg.samples // cfg.batch_size
@@ -102,10 +101,7 @@ def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
         Label, TOPICS["labels"],
         lambda m, info: first_frame or first_frame.append(info["source_timestamp"] * 1e-9 - wall_minus_mono),
         RELIABLE_QOS)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(monitor)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
+    spinner = Spinner(monitor, context=context)
     def wait(predicate, timeout, what):
         deadline = time.monotonic() + timeout
         while not predicate():
@@ -143,9 +139,7 @@ def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
                   "node_status": {n: monitor.status.get(n, {}) for n in ("edge_node", "cloud_node")}}
     finally:
         result_codes = graph.stop()
-        executor.shutdown()
-        spinner.join(timeout=5.0)
-        monitor.destroy_node()
+        spinner.close()
         rclpy.try_shutdown(context=context)
     result["exit_codes"] = result_codes
     return result

@@ -78,38 +78,24 @@ def _qos(cfg: WorkerConfig):
                       reliability=ReliabilityPolicy.RELIABLE)
 
 
-class _Spinner:
-    """rclpy node spun on a background thread; the main thread trains."""
+def _start_node(name: str):
+    """A node spun by the package's harness on a background thread; the main thread trains."""
+    import rclpy
+    from rclpy.signals import SignalHandlerOptions
 
-    def __init__(self, name: str):
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-        from rclpy.signals import SignalHandlerOptions
+    from hiertrain_ros.ros_common import Spinner
 
-        # No rclpy signal handlers: SIGTERM/SIGINT from the bench must end the worker at once,
-        # even while it waits on a queue.
-        rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
-        self.node = rclpy.create_node(name)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+    # No rclpy signal handlers: SIGTERM/SIGINT from the bench must end the worker at once,
+    # even while it waits on a queue.
+    rclpy.init(args=[], signal_handler_options=SignalHandlerOptions.NO)
+    return Spinner(rclpy.create_node(name))
 
-    def _spin(self):
-        from rclpy.executors import ExternalShutdownException
 
-        try:
-            self.executor.spin()
-        except (ExternalShutdownException, Exception):  # shutting down
-            pass
+def _stop_node(spinner) -> None:
+    import rclpy
 
-    def close(self):
-        import rclpy
-
-        self.executor.shutdown(timeout_sec=5.0)
-        self.thread.join(timeout=5.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown()
+    spinner.close()
+    rclpy.try_shutdown()
 
 
 _RESULT_PATH: Path | None = None
@@ -235,7 +221,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
     from hiertrain_ros import conversions
     from builtin_interfaces.msg import Time
 
-    spinner = _Spinner("linkbench_edge")
+    spinner = _start_node("linkbench_edge")
     node = spinner.node
     try:
         if cfg.mode == "split":
@@ -302,7 +288,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
                       counters_start=counters0, counters_end=counters1)
         return _emit(result)
     finally:
-        spinner.close()
+        _stop_node(spinner)
 
 
 # ---- cloud ---------------------------------------------------------------------------------------
@@ -344,7 +330,7 @@ def run_cloud(cfg: WorkerConfig) -> dict:
             return frames_to_tensor(raw_frames(payload)), torch.from_numpy(payload.labels.astype(np.int64))
         return (payload,)  # split learning
 
-    spinner = _Spinner("linkbench_cloud")
+    spinner = _start_node("linkbench_cloud")
     node = spinner.node
     inbox: "queue.Queue" = queue.Queue()
     ack_pub = node.create_publisher(UInt64, ACKS_TOPIC, _qos(cfg))
@@ -387,7 +373,7 @@ def run_cloud(cfg: WorkerConfig) -> dict:
         return _emit({"role": "cloud", "mode": cfg.mode, "t_first_step": t_first_step, "t_end": t_end,
                       "received": received, "compute_s": compute, "losses": losses})
     finally:
-        spinner.close()
+        _stop_node(spinner)
 
 
 # ---- forward times under the edge's CPU quota ------------------------------------------------------

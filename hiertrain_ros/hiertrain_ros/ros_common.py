@@ -1,5 +1,9 @@
-"""ROS glue shared by the nodes: QoS profiles, parameters from a config dataclass,
-throttled rejection counting, stamps, diagnostics and the node entry point."""
+"""ROS glue shared by the nodes and tools: QoS profiles and topic names, config parameters, the harness.
+
+The harness is the one way this package runs rclpy: :class:`Spinner` spins a node in a background
+thread, :class:`StopFlag` turns SIGINT/SIGTERM into a polled flag, :func:`run_node` is the node entry
+point.  Also here: throttled rejection counting, stamps and diagnostics.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,12 @@ RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability
 # Predictions and training metrics: small, and a record of what happened, so a deep history
 # (10 s of predictions at 100 Hz) lets a busy logger or monitor catch up without losing any.
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
+# Recording and watching best-effort topics (camera frames, heartbeats): a short burst is kept.
+BEST_EFFORT_RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                                    reliability=ReliabilityPolicy.BEST_EFFORT)
+BEST_EFFORT_WATCH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+# Playing a bag's reliable topics: the player paces itself, so a moderate history is enough.
+PLAY_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
 # Latched state (link status): late joiners get the last value.
 LATCHED_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -207,18 +217,66 @@ def diagnostic(node, name: str, values: dict, *, level=DiagnosticStatus.OK, mess
     return array
 
 
+class Spinner:
+    """A node spun by a SingleThreadedExecutor in a background thread until :meth:`close`."""
+
+    def __init__(self, node, *, context=None):
+        self.node = node
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:  # shutdown races (ExternalShutdownException among them) end the thread quietly
+            pass
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=5.0)
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
+
+
+class StopFlag:
+    """SIGINT/SIGTERM only set a flag (signal-safe: no I/O, no locks); the owner polls it.
+
+    An exception raised from a handler could land inside rclpy's C++ calls and come out as a
+    RuntimeError, so nothing here raises.
+    """
+
+    def __init__(self, install: bool = True):
+        self.event = threading.Event()
+        self._old = {}
+        if install and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.event.set()
+
+    def is_set(self) -> bool:
+        return self.event.is_set()
+
+    def set(self) -> None:
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
 def run_node(node_cls, args=None) -> None:
     """Entry point shared by the node executables: spin until Ctrl-C/SIGTERM, then close cleanly.
 
     rclpy's own signal handler would invalidate the context while the node's worker
     thread may still publish; handling the signal here lets ``close()`` stop the worker
-    and write the last checkpoint first.  The handler only sets a flag: an exception
-    raised from it could land inside rclpy's C++ calls and come out as a RuntimeError.
+    and write the last checkpoint first.
     """
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda _signum, _frame: stop.set())
+    stop = StopFlag()
     node = None
     try:
         node = node_cls()

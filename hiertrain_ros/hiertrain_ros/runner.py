@@ -18,12 +18,11 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from hiertrain_interfaces.msg import (AdaptationMetrics, FeatureBatch, Heartbeat, Label, LinkStatus, Prediction,
                                       TrainingMetrics)
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 from .core.metrics import summarize
 from .ros_common import (LATCHED_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
-                         stamp_ns)
+                         Spinner, stamp_ns)
 
 GRAPHS = {
     "edge_cloud": ("camera_sim", "edge_node", "cloud_node", "fallback_node"),
@@ -96,19 +95,25 @@ class Graph:
         return {n: p.poll() is None for n, p in self.procs.items()}
 
     def stop(self, timeout: float = 15.0) -> dict[str, int]:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        codes = {}
-        deadline = time.monotonic() + timeout
-        for name, proc in self.procs.items():
-            try:
-                codes[name] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[name] = proc.wait()
-        self.procs.clear()
-        return codes
+        return stop_processes(self.procs, timeout)
+
+
+def stop_processes(procs: dict, timeout: float) -> dict:
+    """SIGINT to every process of ``procs``, then their exit codes; one still running after ``timeout`` s
+    (all together) is killed.  Empties ``procs``."""
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    codes = {}
+    deadline = time.monotonic() + timeout
+    for key, proc in procs.items():
+        try:
+            codes[key] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            codes[key] = proc.wait()
+    procs.clear()
+    return codes
 
 
 QUEUE_KEYS = ("infer_queue", "buffer_fill", "outbox", "outbox_spilled", "unacked", "train_queue")
@@ -270,20 +275,14 @@ class Monitor(Node):
         return result
 
 
-class MonitorThread:
-    """A Monitor spinning in a background thread of this process."""
+class MonitorThread(Spinner):
+    """A Monitor spun by the harness in this process, which owns rclpy's default context for it."""
 
     def __init__(self):
         if not rclpy.ok():
             rclpy.init()
-        self.node = Monitor()
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self._thread.start()
+        super().__init__(Monitor())
 
     def close(self) -> None:
-        self.executor.shutdown()
-        self._thread.join(timeout=5.0)
-        self.node.destroy_node()
+        super().close()
         rclpy.try_shutdown()

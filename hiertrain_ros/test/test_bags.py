@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from hiertrain_ros import bags
+from hiertrain_ros import bag_files
 from hiertrain_ros.cli import main as cli_main
 
 HIERTRAIN = [sys.executable, "-c", "import sys; from hiertrain_ros.cli import main; sys.exit(main())"]
@@ -43,25 +43,25 @@ def test_make_info_and_read_back_bit_exact(tmp_path, storage, capsys):
     assert info["duration_s"] == pytest.approx(59 / 20, abs=1e-5)
     assert "/camera/image_raw" in capsys.readouterr().out
 
-    expected = list(bags.camera_sequence("fashion-mnist", 60, 4, seed=0))
-    messages = list(bags.read_messages(out))
+    expected = list(bag_files.camera_sequence("fashion-mnist", 60, 4, seed=0))
+    messages = list(bag_files.read_messages(out))
     images = [m for m in messages if m[0] == "/camera/image_raw"]
     labels = [m for m in messages if m[0] != "/camera/image_raw"]
     assert len(images) == 60 and len(labels) == 60
     for i, ((_, _, t, raw), (frame, label, held)) in enumerate(zip(images, expected)):
         stamp = start + round(i * 1e9 / 20)
-        assert t == stamp == bags.header_stamp_ns(raw)
+        assert t == stamp == bag_files.header_stamp_ns(raw)
         msg = _deserialize_rclpy(raw, Image)  # what a ROS node receives from ros2 bag play
         assert (msg.height, msg.width, msg.encoding, msg.step) == (32, 32, "rgb8", 96)
         assert bytes(msg.data) == frame.tobytes()  # bit-exact
-        np.testing.assert_array_equal(bags.deserialize(raw, bags.IMAGE_TYPE).data.reshape(32, 32, 3), frame)
+        np.testing.assert_array_equal(bag_files.deserialize(raw, bag_files.IMAGE_TYPE).data.reshape(32, 32, 3), frame)
         topic, _, t_label, raw_label = labels[i]
         assert topic == ("/hiertrain/eval/truth" if held else "/hiertrain/labels")
         lbl = _deserialize_rclpy(raw_label, Label)
-        assert lbl.class_id == label and bags.header_stamp_ns(raw_label) == stamp and t_label > stamp
+        assert lbl.class_id == label and bag_files.header_stamp_ns(raw_label) == stamp and t_label > stamp
 
     # The bag carries full definitions, including the project's own type (hash = ROS's).
-    with bags.open_bag(out) as reader:
+    with bag_files.open_bag(out) as reader:
         conn = next(c for c in reader.connections if c.topic == "/hiertrain/labels")
         assert "int16 class_id" in conn.msgdef.data and "std_msgs/Header" in conn.msgdef.data
         assert conn.digest.startswith("RIHS01_")
@@ -70,14 +70,14 @@ def test_make_info_and_read_back_bit_exact(tmp_path, storage, capsys):
 # -- errors -----------------------------------------------------------------------------------------
 def _broken_bags(tmp_path):
     good = tmp_path / "good"
-    bags.make_bag(good, subset=10, storage="mcap")
+    bag_files.make_bag(good, subset=10, storage="mcap")
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     (truncated / "metadata.yaml").write_text((good / "metadata.yaml").read_text())
     data = (good / "good.mcap").read_bytes()
     (truncated / "good.mcap").write_bytes(data[: len(data) // 2])
     garbage_db = tmp_path / "garbage_db"
-    bags.make_bag(garbage_db, subset=5, storage="sqlite3")
+    bag_files.make_bag(garbage_db, subset=5, storage="sqlite3")
     (garbage_db / "garbage_db.db3").write_bytes(os.urandom(8192))
     no_meta = tmp_path / "no_meta"
     no_meta.mkdir()
@@ -172,13 +172,13 @@ def test_recorder_keeps_every_message_in_order(tmp_path, rcl_node):
         proc.send_signal(signal.SIGINT)
         stdout, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, stdout
-    info = bags.bag_info(out)
+    info = bag_files.bag_info(out)
     assert {t["topic"]: t["count"] for t in info["topics"]} == {"/test/labels": n, "/test/image": n}, stdout
-    got = [(topic, bags.header_stamp_ns(raw)) for topic, _, _, raw in bags.read_messages(out)]
+    got = [(topic, bag_files.header_stamp_ns(raw)) for topic, _, _, raw in bag_files.read_messages(out)]
     for topic, sec in (("/test/labels", 1000), ("/test/image", 2000)):
         assert [s for t, s in got if t == topic] == [sec * 1_000_000_000 + i for i in range(n)]  # order kept
-    label = bags.deserialize(next(raw for t, _, _, raw in bags.read_messages(out, ["/test/labels"])),
-                             bags.LABEL_TYPE)
+    label = bag_files.deserialize(next(raw for t, _, _, raw in bag_files.read_messages(out, ["/test/labels"])),
+                             bag_files.LABEL_TYPE)
     assert label.class_id == 0
 
 
@@ -208,11 +208,11 @@ def test_recording_cut_short_by_sigint_is_readable(tmp_path, rcl_node, storage):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stdout
-    info = bags.bag_info(out)  # a full read: raises if anything is half-written
+    info = bag_files.bag_info(out)  # a full read: raises if anything is half-written
     count = info["topics"][0]["count"]
     assert 35 <= count <= 60, stdout  # every frame up to the signal (41), and it stopped soon after
-    for _, _, _, raw in bags.read_messages(out):
-        image = bags.deserialize(raw, bags.IMAGE_TYPE)
+    for _, _, _, raw in bag_files.read_messages(out):
+        image = bag_files.deserialize(raw, bag_files.IMAGE_TYPE)
         assert (image.height, image.width, len(image.data)) == (480, 640, 640 * 480 * 3)
 
 
@@ -221,7 +221,7 @@ def test_recording_cut_short_by_sigint_is_readable(tmp_path, rcl_node, storage):
 @pytest.mark.slow
 def test_replay_same_seed_gives_identical_numbers(tmp_path, ros_env):
     bag = tmp_path / "small"
-    bags.make_bag(bag, subset=200, rate_hz=30.0, storage="mcap", holdout_every=5)
+    bag_files.make_bag(bag, subset=200, rate_hz=30.0, storage="mcap", holdout_every=5)
     reports = []
     for run in range(2):
         report_file = tmp_path / f"replay{run}.json"

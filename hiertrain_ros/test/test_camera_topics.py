@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from hiertrain_ros import bags
+from hiertrain_ros import bag_files
 from hiertrain_ros.cli import main as cli_main
 from waiting import wait_for
 
@@ -57,10 +57,10 @@ def test_pip_launch_edge_reads_the_robot_camera_without_the_simulator(ros_env, t
 def _robot_bag(tmp_path, frames: int):
     """A bag made by ``bag make``, with its images moved to the robot camera's topic."""
     made, robot = tmp_path / "made", tmp_path / "robot"
-    bags.make_bag(made, subset=frames, rate_hz=30.0, holdout_every=5)
-    with bags.BagWriter(robot) as writer:
-        for topic, msgtype, stamp, raw in bags.read_messages(made):
-            topic = ROBOT_CAMERA if topic == bags.TOPIC_IMAGE else topic
+    bag_files.make_bag(made, subset=frames, rate_hz=30.0, holdout_every=5)
+    with bag_files.BagWriter(robot) as writer:
+        for topic, msgtype, stamp, raw in bag_files.read_messages(made):
+            topic = ROBOT_CAMERA if topic == bag_files.TOPIC_IMAGE else topic
             writer.add_topic(topic, msgtype)
             writer.write(topic, stamp, raw)
     return robot
@@ -96,14 +96,14 @@ def test_bag_play_remaps_topics(ros_env, tmp_path, capsys):
     import rclpy
     from hiertrain_interfaces.msg import Label
 
-    from hiertrain_ros.bag_tools import WATCH_QOS, Spinner
+    from hiertrain_ros.ros_common import RECORD_QOS, Spinner
 
     bag = _robot_bag(tmp_path, 10)  # 8 labelled frames
     rclpy.init()
     try:
         spinner = Spinner(rclpy.create_node("remap_listener"))
         stamps = []
-        spinner.node.create_subscription(Label, "/robot/labels", lambda m: stamps.append(m.header.stamp), WATCH_QOS)
+        spinner.node.create_subscription(Label, "/robot/labels", lambda m: stamps.append(m.header.stamp), RECORD_QOS)
         try:
             proc = subprocess.run(HIERTRAIN + ["bag", "play", str(bag), "--max", "--wait-subscribers", "60",
                                                "--topics", "/hiertrain/labels",

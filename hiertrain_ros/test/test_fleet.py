@@ -3,7 +3,6 @@ namespace, the cloud in the root one; the cloud-facing topics are shared.  Every
 batch of each edge must be trained once and acknowledged to that edge, and to no other."""
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from hiertrain_interfaces.msg import Heartbeat, Prediction, TrainingMetrics
 
 from hiertrain_ros.ros_common import RECORD_QOS, TOPICS, heartbeat_qos, stamp_ns
-from hiertrain_ros.runner import MonitorThread
+from hiertrain_ros.runner import MonitorThread, stop_processes
 from waiting import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -55,19 +54,7 @@ class Fleet:
     def stop(self, timeout: float = 60.0) -> dict:
         """SIGINT to all; each must exit cleanly (code 0) within ``timeout`` s (generous: a loaded CI
         machine), else it is killed."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-        codes = {}
-        deadline = time.monotonic() + timeout
-        for key, proc in self.procs.items():
-            try:
-                codes[key] = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes[key] = proc.wait()
-        self.procs.clear()
-        return codes
+        return stop_processes(self.procs, timeout)
 
 
 def test_two_edges_one_cloud_keep_their_batches_apart(ros_env, tmp_path):

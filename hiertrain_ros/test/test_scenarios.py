@@ -10,7 +10,7 @@ import yaml
 from torchvision.transforms.v2 import functional as F
 from waiting import wait_for
 
-from hiertrain_ros import bags
+from hiertrain_ros import bag_files
 from hiertrain_ros.ros_common import RECORD_QOS, TOPICS
 from hiertrain_ros.runner import Graph, MonitorThread
 from hiertrain_ros.core import scenarios
@@ -221,20 +221,20 @@ def test_scenario_bag_labels_carry_the_segment(tmp_path):
     spec = tmp_path / "two.yaml"
     spec.write_text(yaml.safe_dump([{"frames": 12, "classes": [0, 1]},
                                     {"frames": 8, "classes": [2], "transform": {"brightness": 0.5}}]))
-    summary = bags.make_bag(tmp_path / "bag", subset=0, holdout_every=4, start_ns=10**18, scenario=str(spec))
+    summary = bag_files.make_bag(tmp_path / "bag", subset=0, holdout_every=4, start_ns=10**18, scenario=str(spec))
     assert (summary["frames"], summary["held_out"], summary["segments"]) == (20, 5, 2)
-    expected = list(bags.scenario_frames("fashion-mnist", 0, 4, 0, str(spec)))
+    expected = list(bag_files.scenario_frames("fashion-mnist", 0, 4, 0, str(spec)))
     images, labels = [], []
-    for topic, msgtype, _, raw in bags.read_messages(tmp_path / "bag"):
-        (images if topic == bags.TOPIC_IMAGE else labels).append((topic, bags.deserialize(raw, msgtype)))
+    for topic, msgtype, _, raw in bag_files.read_messages(tmp_path / "bag"):
+        (images if topic == bag_files.TOPIC_IMAGE else labels).append((topic, bag_files.deserialize(raw, msgtype)))
     for (_, image), (topic, label), want in zip(images, labels, expected):
         assert bytes(image.data) == want.frame.tobytes()
         assert (label.class_id, label.segment) == (want.label, want.segment)
-        assert topic == (bags.TOPIC_TRUTH if want.held_out else bags.TOPIC_LABELS)
+        assert topic == (bag_files.TOPIC_TRUTH if want.held_out else bag_files.TOPIC_LABELS)
     assert [lbl.segment for _, lbl in labels] == [0] * 12 + [1] * 8
     assert {lbl.class_id for _, lbl in labels[12:]} == {2}
     with pytest.raises(ValueError, match="got 'no_such'"):
-        bags.make_bag(tmp_path / "none", scenario="no_such")
+        bag_files.make_bag(tmp_path / "none", scenario="no_such")
     assert not (tmp_path / "none").exists()  # refused before the bag is created
 
 

@@ -58,7 +58,7 @@ def run(args) -> int:
 
 
 def _make(args) -> int:
-    from .. import bags
+    from .. import bag_files
     from .common import write_json
 
     if args.scenario:
@@ -66,7 +66,7 @@ def _make(args) -> int:
 
         torch.set_num_threads(1)  # transforms of single 32x32 frames: worker threads would only contend
     subset = args.subset if args.subset is not None else (0 if args.scenario else 1000)
-    summary = bags.make_bag(args.out, args.data, subset, args.rate, args.storage, args.holdout_every,
+    summary = bag_files.make_bag(args.out, args.data, subset, args.rate, args.storage, args.holdout_every,
                             args.seed, args.width, args.height, args.start_ns, scenario=args.scenario)
     print(f"wrote {summary['frames']} frames ({summary['held_out']} held out"
           f"{', %d segments' % summary['segments'] if args.scenario else ''}) at {summary['rate_hz']:g} Hz, "
@@ -76,10 +76,10 @@ def _make(args) -> int:
 
 
 def _info(args) -> int:
-    from .. import bags
+    from .. import bag_files
     from .common import print_table, write_json
 
-    info = bags.bag_info(args.bag)
+    info = bag_files.bag_info(args.bag)
     print(f"bag:      {info['path']} ({info['storage']})")
     print(f"messages: {info['messages']}")
     print(f"duration: {info['duration_s']:.3f} s")
@@ -89,7 +89,8 @@ def _info(args) -> int:
 
 
 def _record(args) -> int:
-    from ..bag_tools import StopFlag, record
+    from ..bag_nodes import record
+    from ..ros_common import StopFlag
     from ..ros_common import use_large_data_transport
 
     stop = StopFlag()  # before anything else: Ctrl-C from here on closes the bag cleanly
@@ -108,7 +109,8 @@ def _record(args) -> int:
 def _play(args) -> int:
     import rclpy
 
-    from ..bag_tools import Player, Spinner, StopFlag
+    from ..bag_nodes import Player
+    from ..ros_common import Spinner, StopFlag
     from ..ros_common import use_large_data_transport
     from .common import parse_remaps, write_json
 

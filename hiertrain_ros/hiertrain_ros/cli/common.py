@@ -81,7 +81,7 @@ def _fmt(value) -> str:
 
 def parse_remaps(items: list[str]) -> dict[str, str]:
     """``["/a:=/b"]`` (``ros2 bag play --remap``'s form) -> ``{"/a": "/b"}``."""
-    from ..bags import normalize_topic
+    from ..bag_files import normalize_topic
 
     remaps = {}
     for item in items:

@@ -76,7 +76,6 @@ def graph_nodes(graph: str, camera_topic: str | None = None, camera_sim: bool = 
 
 def run(args) -> int:
     import os
-    import signal
     import sys
     import time
 
@@ -95,9 +94,9 @@ def run(args) -> int:
     except (ValueError, LinkUnavailable) as exc:
         print(f"hiertrain launch: {exc}", file=sys.stderr)
         return 3 if isinstance(exc, LinkUnavailable) else 2
-    stop = {"now": False}
-    signal.signal(signal.SIGINT, lambda *_: stop.update(now=True))
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    from ..ros_common import StopFlag
+
+    stop = StopFlag()
     try:
         wrap = {}
         if link is not None:
@@ -121,7 +120,7 @@ def run(args) -> int:
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
         try:
-            while not stop["now"] and (not args.duration or time.monotonic() - start < args.duration):
+            while not stop.is_set() and (not args.duration or time.monotonic() - start < args.duration):
                 time.sleep(0.05)
                 cuts.tick(time.monotonic())
                 dead = [n for n, ok in graph.alive().items() if not ok]

@@ -82,19 +82,20 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from .. import bags
-    from ..bag_tools import Player, Spinner, StopFlag
+    from .. import bag_files
+    from ..bag_nodes import Player
+    from ..ros_common import Spinner, StopFlag
     from ..ros_common import use_large_data_transport
     from ..runner import Graph, MonitorThread
     from .common import parse_remaps, print_adaptation, print_table, write_json
 
-    info = bags.bag_info(args.bag)  # a missing or malformed bag fails here, before any node starts
+    info = bag_files.bag_info(args.bag)  # a missing or malformed bag fails here, before any node starts
     remap = parse_remaps(args.remap)
     counts = {remap.get(t["topic"], t["topic"]): t["count"] for t in info["topics"]}  # by the name played
-    if bags.TOPIC_IMAGE not in counts:
-        images = [t["topic"] for t in info["topics"] if t["type"] == bags.IMAGE_TYPE]
-        hint = f" (images on {images[0]}: add --remap {images[0]}:={bags.TOPIC_IMAGE})" if images else ""
-        raise ValueError(f"{args.bag} plays nothing on {bags.TOPIC_IMAGE}: nothing to replay{hint}")
+    if bag_files.TOPIC_IMAGE not in counts:
+        images = [t["topic"] for t in info["topics"] if t["type"] == bag_files.IMAGE_TYPE]
+        hint = f" (images on {images[0]}: add --remap {images[0]}:={bag_files.TOPIC_IMAGE})" if images else ""
+        raise ValueError(f"{args.bag} plays nothing on {bag_files.TOPIC_IMAGE}: nothing to replay{hint}")
     if args.bins < 1:
         raise ValueError(f"--bins must be >= 1, got {args.bins}")
     overrides = merge_overrides(args.set, args.seed)
@@ -112,7 +113,7 @@ def run(args) -> int:
         player = Player(args.bag, remap=remap, lockstep=True)
         spinner = Spinner(player)
         graph.start()
-        total = counts[bags.TOPIC_IMAGE]
+        total = counts[bag_files.TOPIC_IMAGE]
         marks = {max(1, total * k // 10) for k in range(1, 11)}
 
         def progress(p):
@@ -140,7 +141,7 @@ def run(args) -> int:
         stop.restore()
 
     frames = player.frame_stamps
-    truth_in_bag = counts.get(bags.TOPIC_TRUTH, 0)
+    truth_in_bag = counts.get(bag_files.TOPIC_TRUTH, 0)
     report.update(
         bag=str(args.bag), seed=args.seed, overrides=overrides, exit_codes=codes,
         duration_s=time.monotonic() - start, player=summary,

@@ -22,7 +22,6 @@ overflows and the order of every inference and training step is fixed by the bag
 from __future__ import annotations
 
 import importlib
-import signal
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,23 +30,12 @@ from pathlib import Path
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from . import bags
-from .ros_common import CAMERA_QOS, TOPICS
-
-IMAGE_TOPIC = "/" + TOPICS["image"]
-LABELS_TOPIC = "/" + TOPICS["labels"]
-
-RECORD_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000,
-                                 reliability=ReliabilityPolicy.RELIABLE)
-RECORD_BEST_EFFORT_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                                    reliability=ReliabilityPolicy.BEST_EFFORT)
-PLAY_RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.RELIABLE)
-WATCH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
-BEST_EFFORT_WATCH_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                                   reliability=ReliabilityPolicy.BEST_EFFORT)
-
+from . import bag_files
+from .bag_files import TOPIC_IMAGE, TOPIC_LABELS
+from .ros_common import (BEST_EFFORT_RECORD_QOS, BEST_EFFORT_WATCH_QOS, CAMERA_QOS, PLAY_QOS, RECORD_QOS, TOPICS,
+                         StopFlag)
 
 # Fast DDS's default shared-memory segment (512 KiB) cannot carry a 640x480 rgb8 frame
 # (921,654 bytes): such a sample goes over UDP in 64 KiB fragments, and with best effort a
@@ -69,51 +57,7 @@ def message_class(msgtype: str):
 
 
 def play_qos(msgtype: str) -> QoSProfile:
-    return CAMERA_QOS if msgtype in bags.SENSOR_TYPES else PLAY_RELIABLE_QOS
-
-
-class Spinner:
-    """A node spun by a SingleThreadedExecutor in a background thread."""
-
-    def __init__(self, node: Node):
-        self.node = node
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self):
-        try:
-            self.executor.spin()
-        except Exception:  # shutdown races end the thread quietly
-            pass
-
-    def close(self) -> None:
-        self.executor.shutdown()
-        self.thread.join(timeout=5.0)
-        self.node.destroy_node()
-
-
-class StopFlag:
-    """SIGINT/SIGTERM only set a flag (signal-safe: no I/O, no locks); the owner polls it."""
-
-    def __init__(self, install: bool = True):
-        self.event = threading.Event()
-        self._old = {}
-        if install and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
-
-    def _handle(self, signum, frame):
-        self.event.set()
-
-    def is_set(self) -> bool:
-        return self.event.is_set()
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old.clear()
+    return CAMERA_QOS if msgtype in bag_files.SENSOR_TYPES else PLAY_QOS
 
 
 # -- recorder ---------------------------------------------------------------------------------------
@@ -121,10 +65,10 @@ class Recorder(Node):
     """Subscribes (raw=True) to each wanted topic once it has a publisher, with the type the
     graph reports, and writes every serialized message to the bag with its receive time."""
 
-    def __init__(self, writer: bags.BagWriter, topics, name: str = "hiertrain_recorder"):
+    def __init__(self, writer: bag_files.BagWriter, topics, name: str = "hiertrain_recorder"):
         super().__init__(name)
         self.writer = writer
-        self.wanted = [bags.normalize_topic(t) for t in topics]
+        self.wanted = [bag_files.normalize_topic(t) for t in topics]
         self.subs: dict[str, object] = {}
         self.types: dict[str, str] = {}
         self.received: Counter = Counter()
@@ -159,7 +103,7 @@ class Recorder(Node):
         # Reliable only when every publisher offers it (a reliable reader would not match a
         # best-effort writer); transient-local when every publisher latches.
         reliable = all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE for p in publishers)
-        qos = RECORD_RELIABLE_QOS if reliable else RECORD_BEST_EFFORT_QOS
+        qos = RECORD_QOS if reliable else BEST_EFFORT_RECORD_QOS
         if all(p.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for p in publishers):
             qos = QoSProfile(history=qos.history, depth=qos.depth, reliability=qos.reliability,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -184,7 +128,7 @@ def record(out, topics, storage: str = "mcap", duration: float = 0.0, stop: Stop
     if not topics:
         raise ValueError("give at least one topic (--topics T1 T2 ...)")
     stop = stop or StopFlag()
-    writer = bags.BagWriter(out, storage)  # ValueError if out exists
+    writer = bag_files.BagWriter(out, storage)  # ValueError if out exists
     own_context = not rclpy.ok()
     if own_context:
         rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
@@ -210,8 +154,8 @@ def record(out, topics, storage: str = "mcap", duration: float = 0.0, stop: Stop
         stop.restore()
     return {"bag": str(out), "storage": storage, "duration_s": time.monotonic() - start,
             "topics": {t: {"type": types.get(t), "messages": received.get(t, 0)}
-                       for t in (bags.normalize_topic(x) for x in topics)},
-            "missing": [bags.normalize_topic(t) for t in topics if bags.normalize_topic(t) not in types],
+                       for t in (bag_files.normalize_topic(x) for x in topics)},
+            "missing": [bag_files.normalize_topic(t) for t in topics if bag_files.normalize_topic(t) not in types],
             "skipped": skipped}
 
 
@@ -229,16 +173,16 @@ class Player(Node):
         --remap`` does; ``pubs``, ``published`` and the lockstep protocol use the played names."""
         super().__init__(name)
         self.path = Path(path)
-        self.types = bags.bag_topics(self.path)  # ValueError / FileNotFoundError for a bad bag
+        self.types = bag_files.bag_topics(self.path)  # ValueError / FileNotFoundError for a bad bag
         if topics:
-            wanted = {bags.normalize_topic(t) for t in topics}
+            wanted = {bag_files.normalize_topic(t) for t in topics}
             missing = wanted - set(self.types)
             if missing:
                 raise ValueError(f"{self.path} has no topic(s) {', '.join(sorted(missing))}")
             self.types = {t: ty for t, ty in self.types.items() if t in wanted}
         if not self.types:
             raise ValueError(f"{self.path}: nothing to play (no topics)")
-        remap = {bags.normalize_topic(a): bags.normalize_topic(b) for a, b in (remap or {}).items()}
+        remap = {bag_files.normalize_topic(a): bag_files.normalize_topic(b) for a, b in (remap or {}).items()}
         unknown = set(remap) - set(self.types)
         if unknown:
             raise ValueError(f"{self.path} has no topic(s) {', '.join(sorted(unknown))} to remap")
@@ -265,13 +209,13 @@ class Player(Node):
             from hiertrain_interfaces.msg import Heartbeat, Prediction, TrainingMetrics
             from std_msgs.msg import UInt64
 
-            self.create_subscription(UInt64, TOPICS["consumed"], self._on_consumed, WATCH_QOS)
-            self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], self._on_edge_metrics, WATCH_QOS)
-            self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], self._on_cloud_metrics, WATCH_QOS)
+            self.create_subscription(UInt64, TOPICS["consumed"], self._on_consumed, RECORD_QOS)
+            self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], self._on_edge_metrics, RECORD_QOS)
+            self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], self._on_cloud_metrics, RECORD_QOS)
             self.create_subscription(Prediction, TOPICS["edge_prediction"],
-                                     lambda m: self._on_prediction(self.edge_predicted, m), WATCH_QOS)
+                                     lambda m: self._on_prediction(self.edge_predicted, m), RECORD_QOS)
             self.create_subscription(Prediction, TOPICS["cloud_prediction"],
-                                     lambda m: self._on_prediction(self.cloud_predicted, m), WATCH_QOS)
+                                     lambda m: self._on_prediction(self.cloud_predicted, m), RECORD_QOS)
             self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, BEST_EFFORT_WATCH_QOS)
 
     # -- watch callbacks --------------------------------------------------------------------------
@@ -363,7 +307,7 @@ class Player(Node):
         while True:
             first = None
             t0 = time.monotonic()
-            for topic, _, timestamp, raw in bags.read_messages(self.path, self.types):
+            for topic, _, timestamp, raw in bag_files.read_messages(self.path, self.types):
                 if stop is not None and stop.is_set():
                     break
                 topic = self.played_as[topic]
@@ -387,10 +331,10 @@ class Player(Node):
                       wait_cloud: bool | None = None, timeout: float = 30.0, startup_timeout: float = 120.0,
                       stop=None, progress=None) -> dict:
         """Play frame by frame in lockstep with the edge (and cloud); see the module doc."""
-        if IMAGE_TOPIC not in self.pubs:
-            raise ValueError(f"{self.path} has no {IMAGE_TOPIC} to play in lockstep")
+        if TOPIC_IMAGE not in self.pubs:
+            raise ValueError(f"{self.path} has no {TOPIC_IMAGE} to play in lockstep")
         start = time.monotonic()
-        need = [t for t in (IMAGE_TOPIC, LABELS_TOPIC) if t in self.pubs]
+        need = [t for t in (TOPIC_IMAGE, TOPIC_LABELS) if t in self.pubs]
         missing = self.wait_for_subscribers(need, startup_timeout, stop)
         if missing:
             raise ValueError(f"no subscriber on {', '.join(missing)} within {startup_timeout:.0f} s: "
@@ -426,8 +370,8 @@ class Player(Node):
         sent_frames: set[int] = set()
 
         def send_label(raw) -> None:
-            self.pubs[LABELS_TOPIC].publish(raw)
-            self.published[LABELS_TOPIC] += 1
+            self.pubs[TOPIC_LABELS].publish(raw)
+            self.published[TOPIC_LABELS] += 1
             self.labels_sent += 1
             if self.labels_sent % batch_size == 0:
                 steps = self.labels_sent // batch_size
@@ -437,13 +381,13 @@ class Player(Node):
                                "a cloud training step", stop)
 
         play_start = time.monotonic()
-        for topic, _, _, raw in bags.read_messages(self.path, self.types):
+        for topic, _, _, raw in bag_files.read_messages(self.path, self.types):
             if stop is not None and stop.is_set():
                 break
             topic = self.played_as[topic]
             raw = bytes(raw)
-            if topic == IMAGE_TOPIC:
-                stamp = bags.header_stamp_ns(raw)
+            if topic == TOPIC_IMAGE:
+                stamp = bag_files.header_stamp_ns(raw)
                 self.pubs[topic].publish(raw)
                 self.published[topic] += 1
                 self.frames_sent += 1
@@ -462,8 +406,8 @@ class Player(Node):
                     send_label(label)
                 if progress:
                     progress(self)
-            elif topic == LABELS_TOPIC:
-                stamp = bags.header_stamp_ns(raw)
+            elif topic == TOPIC_LABELS:
+                stamp = bag_files.header_stamp_ns(raw)
                 if stamp in sent_frames:
                     send_label(raw)
                 else:
