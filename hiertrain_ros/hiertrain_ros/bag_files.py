@@ -29,6 +29,7 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
 from .core.frames import resize_nearest
 
+# The graph's topics for a robot in the root namespace (ros_common.TOPICS; test_bags checks they agree).
 TOPIC_IMAGE = "/camera/image_raw"
 TOPIC_LABELS = "/hiertrain/labels"
 TOPIC_TRUTH = "/hiertrain/eval/truth"

@@ -87,6 +87,14 @@ def _broken_bags(tmp_path):
     return {"truncated": truncated, "garbage_db": garbage_db, "no_meta": no_meta, "bad_yaml": bad_yaml}
 
 
+def test_bag_topics_are_the_graphs_topics():
+    # bag_files stays free of rclpy, so it spells the names out; they must be ros_common's.
+    from hiertrain_ros.ros_common import TOPICS
+
+    assert (bag_files.TOPIC_IMAGE, bag_files.TOPIC_LABELS, bag_files.TOPIC_TRUTH) == tuple(
+        "/" + TOPICS[k] for k in ("image", "labels", "truth"))
+
+
 def test_missing_and_malformed_bags_give_a_clear_error(tmp_path, capsys):
     for verb in (["bag", "info"], ["bag", "play"], ["replay"]):
         assert cli_main(verb + [str(tmp_path / "nowhere")]) == 2
