@@ -78,7 +78,7 @@ def bench_play(bag: Path, label: str, tmp: Path) -> dict:
 
 
 def bench_record(frames: int, tmp: Path, label: str, profile: str | None) -> dict:
-    """A 30 Hz 640x480 rgb8 camera (best effort, like a driver) recorded by ``hiertrain bag record``."""
+    """Measure a 30 Hz 640x480 rgb8 camera (best effort, like a driver) recorded by ``hiertrain bag record``."""
     from hiertrain_ros import bag_files
 
     env = dict(os.environ)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Micro-benchmarks of the ROS-free core: codec throughput, training step times and,
-optionally, hierarchical vs full-cloud accuracy on Fashion-MNIST.
+"""Micro-benchmarks of the ROS-free core.
+
+Codec throughput, training step times and, optionally, hierarchical vs full-cloud accuracy on Fashion-MNIST.
 
     python benchmarks/core_bench.py                       # (a) codec + (b) step times
     python benchmarks/core_bench.py --accuracy            # + (c) accuracy (about 30 min on 2 cores)
@@ -60,7 +61,7 @@ def _median_seconds(fn, reps: int, warmup: int = 1) -> float:
 
 
 def bench_codec(reps: int, shape=(128, 16, 16, 16)) -> list[dict]:
-    """(a) encode + decode throughput of a post-ReLU batch, in MB/s of float32 input."""
+    """Measure (a) encode + decode throughput of a post-ReLU batch, in MB/s of float32 input."""
     torch.manual_seed(0)
     x = torch.relu(torch.randn(*shape))
     mbytes = x.numel() * 4 / 1e6

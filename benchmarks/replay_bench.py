@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Forgetting with and without replay, offline (no ROS): a class-incremental Fashion-MNIST stream
-(classes 0-4, then 5-9) through the edge and cloud trainers, one frame at a time through the
-edge's sampler, as the nodes do.
+"""Forgetting with and without replay, offline (no ROS).
+
+A class-incremental Fashion-MNIST stream (classes 0-4, then 5-9) through the edge and cloud trainers, one frame at a
+time through the edge's sampler, as the nodes do.
 
     python benchmarks/replay_bench.py                              # none, reservoir, balanced (9 min on a busy core)
     python benchmarks/replay_bench.py --modes none latent-none latent-drop latent-downweight

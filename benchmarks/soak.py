@@ -63,8 +63,10 @@ def main() -> None:
                        "cpu_count": os.cpu_count()},
         "rss": rows, "rss_samples": samples,
         "queue_peaks": report["queue_peaks"],
-        "queue_limits": {"edge_node.infer_queue": EdgeConfig.queue_size, "edge_node.buffer_fill": EdgeConfig.buffer_size,
-                         "cloud_node.train_queue": CloudConfig.queue_size, "cloud_node.infer_queue": CloudConfig.queue_size},
+        "queue_limits": {"edge_node.infer_queue": EdgeConfig.queue_size,
+                         "edge_node.buffer_fill": EdgeConfig.buffer_size,
+                         "cloud_node.train_queue": CloudConfig.queue_size,
+                         "cloud_node.infer_queue": CloudConfig.queue_size},
         "edge": edge, "cloud": cloud, "counts": report["counts"],
         "held_out_accuracy": {k: report[f"{k}_accuracy"] for k in ("edge", "cloud", "output")},
     }

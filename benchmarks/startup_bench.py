@@ -1,4 +1,4 @@
-"""Start-up benchmark (not a test): time to ready and memory of the edge and cloud nodes.
+r"""Start-up benchmark (not a test): time to ready and memory of the edge and cloud nodes.
 
 Starts each node alone as a real process (its own ROS domain, localhost discovery) from one or
 more source trees, and measures from process start to the node's ``features (...)`` log line

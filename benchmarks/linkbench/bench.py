@@ -107,8 +107,11 @@ class _Procs:
         return self.procs[name]
 
     def wait(self, timeout: float, grace: float = 10.0) -> dict[str, int | None]:
-        """Exit codes (None: still running at the deadline).  Once one worker fails, the others
-        get ``grace`` seconds and are then killed: a peer that died would leave them waiting."""
+        """Exit codes (None: still running at the deadline).
+
+        Once one worker fails, the others get ``grace`` seconds and are then killed: a peer that died would leave them
+        waiting.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             codes = {name: proc.poll() for name, proc in self.procs.items()}
@@ -234,8 +237,10 @@ def _link_metrics(row: dict, cfg: BenchConfig, rate: float, res: dict) -> None:
 
 
 def _summarise_nodes(cfg: BenchConfig, rate: float, res: dict) -> dict:
-    """The hierarchical row, from what the monitor saw of the nodes.  The nodes do not publish
-    their compute time per step, so there is no stage bound, only the link's share."""
+    """Build the hierarchical row from what the monitor saw of the nodes.
+
+    The nodes do not publish their compute time per step, so there is no stage bound, only the link's share.
+    """
     wall = res["t_end"] - res["t_start"]
     row = {"mode": "hierarchical", "runtime": "nodes", "wall_s": wall, "s_per_sample": wall / cfg.samples,
            "epoch_s": wall / cfg.samples * cfg.epoch_samples, "samples_per_s": cfg.samples / wall,

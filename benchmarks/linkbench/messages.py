@@ -58,7 +58,7 @@ def jpeg_payload(frames: np.ndarray, labels: np.ndarray, seq: int, quality: int 
 
 
 def jpeg_frames(shape, data: bytes, model_hash: int) -> np.ndarray:
-    """Decoded N x H x W x 3 RGB frames of a JPEG batch (checks lengths before decoding)."""
+    """Return decoded N x H x W x 3 RGB frames of a JPEG batch (checks lengths before decoding)."""
     cv2 = _cv2()
     if model_hash != JPEG_FORMAT or len(shape) != 4 or shape[3] != 3:
         raise ValueError(f"not a JPEG frame batch: model_hash {model_hash:08x}, shape {tuple(shape)}")

@@ -1,6 +1,7 @@
-"""The hierarchical mode: the package's own ``camera_sim``, ``edge_node`` and ``cloud_node``
-across the emulated link, with the nodes' own flow control (token bucket, store,
-heartbeat acknowledgements), topics and QoS.
+"""The hierarchical mode.
+
+The package's own ``camera_sim``, ``edge_node`` and ``cloud_node`` across the emulated link, with the nodes' own flow
+control (token bucket, store, heartbeat acknowledgements), topics and QoS.
 
 The camera simulator publishes labelled frames only (no held-out frames, and no answers are
 asked of the edge, so only training batches use the link); the edge node runs under the
@@ -41,8 +42,10 @@ def node_overrides(cfg, rate_bps: float) -> dict:
 
 @contextmanager
 def _environ(env: dict):
-    """``os.environ`` replaced by ``env`` inside the block: the nodes and this process's monitor
-    read their DDS settings from it."""
+    """``os.environ`` replaced by ``env`` inside the block.
+
+    The nodes and this process's monitor read their DDS settings from it.
+    """
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)

@@ -79,7 +79,7 @@ def _qos(cfg: WorkerConfig):
 
 
 def _start_node(name: str):
-    """A node spun by the package's harness on a background thread; the main thread trains."""
+    """Return a node spun by the package's harness on a background thread; the main thread trains."""
     import rclpy
     from rclpy.signals import SignalHandlerOptions
 
@@ -379,8 +379,9 @@ def run_cloud(cfg: WorkerConfig) -> dict:
 # ---- forward times under the edge's CPU quota ------------------------------------------------------
 
 def run_measure(cfg: WorkerConfig, reps: int = 6) -> dict:
-    """Seconds per batch of the edge part's and the whole model's training-mode forward pass,
-    and ``alpha``: the whole model's backward time over its forward time (Eq. 2-3).
+    """Seconds per batch of the edge part's and the whole model's training-mode forward pass, and ``alpha``.
+
+    The whole model's backward time over its forward time (Eq. 2-3).
 
     Timed as the mean of ``reps`` back-to-back passes, not a median of single ones: under a
     CFS quota a single short pass can finish inside one period's allowance and look unthrottled.

@@ -58,7 +58,7 @@ def _share_dirs() -> list[Path]:
 
 
 def interfaces_msg_dir() -> Path:
-    """The installed hiertrain_interfaces/msg (sys.prefix/share/...), else the source tree's."""
+    """Return the installed hiertrain_interfaces/msg (sys.prefix/share/...), else the source tree's."""
     candidates = [d / INTERFACES / "msg" for d in _share_dirs()]
     candidates.append(Path(__file__).resolve().parents[2] / INTERFACES / "msg")
     for candidate in candidates:
@@ -290,7 +290,7 @@ def _one_line(exc: BaseException) -> str:
 
 @contextmanager
 def open_bag(path: str | Path):
-    """A rosbags Reader on ``path``; any failure to read it becomes a ValueError."""
+    """Return a rosbags Reader on ``path``; any failure to read it becomes a ValueError."""
     path = _check_path(path)
     reader = Reader(path)
     try:
@@ -325,7 +325,7 @@ def deserialize(raw: bytes | memoryview, msgtype: str):
 
 
 def bag_topics(path: str | Path) -> dict[str, str]:
-    """topic -> type of a bag."""
+    """Topic -> type of a bag."""
     with open_bag(path) as reader:
         return {c.topic: c.msgtype for c in reader.connections}
 

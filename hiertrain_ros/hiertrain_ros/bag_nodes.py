@@ -1,5 +1,7 @@
-"""rclpy side of the bags: a recorder node (raw serialized messages straight into the bag)
-and a player node (original timing, or lockstep with the edge/cloud nodes).
+"""rclpy side of the bags.
+
+A recorder node (raw serialized messages straight into the bag) and a player node (original timing, or lockstep with the
+edge/cloud nodes).
 
 Lockstep protocol (``Player(lockstep=True)``), one camera frame at a time, in bag order:
 
@@ -46,7 +48,7 @@ from .ros_common import (BEST_EFFORT_RECORD_QOS, BEST_EFFORT_WATCH_QOS, CAMERA_Q
 
 
 def message_class(msgtype: str):
-    """The rclpy class of ``pkg/msg/Name``; ValueError when it is not importable here."""
+    """Return the rclpy class of ``pkg/msg/Name``; ValueError when it is not importable here."""
     parts = msgtype.split("/")
     if len(parts) != 3:
         raise ValueError(f"bad message type name {msgtype!r}")
@@ -62,8 +64,10 @@ def play_qos(msgtype: str) -> QoSProfile:
 
 # -- recorder ---------------------------------------------------------------------------------------
 class Recorder(Node):
-    """Subscribes (raw=True) to each wanted topic once it has a publisher, with the type the
-    graph reports, and writes every serialized message to the bag with its receive time."""
+    """Writes every serialized message of the wanted topics to the bag with its receive time.
+
+    It subscribes (raw=True) to each wanted topic once it has a publisher, with the type the graph reports.
+    """
 
     def __init__(self, writer: bag_files.BagWriter, topics, name: str = "hiertrain_recorder"):
         super().__init__(name)
@@ -169,8 +173,10 @@ class Player(Node):
 
     def __init__(self, path, *, topics=None, remap: dict | None = None, lockstep: bool = False,
                  name: str = "hiertrain_player"):
-        """``remap`` plays a bag topic under another name ({bag topic: topic}), as ``ros2 bag play
-        --remap`` does; ``pubs``, ``published`` and the lockstep protocol use the played names."""
+        """``remap`` plays a bag topic under another name ({bag topic: topic}), as ``ros2 bag play --remap`` does.
+
+        ``pubs``, ``published`` and the lockstep protocol use the played names.
+        """
         super().__init__(name)
         self.path = Path(path)
         self.types = bag_files.bag_topics(self.path)  # ValueError / FileNotFoundError for a bad bag

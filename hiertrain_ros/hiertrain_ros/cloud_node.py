@@ -1,12 +1,14 @@
-"""Cloud node: trains the cloud part on received features, answers inference batches,
-publishes a 10 Hz heartbeat that acknowledges the training batches it received.
-One cloud serves several edges: batches are told apart by (robot_id, seq), and each
-goes to the trainer of the split it was made at.
+"""Cloud node.
+
+Trains the cloud part on received features, answers inference batches, publishes a 10 Hz heartbeat that acknowledges the
+training batches it received. One cloud serves several edges: batches are told apart by (robot_id, seq), and each goes
+to the trainer of the split it was made at.
 
 Answers come from a copy of the model in their own thread, so they never wait for a
 training step; the copy follows the trained weights every ``serve_refresh_s``.  With
 ``serve_refresh_s`` 0 the training thread answers, before each step: slower answers,
-but the same weights answer the same frames on every run (what a replay needs)."""
+but the same weights answer the same frames on every run (what a replay needs).
+"""
 
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBa
 
 
 def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
-    """(validated payload, purpose) of a feature message."""
+    """Return (validated payload, purpose) of a feature message."""
     if msg.purpose not in (PURPOSE_TRAIN, PURPOSE_INFER):
         raise ValueError(f"purpose must be TRAIN or INFER, got {msg.purpose}")
     payload = codec.FeaturePayload(
@@ -111,8 +111,11 @@ def heartbeat_msg(stamp, steps: int, last_seq: int, acks) -> Heartbeat:
 
 
 def acks_for(msg: Heartbeat, robot_id: str) -> list[int]:
-    """The seqs a heartbeat acknowledges to ``robot_id``; all of them from a cloud older than robot ids
-    (no ``acked_robots``).  ``ValueError`` when the two arrays do not pair up."""
+    """Return the seqs a heartbeat acknowledges to ``robot_id``.
+
+    All of them from a cloud older than robot ids (no ``acked_robots``).  ``ValueError`` when the two arrays do not pair
+    up.
+    """
     if not msg.acked_robots:
         return list(msg.acked)
     if len(msg.acked_robots) != len(msg.acked):

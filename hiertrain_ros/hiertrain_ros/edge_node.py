@@ -1,5 +1,8 @@
-"""Edge node: trains the edge part from the early exit, publishes quantized features,
-answers every k-th frame with the early exit.  Heavy work runs in a worker thread."""
+"""Edge node.
+
+Trains the edge part from the early exit, publishes quantized features, answers every k-th frame with the early exit.
+Heavy work runs in a worker thread.
+"""
 
 from __future__ import annotations
 

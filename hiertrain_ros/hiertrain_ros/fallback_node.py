@@ -1,6 +1,9 @@
-"""Fallback node: one output prediction topic, served while the cloud's heartbeat is fresh by
-the better of the edge's and the cloud's answer (judged on the labels), and by the edge's early
-exit otherwise; publishes the link status and the paths' prequential accuracy."""
+"""Fallback node.
+
+One output prediction topic, served while the cloud's heartbeat is fresh by the better of the edge's and the cloud's
+answer (judged on the labels), and by the edge's early exit otherwise; publishes the link status and the paths'
+prequential accuracy.
+"""
 
 from __future__ import annotations
 
@@ -100,8 +103,10 @@ class FallbackNode(Node):
         self.status_pub.publish(msg)
 
     def publish_metrics(self) -> None:
-        """The paths' prequential accuracy (topic), plus the whole run's and the output's
-        recovery after the last change (/diagnostics)."""
+        """Publish the paths' prequential accuracy (topic).
+
+        On /diagnostics also the whole run's accuracy and the output's recovery after the last change.
+        """
         now = self.arbiter.adaptation()
         current, recent = now["segment_accuracy"], now["recent_accuracy"]
         msg = AdaptationMetrics(robot_id=self.arbiter.robot_id, segment=now["segment"], paths=list(PATHS),

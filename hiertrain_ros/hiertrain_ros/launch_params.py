@@ -1,6 +1,8 @@
-"""What the launch files share: the params file is the truth, and a launch argument overrides
-one of its values only when the user gives it (nav2_bringup's pattern).  ``ros2 launch`` only:
-this module imports ``launch``, which has no wheel on PyPI."""
+"""What the launch files share.
+
+The params file is the truth, and a launch argument overrides one of its values only when the user gives it
+(nav2_bringup's pattern).  ``ros2 launch`` only: this module imports ``launch``, which has no wheel on PyPI.
+"""
 
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -22,8 +24,10 @@ def declare_params() -> list:
 
 
 def configured_node(**node_kwargs) -> OpaqueFunction:
-    """A Node with ``params_file`` plus, decided at launch time, the OVERRIDES the user gave
-    (typed by YAML rules, as ``-p NAME:=VALUE`` is)."""
+    """Return a Node with ``params_file`` plus the OVERRIDES the user gave, decided at launch time.
+
+    The overrides are typed by YAML rules, as ``-p NAME:=VALUE`` is.
+    """
     def build(context):
         given = {name: LaunchConfiguration(name) for name in OVERRIDES if LaunchConfiguration(name).perform(context)}
         params = [LaunchConfiguration("params_file")] + ([given] if given else [])

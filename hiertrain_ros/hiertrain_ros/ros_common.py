@@ -72,13 +72,16 @@ TOPICS = {
 
 
 def resolve_robot_id(node, configured: str) -> str:
-    """``configured``, or when that is "" the node's namespace without its leading slash."""
+    """Return ``configured``, or when that is "" the node's namespace without its leading slash."""
     return configured or node.get_namespace().strip("/")
 
 
 def config_file(name: str) -> Path:
-    """A file of config/: installed by pip (sys.prefix/share), by colcon (the ament index, which
-    sourcing the install's setup script extends), or in a source checkout."""
+    """Return a file of config/.
+
+    Installed by pip (sys.prefix/share), by colcon (the ament index, which sourcing the install's setup script extends),
+    or in a source checkout.
+    """
     bases = [Path(sys.prefix) / "share" / "hiertrain_ros"]
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -99,8 +102,11 @@ def large_data_profile() -> str:
 
 
 def large_data_env() -> dict:
-    """Environment that gives Fast DDS room for 640x480 frames (8 MiB shared-memory segments
-    instead of 512 KiB, 4 MiB UDP buffers); empty when the user chose transports or another RMW."""
+    """Environment that gives Fast DDS room for 640x480 frames.
+
+    That is 8 MiB shared-memory segments instead of 512 KiB, and 4 MiB UDP buffers; empty when the user chose
+    transports or another RMW.
+    """
     chosen = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
     if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or any(
             os.environ.get(k) for k in chosen):
@@ -114,15 +120,19 @@ def use_large_data_transport() -> None:
 
 
 def declare_config(node, cls):
-    """Declare one typed parameter per field of ``cls`` (see :func:`declare_parameters`) and
-    build the config from them now (a plain node reads its config at start-up)."""
+    """Declare one typed parameter per field of ``cls`` and build the config from them now.
+
+    See :func:`declare_parameters`; a plain node reads its config at start-up.
+    """
     declare_parameters(node, cls)
     return read_config(node, cls)
 
 
 def _param_fields(cls) -> dict:
-    """ROS parameter name -> dataclass field: a field's parameter is named after it unless its
-    metadata names another ("model" for ``arch``)."""
+    """ROS parameter name -> dataclass field.
+
+    A field's parameter is named after it unless its metadata names another ("model" for ``arch``).
+    """
     return {f.metadata.get("param") or f.name: f for f in dataclasses.fields(cls)}
 
 
@@ -166,8 +176,10 @@ def declare_parameters(node, cls) -> None:
 
 
 def read_config(node, cls, changes: dict | None = None):
-    """The config the node's parameters (with ``changes``, keyed by field name, applied) describe;
-    ValueError on a bad value (the node refuses to start)."""
+    """Return the config the node's parameters (with ``changes``, keyed by field name, applied) describe.
+
+    ValueError on a bad value (the node refuses to start).
+    """
     values = {f.name: _coerce(name, node.get_parameter(name).value, type(f.default))
               for name, f in _param_fields(cls).items()}
     return cls(**(values | (changes or {})))

@@ -1,5 +1,7 @@
-"""Start the node graph as processes from one params file (for pip users: there is no
-ros2 launch wheel), and watch the output topics to report accuracy and counts."""
+"""Start the node graph as processes from one params file, and watch the output topics.
+
+For pip users, who have no ros2 launch wheel; the monitor reports accuracy and counts.
+"""
 
 from __future__ import annotations
 
@@ -44,8 +46,11 @@ class Graph:
     def __init__(self, nodes, params_file: Path | None = None, overrides: dict | None = None,
                  env: dict | None = None, log_dir: Path | None = None, wrap: dict | None = None,
                  remaps: dict | None = None):
-        """``env`` adds to this process's environment; ``wrap`` maps a node to the command that
-        runs it (e.g. ``ip netns exec NS``); ``remaps`` maps a node to its {topic: new name}."""
+        """``env`` adds to this process's environment.
+
+        ``wrap`` maps a node to the command that runs it (e.g. ``ip netns exec NS``); ``remaps`` maps a node to its
+        {topic: new name}.
+        """
         self.nodes = tuple(nodes)
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
@@ -99,8 +104,10 @@ class Graph:
 
 
 def stop_processes(procs: dict, timeout: float) -> dict:
-    """SIGINT to every process of ``procs``, then their exit codes; one still running after ``timeout`` s
-    (all together) is killed.  Empties ``procs``."""
+    """SIGINT to every process of ``procs``, then their exit codes.
+
+    One still running after ``timeout`` s (all together) is killed.  Empties ``procs``.
+    """
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -165,7 +172,7 @@ class Monitor(Node):
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, heartbeat_qos(1.0))
 
     def _sent(self, info) -> float:
-        """The message's source timestamp on this process's monotonic clock."""
+        """Return the message's source timestamp on this process's monotonic clock."""
         return info["source_timestamp"] * 1e-9 - self._wall_minus_mono
 
     def _on_truth(self, msg: Label) -> None:
@@ -204,15 +211,19 @@ class Monitor(Node):
             self.cloud_acked.update(msg.acked)
 
     def trained_by_cloud(self) -> set:
-        """Batches the cloud trained: from its metrics, and from its acknowledgements, which its
-        heartbeat repeats (a metrics sample published just before an outage can be lost to a
-        reader that the lease unmatched; the acknowledgement comes again)."""
+        """Batches the cloud trained.
+
+        From its metrics, and from its acknowledgements, which its heartbeat repeats (a metrics sample published just
+        before an outage can be lost to a reader that the lease unmatched; the acknowledgement comes again).
+        """
         with self._lock:
             return set(self.trained_seqs["cloud"]) | self.cloud_acked
 
     def batch_report(self) -> dict:
-        """Training batches produced by the edge and trained by the cloud; the age of any the
-        cloud has not trained yet (normally the last few, still on their way)."""
+        """Training batches produced by the edge and trained by the cloud.
+
+        The age of any the cloud has not trained yet (normally the last few, still on their way).
+        """
         trained = self.trained_by_cloud()
         now = time.monotonic()
         with self._lock:

@@ -1,6 +1,6 @@
 """Server side of a two-machine setup: the cloud node only (it never subscribes to images).
 
-  ros2 launch hiertrain_ros cloud.launch.py [params_file:=...] [model:=...] [split_point:=...]
+ros2 launch hiertrain_ros cloud.launch.py [params_file:=...] [model:=...] [split_point:=...]
 """
 
 from launch import LaunchDescription

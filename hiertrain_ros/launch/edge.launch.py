@@ -1,6 +1,7 @@
-"""Robot side of a two-machine setup: edge node and fallback (plus the camera simulator
-unless use_camera_sim:=false).  Run cloud.launch.py on the server with the same params
-file and ROS_DOMAIN_ID.
+"""Robot side of a two-machine setup.
+
+Edge node and fallback (plus the camera simulator unless use_camera_sim:=false).  Run cloud.launch.py on the server with
+the same params file and ROS_DOMAIN_ID.
 
   ros2 launch hiertrain_ros edge.launch.py [params_file:=...] [camera_topic:=/my/camera]
       [use_camera_sim:=false] [model:=...] [split_point:=...]

@@ -1,5 +1,6 @@
-"""The whole graph on one machine: edge.launch.py (camera simulator, edge, fallback)
-plus cloud.launch.py, sharing one params file.
+"""The whole graph on one machine.
+
+It is edge.launch.py (camera simulator, edge, fallback) plus cloud.launch.py, sharing one params file.
 
   ros2 launch hiertrain_ros edge_cloud.launch.py [params_file:=...] [camera_topic:=/my/camera]
       [use_camera_sim:=false] [model:=...] [split_point:=...]

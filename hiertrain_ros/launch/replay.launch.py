@@ -1,6 +1,7 @@
-"""Replay a recording into the graph: edge.launch.py without the camera simulator, plus
-cloud.launch.py, plus ``ros2 bag play`` of the bag (camera frames and stamped labels, e.g.
-one written by ``hiertrain bag make`` or ``ros2 bag record``).
+"""Replay a recording into the graph.
+
+It runs edge.launch.py without the camera simulator, plus cloud.launch.py, plus ``ros2 bag play`` of the bag
+(camera frames and stamped labels, e.g. one written by ``hiertrain bag make`` or ``ros2 bag record``).
 
   ros2 launch hiertrain_ros replay.launch.py bag:=/path/to/bag [rate:=1.0] [delay:=5.0]
       [params_file:=...] [camera_topic:=/camera/image_raw] [model:=...] [split_point:=...]

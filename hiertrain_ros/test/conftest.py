@@ -19,7 +19,7 @@ def pytest_configure(config):
 
 @pytest.fixture
 def ros_env(monkeypatch):
-    """A DDS domain of this test's own, discovery limited to this host."""
+    """Return a DDS domain of this test's own, discovery limited to this host."""
     domain = str(next(_domains) % 230)
     monkeypatch.setenv("ROS_DOMAIN_ID", domain)
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")

@@ -1,5 +1,7 @@
-"""The arbiter's choice between the edge's and the cloud's answer (fake clock): by calibrated
-confidence, by recent prequential accuracy, the edge during an outage; reasons and metrics."""
+"""The arbiter's choice between the edge's and the cloud's answer (fake clock).
+
+By calibrated confidence, by recent prequential accuracy, the edge during an outage; reasons and metrics.
+"""
 
 from collections import Counter
 

@@ -1,5 +1,8 @@
-"""Bags: make/info/read-back bit-exact, lossless recording from live topics, a recording cut
-short by SIGINT, deterministic lockstep replay, and clear errors for bad bags."""
+"""Bags.
+
+Make/info/read-back bit-exact, lossless recording from live topics, a recording cut short by SIGINT, deterministic
+lockstep replay, and clear errors for bad bags.
+"""
 
 import json
 import os

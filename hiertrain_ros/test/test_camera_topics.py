@@ -1,6 +1,8 @@
-"""pip users with a robot's camera: ``hiertrain launch edge --camera-topic T --no-camera-sim``
-feeds the edge node from T, and ``hiertrain replay --remap`` plays a bag whose images are on
-another topic (a RealSense's /camera/color/image_raw)."""
+"""pip users with a robot's camera.
+
+``hiertrain launch edge --camera-topic T --no-camera-sim`` feeds the edge node from T, and ``hiertrain replay --remap``
+plays a bag whose images are on another topic (a RealSense's /camera/color/image_raw).
+"""
 
 import json
 import signal
@@ -55,7 +57,7 @@ def test_pip_launch_edge_reads_the_robot_camera_without_the_simulator(ros_env, t
 
 
 def _robot_bag(tmp_path, frames: int):
-    """A bag made by ``bag make``, with its images moved to the robot camera's topic."""
+    """Return a bag made by ``bag make``, with its images moved to the robot camera's topic."""
     made, robot = tmp_path / "made", tmp_path / "robot"
     bag_files.make_bag(made, subset=frames, rate_hz=30.0, holdout_every=5)
     with bag_files.BagWriter(robot) as writer:
@@ -86,7 +88,8 @@ def test_replay_remaps_the_robot_camera_topic(ros_env, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     assert report["player"]["frames"] == 40 and report["player"]["edge_steps"] == 32 // 8
-    assert report["player"]["published"]["/camera/image_raw"] == 40 and ROBOT_CAMERA not in report["player"]["published"]
+    published = report["player"]["published"]
+    assert published["/camera/image_raw"] == 40 and ROBOT_CAMERA not in published
     assert not any(report["drops"].values()), report["drops"]
     assert report["edge_evaluated"] == report["cloud_evaluated"] == 8
 

@@ -1,5 +1,8 @@
-"""Checkpoints: atomic save, damaged files refused with the file named, checkpoints of
-another model refused, and nodes killed with SIGKILL resuming from their last checkpoint."""
+"""Checkpoints.
+
+Atomic save, damaged files refused with the file named, checkpoints of another model refused, and nodes killed with
+SIGKILL resuming from their last checkpoint.
+"""
 
 import os
 import pickle

@@ -1,6 +1,9 @@
-"""colcon: both packages build from the PyPI wheels (colcon and the ament/rosidl build tools come
-from requirements.txt) in a workspace of their own, and a node and the pip runner run from its
-install space with nothing but the install's setup script: no source tree on any path."""
+"""colcon.
+
+Both packages build from the PyPI wheels (colcon and the ament/rosidl build tools come from requirements.txt) in a
+workspace of their own, and a node and the pip runner run from its install space with nothing but the install's setup
+script: no source tree on any path.
+"""
 
 import json
 import os
@@ -20,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env(**extra) -> dict:
-    """This environment less anything pointing at the source tree, the venv's tools first on PATH."""
+    """Return this environment less anything pointing at the source tree, the venv's tools first on PATH."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH", "CMAKE_PREFIX_PATH")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}

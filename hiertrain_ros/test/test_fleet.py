@@ -1,6 +1,8 @@
-"""Two robots, one cloud, on real DDS: each edge (with its own camera) runs in its robot's
-namespace, the cloud in the root one; the cloud-facing topics are shared.  Every training
-batch of each edge must be trained once and acknowledged to that edge, and to no other."""
+"""Two robots, one cloud, on real DDS.
+
+Each edge (with its own camera) runs in its robot's namespace, the cloud in the root one; the cloud-facing topics are
+shared.  Every training batch of each edge must be trained once and acknowledged to that edge, and to no other.
+"""
 
 import os
 import subprocess
@@ -32,8 +34,10 @@ PARAMS = {
 
 
 class Fleet:
-    """Node processes, each with a params file of its own under ``/**`` (which matches the node
-    in any namespace) and, for a robot's nodes, the robot's namespace."""
+    """Node processes, each with a params file of its own and, for a robot's nodes, the robot's namespace.
+
+    The parameters sit under ``/**``, which matches the node in any namespace.
+    """
 
     def __init__(self, tmp_path):
         self.dir = tmp_path
@@ -52,8 +56,10 @@ class Fleet:
         return {k: p.poll() is None for k, p in self.procs.items()}
 
     def stop(self, timeout: float = 60.0) -> dict:
-        """SIGINT to all; each must exit cleanly (code 0) within ``timeout`` s (generous: a loaded CI
-        machine), else it is killed."""
+        """SIGINT to all.
+
+        Each must exit cleanly (code 0) within ``timeout`` s (generous: a loaded CI machine), else it is killed.
+        """
         return stop_processes(self.procs, timeout)
 
 

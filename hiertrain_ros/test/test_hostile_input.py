@@ -1,6 +1,8 @@
-"""Hostile input: every message the nodes read is fuzzed (only ValueError may escape the
-conversions, and what they accept is consistent), then the live graph is flooded with
-malformed messages and must keep training, answering and counting the rejections."""
+"""Hostile input.
+
+Every message the nodes read is fuzzed (only ValueError may escape the conversions, and what they accept is consistent),
+then the live graph is flooded with malformed messages and must keep training, answering and counting the rejections.
+"""
 
 import math
 import time
@@ -284,7 +286,8 @@ def test_live_nodes_survive_and_count_malformed_messages(ros_env, tmp_path):
             diag[status.hardware_id] = [(kv.key, kv.value) for kv in status.values]
 
     def on_features(msg):
-        if msg.purpose == FeatureBatch.PURPOSE_TRAIN and not real and msg.model_hash != codec.model_hash("resnet18-evil"):
+        evil = codec.model_hash("resnet18-evil")
+        if msg.purpose == FeatureBatch.PURPOSE_TRAIN and not real and msg.model_hash != evil:
             real.append(msg)
 
     mon.create_subscription(DiagnosticArray, "/diagnostics", on_diag, 50)
@@ -348,7 +351,8 @@ def _set_parameters(node, target, **values):
     client = node.create_client(SetParameters, f"/{target}/set_parameters")
     try:
         assert client.wait_for_service(timeout_sec=30.0), f"{target} parameter service"
-        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        request = SetParameters.Request(
+            parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
         future = client.call_async(request)
         wait_for(future.done, 10, "set_parameters reply")
         return future.result().results

@@ -1,9 +1,10 @@
-"""The launch files' logic without a ``launch`` wheel (PyPI has none): each file is imported with
-small stand-ins for the ``launch`` / ``launch_ros`` classes it uses, which record what they are
-given; a small resolver walks the description as ``ros2 launch`` would and turns each Node into
-the ROS arguments launch_ros would start it with.  The parameters a node ends up with are then
-computed by rclpy itself (a node created with those arguments), for the launch files and for the
-pip runner (``Graph.command``) alike."""
+"""The launch files' logic without a ``launch`` wheel (PyPI has none).
+
+Each file is imported with small stand-ins for the ``launch`` / ``launch_ros`` classes it uses, which record what they
+are given; a small resolver walks the description as ``ros2 launch`` would and turns each Node into the ROS arguments
+launch_ros would start it with.  The parameters a node ends up with are then computed by rclpy itself (a node created
+with those arguments), for the launch files and for the pip runner (``Graph.command``) alike.
+"""
 
 import importlib.util
 import sys
@@ -183,8 +184,11 @@ def _visit(entity, context: dict, started: dict, tmp_path: Path) -> None:
 
 
 def _node_ros_args(node: Node, context: dict, tmp_path: Path) -> list[str]:
-    """As launch_ros's Node: a substitution is a params file path; a dict's substitution values
-    are typed by YAML rules and written to a file under the node's name; then the remaps."""
+    """As launch_ros's Node.
+
+    A substitution is a params file path; a dict's substitution values are typed by YAML rules and written to a file
+    under the node's name; then the remaps.
+    """
     args = []
     for i, params in enumerate(node.parameters):
         if isinstance(params, dict):
@@ -202,8 +206,10 @@ def _node_ros_args(node: Node, context: dict, tmp_path: Path) -> list[str]:
 
 # -- what a node gets, computed by rclpy -------------------------------------------------------------
 def node_parameters(name: str, ros_args: list[str]) -> dict:
-    """The parameters rclpy gives node ``name`` started with ``ros_args`` (rcl's YAML parsing and
-    rclpy's precedence of /** and node entries, the real ones)."""
+    """Return the parameters rclpy gives node ``name`` started with ``ros_args``.
+
+    These are rcl's YAML parsing and rclpy's precedence of /** and node entries, the real ones.
+    """
     import rclpy
     from rclpy.node import Node as RclNode
 
@@ -222,7 +228,7 @@ def node_parameters(name: str, ros_args: list[str]) -> dict:
 
 
 def runner_args(graph: Graph, name: str) -> tuple[str, list[str]]:
-    """(executable, ROS arguments) of a node as the pip runner starts it."""
+    """Return (executable, ROS arguments) of a node as the pip runner starts it."""
     cmd = graph.command(name)
     assert cmd[1:3] == ["-m", f"hiertrain_ros.{name}"], cmd  # the module behind the console script
     return name, cmd[cmd.index("--ros-args") + 1:]

@@ -1,6 +1,8 @@
-"""Managed nodes: edge and cloud driven through the ROS 2 lifecycle over its real services
-(configure, activate, deactivate, activate again, cleanup, shutdown), and brought to active
-by themselves by default (autostart)."""
+"""Managed nodes.
+
+Edge and cloud driven through the ROS 2 lifecycle over its real services (configure, activate, deactivate, activate
+again, cleanup, shutdown), and brought to active by themselves by default (autostart).
+"""
 
 import subprocess
 import sys
@@ -33,8 +35,10 @@ def _state(node, target: str) -> str:
 
 
 def _change(node, transition: int, *targets):
-    """Request the transition of every target at once (configure builds a model: seconds each),
-    and wait for all of them; return each target's state after it."""
+    """Request the transition of every target at once and wait for all of them.
+
+    Configure builds a model (seconds each).  Returns each target's state after it.
+    """
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState
 

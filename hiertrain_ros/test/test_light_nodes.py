@@ -3,9 +3,11 @@ import sys
 
 
 def test_fallback_and_camera_do_not_import_torch():
-    """A torch import costs ~1 GB RSS with the CUDA wheels; nodes that do no learning must not pay it.
-    The camera's stream without a scenario, or with one that only changes classes, needs no torch
-    either (only torchvision transforms do)."""
+    """A torch import costs ~1 GB RSS with the CUDA wheels.
+
+    Nodes that do no learning must not pay it. The camera's stream without a scenario, or with one that only changes
+    classes, needs no torch either (only torchvision transforms do).
+    """
     code = ("import sys, hiertrain_ros.fallback_node, hiertrain_ros.camera_sim\n"
             "from hiertrain_ros.core.data import Frames\n"
             "from hiertrain_ros.core.scenarios import load_scenario, plain, stream\n"

@@ -1,5 +1,7 @@
-"""Unit tests of the link budget (TokenBucket), the store-and-forward Outbox and the edge's
-bounded buffers (DropOldestQueue, LabelMatcher), all with a fake clock."""
+"""Unit tests of the link budget, the store-and-forward Outbox and the edge's bounded buffers.
+
+The link budget is TokenBucket, the buffers DropOldestQueue and LabelMatcher; all run with a fake clock.
+"""
 
 import pickle
 import threading

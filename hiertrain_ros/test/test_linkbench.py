@@ -1,6 +1,8 @@
-"""Link bench (``benchmarks/linkbench``): codec/message round trips (fast) and one CI-sized run
-of all five modes as real ROS 2 processes over an emulated link, the hierarchical one with the
-package's own nodes (needs root, iproute2 and tc)."""
+"""Link bench (``benchmarks/linkbench``).
+
+Codec/message round trips (fast) and one CI-sized run of all five modes as real ROS 2 processes over an emulated link,
+the hierarchical one with the package's own nodes (needs root, iproute2 and tc).
+"""
 
 import numpy as np
 import pytest
@@ -43,8 +45,10 @@ def test_jpeg_frames_round_trip_and_reject_bad_lengths():
 
 
 def test_split_learning_step_updates_edge_from_cloud_gradient():
-    """The cloud returns a gradient shaped like the activations; the edge's backbone moves
-    with it, and its early exit (unused in split learning) gets no gradient."""
+    """The cloud returns a gradient shaped like the activations.
+
+    The edge's backbone moves with it, and its early exit (unused in split learning) gets no gradient.
+    """
     spec = SplitSpec("vgg16", 2, width=0.125)
     edge_model, cloud_model = build_split(spec, seed=0)
     optim = OptimConfig(name="sgd", lr=0.01)

@@ -20,6 +20,7 @@ def _ruff() -> list[str]:
 
 
 def test_ruff_is_clean():
-    proc = subprocess.run(_ruff() + ["check", "--no-cache", "hiertrain_ros", "benchmarks", "hiertrain_ros/launch"],
+    paths = ["hiertrain_ros", "benchmarks", "hiertrain_ros/launch"]
+    proc = subprocess.run(_ruff() + ["check", "--no-cache", "--output-format", "concise", *paths],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,5 +1,8 @@
-"""Replay against forgetting: edge memories (reservoir, class-balanced), the replay ratio, the
-cloud's latent replay with its staleness policies, and the bounded rate of idle replay steps."""
+"""Replay against forgetting.
+
+Edge memories (reservoir, class-balanced), the replay ratio, the cloud's latent replay with its staleness policies, and
+the bounded rate of idle replay steps.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
-"""Scenarios (streams that change): parsing and its errors, each domain transform as specified,
-seeded byte-identical streams, segment classes, held-out frames that follow the segment,
-scenario bags whose labels carry the segment, and (one real-DDS test) the camera simulator
-playing a scenario with the segment in its truth and label messages."""
+"""Scenarios (streams that change).
+
+Parsing and its errors, each domain transform as specified, seeded byte-identical streams, segment classes, held-out
+frames that follow the segment, scenario bags whose labels carry the segment, and (one real-DDS test) the camera
+simulator playing a scenario with the segment in its truth and label messages.
+"""
 
 import numpy as np
 import pytest

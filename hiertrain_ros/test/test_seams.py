@@ -1,5 +1,8 @@
-"""The seams later work fills in: robot ids on a shared cloud, the split policy and the cloud's
-router, and the sampler the trainers draw from.  Pure logic; no ROS graph."""
+"""The seams later work fills in.
+
+Robot ids on a shared cloud, the split policy and the cloud's router, and the sampler the trainers draw from.  Pure
+logic; no ROS graph.
+"""
 
 import pytest
 import torch

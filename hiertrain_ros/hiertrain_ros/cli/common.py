@@ -11,8 +11,10 @@ from ..core.archs import SplitSpec
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
-    """``--model``, ``--position``, ``--width``, ``--bits``, ``--budget-bits``, ``--num-classes``:
-    one option per :class:`SplitSpec` field (except the ``skip`` ones), with its default."""
+    """``--model``, ``--position``, ``--width``, ``--bits``, ``--budget-bits``, ``--num-classes``.
+
+    One option per :class:`SplitSpec` field (except the ``skip`` ones), with its default.
+    """
     for f in fields(SplitSpec):
         if f.name not in skip:
             parser.add_argument(f.metadata["flag"], type=type(f.default), default=f.default,
@@ -20,8 +22,10 @@ def add_model_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] 
 
 
 def spec_from_args(args: argparse.Namespace, **given) -> SplitSpec:
-    """The model description from :func:`add_model_options`' options; ``given`` fields (e.g. a
-    split_point or num_classes the verb finds itself) take the place of skipped options."""
+    """Return the model description from :func:`add_model_options`' options.
+
+    ``given`` fields (e.g. a split_point or num_classes the verb finds itself) take the place of skipped options.
+    """
     values = {f.name: getattr(args, f.metadata["flag"][2:].replace("-", "_")) for f in fields(SplitSpec)
               if f.name not in given}
     return SplitSpec(**values, **given)
@@ -45,7 +49,7 @@ def print_table(rows: list[dict], columns: list[str] | None = None) -> None:
 
 
 def print_adaptation(adaptation: dict) -> None:
-    """The online-adaptation part of a launch or replay report (core.metrics.summarize)."""
+    """Return the online-adaptation part of a launch or replay report (core.metrics.summarize)."""
     paths = list(adaptation["prequential"])
     held_out = adaptation.get("held_out_by_segment", {})
     rows = []

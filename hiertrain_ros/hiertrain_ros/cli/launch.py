@@ -62,7 +62,7 @@ def parse_overrides(items: list[str]) -> dict:
 
 
 def graph_nodes(graph: str, camera_topic: str | None = None, camera_sim: bool = True) -> tuple[tuple, dict]:
-    """The nodes of ``graph`` and their remaps, as edge.launch.py's camera_topic and use_camera_sim."""
+    """Return the nodes of ``graph`` and their remaps, as edge.launch.py's camera_topic and use_camera_sim."""
     from ..ros_common import TOPICS
     from ..runner import GRAPHS
 
@@ -146,8 +146,10 @@ def run(args) -> int:
 
 
 class OutageSchedule:
-    """Takes the link down and up again at the planned times; ``done`` holds each cut as
-    (down, up) in seconds after ``t0``."""
+    """Takes the link down and up again at the planned times.
+
+    ``done`` holds each cut as (down, up) in seconds after ``t0``.
+    """
 
     def __init__(self, link, windows: list[tuple[float, float]], t0: float):
         self.link, self.t0 = link, t0

@@ -1,6 +1,8 @@
-"""``hiertrain replay``: the offline test — the edge/cloud/fallback graph against a bag, in
-lockstep, with held-out accuracy over the course of the bag.  Same bag, config and seed:
-same numbers."""
+"""``hiertrain replay``.
+
+The offline test — the edge/cloud/fallback graph against a bag, in lockstep, with held-out accuracy over the course of
+the bag.  Same bag, config and seed: same numbers.
+"""
 
 from __future__ import annotations
 

@@ -62,13 +62,13 @@ def _check_arch(arch: str) -> None:
 
 
 def positions(arch: str) -> list[int]:
-    """Valid separation positions of ``arch`` (1-based, paper numbering)."""
+    """Return valid separation positions of ``arch`` (1-based, paper numbering)."""
     _check_arch(arch)
     return list(range(1, len(POSITIONS[arch]) + 1))
 
 
 def position(arch: str, split_point: int) -> Position:
-    """The table entry of ``split_point``, or ``ValueError`` naming the valid range."""
+    """Return the table entry of ``split_point``, or ``ValueError`` naming the valid range."""
     valid = positions(arch)
     if split_point not in valid:
         raise ValueError(f"split_point for {arch} must be in 1..{valid[-1]}, got {split_point}")
@@ -85,8 +85,11 @@ def compressed_channels(channels: int, height: int, width: int, *, bits: int, bu
 
 
 def _opt(flag: str, help: str, param: str = "", choices=None) -> dict:
-    """Field metadata: the CLI flag and help (``cli.common.add_model_options``), the ROS parameter
-    name when it is not the field's (``ros_common.declare_config``)."""
+    """Field metadata.
+
+    The CLI flag and help (``cli.common.add_model_options``), the ROS parameter name when it is not the field's
+    (``ros_common.declare_config``).
+    """
     return {"flag": flag, "help": help, "param": param, "choices": choices}
 
 
@@ -122,7 +125,7 @@ class SplitSpec:
                 f"-b{self.bits}-B{self.budget_bits}")
 
     def model_spec(self) -> SplitSpec:
-        """The bare description of this (possibly extended) config."""
+        """Return the bare description of this (possibly extended) config."""
         if type(self) is SplitSpec:
             return self
         return SplitSpec(**{f.name: getattr(self, f.name) for f in fields(SplitSpec)})

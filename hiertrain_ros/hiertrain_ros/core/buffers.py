@@ -61,7 +61,7 @@ class LabelMatcher:
         self.labels_expired = 0
 
     def add_frame(self, stamp: int, frame):
-        """Returns (frame, label) when the label was already there, else None."""
+        """Return (frame, label) when the label was already there, else None."""
         with self._lock:
             if stamp in self._labels:
                 return frame, self._labels.pop(stamp)

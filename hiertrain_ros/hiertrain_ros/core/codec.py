@@ -34,7 +34,7 @@ MAX_ROBOT_ID = 128
 
 
 def model_hash(model_id: str) -> int:
-    """The 32-bit fingerprint of a model id that travels in every payload (CRC-32)."""
+    """Return the 32-bit fingerprint of a model id that travels in every payload (CRC-32)."""
     return zlib.crc32(model_id.encode())
 
 
@@ -169,7 +169,7 @@ def validate(payload: FeaturePayload) -> None:
 
 
 def decode(payload: FeaturePayload) -> torch.Tensor:
-    """Validated, dequantized float32 batch of ``payload.shape``."""
+    """Return validated, dequantized float32 batch of ``payload.shape``."""
     validate(payload)
     n = math.prod(payload.shape)
     codes = unpack(payload.data, payload.bits, n).reshape(payload.shape)

@@ -19,8 +19,10 @@ from .replay import MEMORY_POLICIES, STALENESS
 
 @dataclass(frozen=True)
 class ModelParams(SplitSpec):
-    """The model description (ROS parameters ``model``, ``split_point``, ``width``, ...) plus how this
-    node trains it."""
+    """The model description plus how this node trains it.
+
+    The description's ROS parameters are ``model``, ``split_point``, ``width``, ...
+    """
 
     optimizer: str = ""           # "" = the paper's (Adam for VGG, SGD+cosine for ResNet)
     lr: float = 0.0               # 0 = the paper's learning rate
@@ -63,7 +65,7 @@ def _positive(obj, *names):
 
 
 def _replay_checks(cfg, policy: str, policies, memory: str, ratio: str, allow_off: bool = False):
-    """The replay fields of ``cfg``, by name: a policy, a memory in MB (0 = off where allowed), a ratio."""
+    """Return the replay fields of ``cfg``, by name: a policy, a memory in MB (0 = off where allowed), a ratio."""
     if getattr(cfg, policy) not in policies:
         raise ValueError(f"{policy} must be one of {policies}, got {getattr(cfg, policy)!r}")
     mb = getattr(cfg, memory)

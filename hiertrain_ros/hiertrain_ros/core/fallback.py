@@ -1,5 +1,6 @@
-"""Which answer goes out: while the cloud is up, the better of the edge's and the cloud's;
-the early exit's at once while it is down.
+"""Which answer goes out.
+
+While the cloud is up, the better of the edge's and the cloud's; the early exit's at once while it is down.
 
 Every frame the edge predicted gets exactly one output: while the cloud is up the
 edge answer waits ``cloud_grace_s`` for the cloud's; if that does not come (or the
@@ -36,8 +37,10 @@ POLICIES = ("best", "cloud_first")
 
 
 class Reliability:
-    """P(answer right | confidence bin) for one path, from labelled frames; counts decay by
-    ``1 - 1/horizon`` per scored frame so that the table follows a model that keeps learning."""
+    """P(answer right | confidence bin) for one path, from labelled frames.
+
+    Counts decay by ``1 - 1/horizon`` per scored frame so that the table follows a model that keeps learning.
+    """
 
     def __init__(self, bins: int = 10, horizon: float = 500.0):
         if bins < 1 or horizon < 1:
@@ -67,8 +70,10 @@ class FallbackArbiter:
                  max_pending: int = 1000, clock=time.monotonic, robot_id: str = "", policy: str = "best",
                  recent_window: int = 100, calibration_bins: int = 10, calibration_horizon: float = 500.0,
                  calibration_min: float = 5.0, history: int = 0, serve=None):
-        """``serve(prediction, reason)`` returns what goes out for a chosen answer (the node
-        writes the reason into the message); by default the prediction itself."""
+        """Take ``serve(prediction, reason)``, which returns what goes out for a chosen answer.
+
+        The node's ``serve`` writes the reason into the message; by default the prediction itself goes out.
+        """
         self.robot_id = robot_id
         self.foreign = 0
         self.timeout = heartbeat_timeout_s
@@ -126,7 +131,7 @@ class FallbackArbiter:
         return self._serve(prediction, reason)
 
     def _choose(self, edge, cloud) -> tuple:
-        """(the answer to serve, REASON_*) when both are in time."""
+        """Return (the answer to serve, REASON_*) when both are in time."""
         if self.policy == "cloud_first" or edge[1] is None or cloud[1] is None:
             return cloud, REASON_SOLE
         recent_edge, recent_cloud = (self.metrics.recent_accuracy(p) for p in ("edge", "cloud"))
@@ -142,7 +147,7 @@ class FallbackArbiter:
             self.metrics.label(stamp, class_id, segment)
 
     def on_edge(self, stamp, prediction, class_id: int | None = None, confidence: float = 0.0) -> list:
-        """Returns the outputs to publish now.  Without ``class_id`` the answer is served but not scored."""
+        """Return the outputs to publish now.  Without ``class_id`` the answer is served but not scored."""
         with self._lock:
             # A waiting answer is scored once its frame is decided: the choice must not learn
             # from the label of the very frame it chooses for.
@@ -197,9 +202,11 @@ class FallbackArbiter:
             return out, alive
 
     def adaptation(self) -> dict:
-        """Prequential accuracy per path now: in the current segment, recently and over the run,
-        as (accuracy or None, frames); outputs per REASON_*; the output's recovery after each
-        change within the kept history (running window ``recent_window``)."""
+        """Prequential accuracy per path now.
+
+        In the current segment, recently and over the run, as (accuracy or None, frames); outputs per REASON_*; the
+        output's recovery after each change within the kept history (running window ``recent_window``).
+        """
         with self._lock:
             m = self.metrics
             figures = {"segment": m.segment, "reasons": list(self.reasons),

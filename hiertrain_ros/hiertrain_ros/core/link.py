@@ -43,9 +43,11 @@ class TokenBucket:
 
 
 class DiskSpill:
-    """One file per item in ``directory``, written with ``dump(item) -> bytes`` and read back
-    (and deleted) with ``load(bytes) -> item``.  Files left by an earlier run are removed
-    at start: their batches' acknowledgement state went with that run."""
+    """One file per item in ``directory``.
+
+    Items are written with ``dump(item) -> bytes`` and read back (and deleted) with ``load(bytes) -> item``.  Files
+    left by an earlier run are removed at start: their batches' acknowledgement state went with that run.
+    """
 
     SUFFIX = ".spill"
 
@@ -60,7 +62,7 @@ class DiskSpill:
         self._names = itertools.count()
 
     def write(self, item) -> Path:
-        """The file now holding ``item``; ``OSError`` (disk full, read-only) leaves no file."""
+        """Return the file now holding ``item``; ``OSError`` (disk full, read-only) leaves no file."""
         path = self.directory / f"{os.getpid()}-{next(self._names):012d}{self.SUFFIX}"
         try:
             path.write_bytes(self._dump(item))
@@ -136,7 +138,7 @@ class Outbox:
             self._memory_bits -= bits
 
     def _take_bulk(self):
-        """The oldest bulk item, read back from disk if it waited there (None if unreadable)."""
+        """Return the oldest bulk item, read back from disk if it waited there (None if unreadable)."""
         _, bits, item = self._bulk.popleft()
         self._bulk_bits -= bits
         if not isinstance(item, Path):
@@ -163,9 +165,11 @@ class Outbox:
                 self.expired += 1
 
     def pop_sendable(self, bucket: TokenBucket, max_bulk: int = 4) -> list:
-        """Items the bucket lets through now, in send order: urgent first, then at most
-        ``max_bulk`` of the oldest bulk items, so that flushing a backlog after an outage
-        never holds up live traffic for long."""
+        """Items the bucket lets through now, in send order.
+
+        Urgent first, then at most ``max_bulk`` of the oldest bulk items, so that flushing a backlog after an outage
+        never holds up live traffic for long.
+        """
         self.expire()
         out = []
         with self._lock:
@@ -272,13 +276,13 @@ class BatchLedger:
             self._acks.append((robot_id, seq))
 
     def duplicate(self, robot_id: str, seq: int) -> None:
-        """A resent batch already trained: not again, but acknowledged again."""
+        """Record a resent batch already trained: not again, but acknowledged again."""
         with self._lock:
             self.duplicates += 1
             self._acks.append((robot_id, seq))
 
     def last_seqs(self) -> dict[str, int]:
-        """The highest seq trained, per robot."""
+        """Return the highest seq trained, per robot."""
         with self._lock:
             return dict(self._last_seq)
 
@@ -287,7 +291,7 @@ class BatchLedger:
             return list(self._acks)
 
     def state(self) -> dict:
-        """What a checkpoint keeps (plain lists: the checkpoint loader accepts no custom types)."""
+        """Return what a checkpoint keeps (plain lists: the checkpoint loader accepts no custom types)."""
         with self._lock:
             return {"trained_batches": [[r, s] for r, s in self._trained], "last_seqs": dict(self._last_seq)}
 

@@ -197,8 +197,11 @@ def forgetting(held_out: list[tuple[int, bool]], window: int) -> dict:
 
 
 def join(labels: dict, answers: dict) -> list[Outcome]:
-    """Outcomes in stamp order; ``labels`` maps stamp -> (class, segment), ``answers`` path ->
-    stamp -> class (or a tuple whose first item is the class)."""
+    """Outcomes in stamp order.
+
+    ``labels`` maps stamp -> (class, segment), ``answers`` path -> stamp -> class (or a tuple whose first item is the
+    class).
+    """
     scorer = Prequential(paths=tuple(answers), history=max(1, sum(len(a) for a in answers.values())),
                          max_pending=max(1, len(labels) + sum(len(a) for a in answers.values())))
     for stamp in sorted(labels):
@@ -219,8 +222,11 @@ def _by_segment(outcomes: list[Outcome], paths) -> dict:
 
 def summarize(labels: dict, answers: dict, truth: dict | None = None, window: int = 50,
               fraction: float = 0.9) -> dict:
-    """Every metric of the module text from one run: ``labels`` and ``truth`` map stamp ->
-    (class, segment), ``answers`` maps path -> stamp -> class.  Works without ``truth``."""
+    """Every metric of the module text from one run.
+
+    ``labels`` and ``truth`` map stamp -> (class, segment), ``answers`` maps path -> stamp -> class.  Works without
+    ``truth``.
+    """
     paths = tuple(answers)
     prequential = join(labels, answers)
     per_path = {p: [o for o in prequential if o.path == p] for p in paths}

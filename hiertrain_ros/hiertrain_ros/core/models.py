@@ -28,7 +28,7 @@ ExitHead = Callable[[int, int, int, int], nn.Module]
 
 
 def linear_exit(channels: int, height: int, width: int, classes: int) -> nn.Module:
-    """The paper's early exit: a single FC layer keeps the edge's memory low."""
+    """Return the paper's early exit: a single FC layer keeps the edge's memory low."""
     return nn.Sequential(nn.Flatten(1), nn.Linear(channels * height * width, classes))
 
 
@@ -152,7 +152,7 @@ def build_model(arch: str, *, num_classes: int = 10, width: float = 1.0) -> nn.M
 
 
 def _units(arch: str, model: nn.Module) -> tuple[list[nn.Module], list[int]]:
-    """A full model as a flat list of units, plus per position how many units the edge keeps."""
+    """Return a full model as a flat list of units, plus per position how many units the edge keeps."""
     ends = [p.end for p in POSITIONS[arch]]
     if arch == "vgg16":
         return list(model.features) + _head_units(model.classifier, model.avgpool), ends
@@ -270,7 +270,7 @@ def _seed(seed: int | None, part: int) -> None:
 
 def build_edge(spec: SplitSpec, *, seed: int | None = None, exits: tuple[int, ...] = (),
                exit_head: ExitHead = linear_exit) -> EdgeModel:
-    """The edge part alone; ``exits`` adds exits after those positions (before the split)."""
+    """Return the edge part alone; ``exits`` adds exits after those positions (before the split)."""
     _seed(seed, 0)
     if spec.arch == "vgg16":
         cfg = _vgg_cfg(spec.width)
@@ -281,7 +281,7 @@ def build_edge(spec: SplitSpec, *, seed: int | None = None, exits: tuple[int, ..
 
 
 def build_cloud(spec: SplitSpec, *, seed: int | None = None) -> CloudModel:
-    """The cloud part alone."""
+    """Return the cloud part alone."""
     _seed(seed, 1)
     if spec.arch == "vgg16":
         cfg = _vgg_cfg(spec.width)
@@ -296,8 +296,10 @@ def build_cloud(spec: SplitSpec, *, seed: int | None = None) -> CloudModel:
 
 
 def build_split(spec: SplitSpec, *, seed: int | None = None) -> tuple[EdgeModel, CloudModel]:
-    """Fresh edge and cloud parts for ``spec``: the same weights as :func:`build_edge` and
-    :func:`build_cloud` give for ``seed``."""
+    """Fresh edge and cloud parts for ``spec``.
+
+    The same weights as :func:`build_edge` and :func:`build_cloud` give for ``seed``.
+    """
     return build_edge(spec, seed=seed), build_cloud(spec, seed=seed)
 
 

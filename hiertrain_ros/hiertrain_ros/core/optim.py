@@ -25,11 +25,14 @@ class OptimConfig:
 
 
 def paper_optim(arch: str, total_steps: int = 0) -> OptimConfig:
-    """The paper's optimizer for ``arch``: Adam 2e-4 for VGG-16, SGD 0.1 + cosine for ResNet-18.
+    """Return the paper's optimizer for ``arch``.
+
+    Adam 2e-4 for VGG-16, SGD 0.1 + cosine for ResNet-18.
 
     ResNet-18 also warms up over 100 steps (not in the paper): at the full 0.1 from the first
     step, the compression layer's ReLU could die within ten steps (every feature 0, nothing
-    learnt after; seen with an 8192-bit budget, seed 0)."""
+    learnt after; seen with an 8192-bit budget, seed 0).
+    """
     if arch == "resnet18":
         return OptimConfig(name="sgd", lr=0.1, weight_decay=5e-4, cosine_steps=total_steps, warmup_steps=100)
     return OptimConfig()

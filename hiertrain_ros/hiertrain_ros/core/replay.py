@@ -34,7 +34,7 @@ class Sampler(ABC):
 
     @abstractmethod
     def draw(self, n: int) -> list | None:
-        """A batch of ``n`` items to train on now, or ``None`` when there is none yet."""
+        """Return a batch of ``n`` items to train on now, or ``None`` when there is none yet."""
 
     @abstractmethod
     def wait(self, timeout: float) -> bool:
@@ -45,13 +45,15 @@ class Sampler(ABC):
         """Items held."""
 
     def draw_replay(self, n: int) -> list | None:
-        """A batch of ``n`` replayed items only (for idle compute), or ``None``: none kept here."""
+        """Return a batch of ``n`` replayed items only (for idle compute), or ``None``: none kept here."""
         return None
 
 
 class FifoSampler(DropOldestQueue, Sampler):
-    """Each item once, oldest first, as soon as ``n`` are there; beyond ``maxlen`` the oldest
-    are dropped (counted in ``dropped``)."""
+    """Each item once, oldest first, as soon as ``n`` are there.
+
+    Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).
+    """
 
     def add(self, item) -> None:
         self.put(item)
@@ -158,11 +160,13 @@ class ReplayMemory:
 
 
 class ReplaySampler(FifoSampler):
-    """New items once each, in arrival order (as :class:`FifoSampler`), each batch mixed with
-    replayed ones: of ``n`` items, ``round(n * ratio)`` come from ``memory`` once it holds them.
+    """New items once each, in arrival order (as :class:`FifoSampler`), each batch mixed with replayed ones.
+
+    Of ``n`` items, ``round(n * ratio)`` come from ``memory`` once it holds them.
 
     New items join the memory after their batch is drawn, so a batch never replays its own
-    items.  Only the worker thread draws, so the memory needs no lock."""
+    items.  Only the worker thread draws, so the memory needs no lock.
+    """
 
     def __init__(self, maxlen: int, memory: ReplayMemory, ratio: float):
         super().__init__(maxlen)
@@ -196,7 +200,7 @@ class ReplaySampler(FifoSampler):
 
 def make_sampler(maxlen: int, policy: str = "none", memory_mb: float = 0.0, ratio: float = 0.0,
                  seed: int = 0) -> Sampler:
-    """The edge's sampler from its config: ``none`` = :class:`FifoSampler` (no replay)."""
+    """Return the edge's sampler from its config: ``none`` = :class:`FifoSampler` (no replay)."""
     if policy == "none":
         return FifoSampler(maxlen)
     return ReplaySampler(maxlen, ReplayMemory(policy, memory_mb * 1e6, seed=seed), ratio)
@@ -270,8 +274,10 @@ class LatentReplay:
         return 1.0
 
     def sample(self, samples: int, accepts=lambda payload: True) -> list:
-        """Batches drawn uniformly (among those ``accepts`` takes) until they hold at least
-        ``samples`` samples, as ``(payload, loss weight)``."""
+        """Draw batches uniformly (among those ``accepts`` takes) until they hold ``samples`` samples.
+
+        Each comes as ``(payload, loss weight)``; the last one drawn may take the total past ``samples``.
+        """
         pool = [p for p in self._batches if accepts(p)]
         self._rng.shuffle(pool)
         out, held = [], 0
@@ -287,8 +293,10 @@ class LatentReplay:
 
 
 class ReplayPacer:
-    """At most ``max_steps_per_s`` replay-only steps per second (0 = none): idle compute that
-    never takes the trainer from new data for long, nor spins a core flat out."""
+    """At most ``max_steps_per_s`` replay-only steps per second (0 = none).
+
+    Idle compute that never takes the trainer from new data for long, nor spins a core flat out.
+    """
 
     def __init__(self, max_steps_per_s: float, clock=time.monotonic):
         if max_steps_per_s < 0:
@@ -302,5 +310,5 @@ class ReplayPacer:
         return self.period is not None and (self._last is None or self._clock() - self._last >= self.period)
 
     def took(self) -> None:
-        """A replay step ran: the next one waits a period."""
+        """Note that a replay step ran: the next one waits a period."""
         self._last = self._clock()

@@ -1,5 +1,7 @@
-"""Streams that change: a scenario is a list of segments, each with a length in frames, the
-classes present and a domain transform applied to every frame of the segment.
+"""Streams that change.
+
+A scenario is a list of segments, each with a length in frames, the classes present and a domain transform applied to
+every frame of the segment.
 
 A scenario file is YAML, a list of segments::
 
@@ -107,7 +109,7 @@ class Scenario:
 
 
 def plain(frames: int | None = None) -> Scenario:
-    """The stream without a scenario: one segment, all classes, frames as the dataset has them."""
+    """Return the stream without a scenario: one segment, all classes, frames as the dataset has them."""
     return Scenario((Segment(frames),))
 
 
@@ -165,14 +167,14 @@ def _segment(where: str, raw) -> Segment:
 
 
 def parse_scenario(raw, source: str = "scenario") -> Scenario:
-    """A scenario from the YAML's data (a list of segments), or ValueError naming the bad field."""
+    """Return a scenario from the YAML's data (a list of segments), or ValueError naming the bad field."""
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"{source}: a scenario must be a non-empty list of segments, got {type(raw).__name__}")
     return Scenario(tuple(_segment(f"{source}: segment {i}", seg) for i, seg in enumerate(raw)), Path(source).stem)
 
 
 def scenario_path(spec: str) -> Path:
-    """A path to a YAML file, or the name of a shipped scenario (``domain_shift``)."""
+    """Return a path to a YAML file, or the name of a shipped scenario (``domain_shift``)."""
     path = Path(spec)
     if path.suffix in (".yaml", ".yml") or path.parent != Path("."):
         if not path.is_file():
@@ -201,8 +203,11 @@ def load_scenario(spec: str) -> Scenario:
 
 # -- transforms ------------------------------------------------------------------------------------
 def apply_transform(frame: np.ndarray, t: Transform, rng: np.random.Generator | None = None) -> np.ndarray:
-    """``frame`` (uint8 H x W x 3) in the domain ``t``: geometry, then light and colour, then blur,
-    noise and occlusion (a sensor's order).  ``rng`` draws the noise and the occluder's position."""
+    """``frame`` (uint8 H x W x 3) in the domain ``t``.
+
+    Geometry, then light and colour, then blur, noise and occlusion (a sensor's order).  ``rng`` draws the noise and the
+    occluder's position.
+    """
     if t.identity:
         return frame
     if t.random and rng is None:
@@ -255,7 +260,7 @@ class StreamFrame:
 
 
 def stream(scenario: Scenario, train, test, holdout_every: int, seed: int = 0) -> Iterator[StreamFrame]:
-    """The frames of ``scenario`` from the ``train`` and ``test`` sets (core.data.Frames).
+    """Return the frames of ``scenario`` from the ``train`` and ``test`` sets (core.data.Frames).
 
     Every ``holdout_every``-th frame is a test image of the current segment (its classes, its
     transform).  Each class set walks one seeded permutation of its images, so a segment that

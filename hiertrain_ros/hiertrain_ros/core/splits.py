@@ -1,5 +1,6 @@
-"""Which split a batch uses: on the edge a policy chooses, on the cloud a router finds the
-trainer for the split a batch says it was made at.
+"""Which split a batch uses.
+
+On the edge a policy chooses, on the cloud a router finds the trainer for the split a batch says it was made at.
 
 Today one split runs, fixed at start-up (``FixedSplit``, one route).  A policy that learns
 the split while training (L2S) implements :class:`SplitPolicy`; live repartition makes the
@@ -30,7 +31,7 @@ class SplitContext:
 class SplitPolicy(ABC):
     @abstractmethod
     def choose(self, context: SplitContext) -> Split:
-        """The split and bit width for the next training batch."""
+        """Return the split and bit width for the next training batch."""
 
 
 class FixedSplit(SplitPolicy):
@@ -78,7 +79,7 @@ class TrainerRouter:
         self._trainers[route] = trainer
 
     def trainer_for(self, payload: FeaturePayload):
-        """The trainer for ``payload``; ``ValueError`` naming the batch's route and ours if none."""
+        """Return the trainer for ``payload``; ``ValueError`` naming the batch's route and ours if none."""
         for route, trainer in self._trainers.items():
             if route.accepts(payload):
                 return trainer

@@ -116,7 +116,8 @@ class StepResult:
 class EdgeTrainer(_Trainer):
     """Trains the edge part from the early-exit (edge) loss and emits the batch's payload.
 
-    Before each training step it asks its split policy (default: the spec's split, fixed)."""
+    Before each training step it asks its split policy (default: the spec's split, fixed).
+    """
 
     role = "edge"
 
@@ -183,8 +184,10 @@ class CloudTrainer(_Trainer):
         return Route(self.spec.split_point, self.spec.bits, self.model_hash)
 
     def check(self, payload: codec.FeaturePayload, *, train: bool) -> None:
-        """``ValueError`` unless ``payload`` is well-formed, made by this model's edge and, for
-        training, labelled within range.  Allocates nothing."""
+        """Raise ``ValueError`` unless ``payload`` is well-formed and made by this model's edge.
+
+        For training it must also be labelled within range.  Allocates nothing.
+        """
         codec.validate(payload)
         if payload.split_point != self.spec.split_point:
             raise ValueError(f"payload split_point {payload.split_point} != {self.spec.split_point}")
@@ -204,7 +207,8 @@ class CloudTrainer(_Trainer):
 
         ``replay``: ``(payload, loss weight)`` pairs of earlier batches trained on in the same step
         (latent replay); the loss is then the weighted mean over all samples, and the result
-        counts the new batch's samples only."""
+        counts the new batch's samples only.
+        """
         self.check(payload, train=True)
         if not replay:
             return self._classify_step(codec.decode(payload), _labels(payload))

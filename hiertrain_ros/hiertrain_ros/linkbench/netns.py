@@ -1,5 +1,6 @@
-"""An emulated edge->cloud link: two network namespaces, a veth pair, a tbf shaper,
-and a cgroup-v1 CPU quota for the edge process.
+"""An emulated edge->cloud link.
+
+Two network namespaces, a veth pair, a tbf shaper, and a cgroup-v1 CPU quota for the edge process.
 
 Everything is named with a per-process prefix and lives only inside the two
 namespaces (the /30 is assigned there, never on the host); :meth:`LinkEmulator.close`
@@ -54,8 +55,11 @@ def unavailable_reason(need_cgroup: bool = False) -> str | None:
 
 
 def tbf_limit_bytes(rate_bps: float, largest_message_bytes: int, window: int) -> int:
-    """tbf queue size: at least 2 s of link time and room for (window + 1) largest messages
-    plus their UDP/IP headers, so a message is never dropped at the shaper."""
+    """Queue size of the tbf shaper.
+
+    At least 2 s of link time and room for (window + 1) largest messages plus their UDP/IP headers, so a message is
+    never dropped at the shaper.
+    """
     return int(max(rate_bps / 8 * 2.0, (window + 1) * largest_message_bytes * 1.1 + 65536))
 
 
@@ -155,8 +159,11 @@ class LinkEmulator:
         log.info("link %s", "up" if up else "down")
 
     def enter(self, side: str) -> None:
-        """Move the calling thread into ``side``'s namespace; threads and processes it starts
-        afterwards are there too.  Call it before anything else starts threads (rclpy, DDS)."""
+        """Move the calling thread into ``side``'s namespace.
+
+        Threads and processes it starts afterwards are there too.  Call it before anything else starts threads (rclpy,
+        DDS).
+        """
         libc = ctypes.CDLL(None, use_errno=True)
         fd = os.open(f"/run/netns/{self.ns[side]}", os.O_RDONLY)
         try:
