@@ -189,7 +189,7 @@ def test_recorder_keeps_every_message_in_order(tmp_path, rcl_node):
     for topic, sec in (("/test/labels", 1000), ("/test/image", 2000)):
         assert [s for t, s in got if t == topic] == [sec * 1_000_000_000 + i for i in range(n)]  # order kept
     label = bag_files.deserialize(next(raw for t, _, _, raw in bag_files.read_messages(out, ["/test/labels"])),
-                             bag_files.LABEL_TYPE)
+                                  bag_files.LABEL_TYPE)
     assert label.class_id == 0
 
 
