@@ -99,8 +99,7 @@ def test_full_cloud_save_is_a_whole_model_the_nodes_split(tmp_path):
 
 # -- the nodes -----------------------------------------------------------------------------------
 
-NODE_NEEDS_DATA = pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="dataset-fashion-mnist not installed")
-SPEC = SplitSpec(width=0.25)  # config/edge_cloud.yaml's model
+NODE_SPEC = SplitSpec(width=0.25)  # config/edge_cloud.yaml's model
 
 
 def _diagnostics(mon, diag):
@@ -116,34 +115,34 @@ def _diagnostics(mon, diag):
 def test_resume_wins_over_init_from(ros_env, tmp_path):
     """In one node process: a checkpoint in checkpoint_dir is resumed, init_from is then ignored."""
     import rclpy
-    from rclpy.parameter import Parameter
 
     from hiertrain_ros.edge_node import EdgeNode
 
     trained, ckpt = tmp_path / "trained", tmp_path / "ckpt"
     edge, cloud = make_trainers(NODE_SPEC, OptimConfig(), seed=3)
     checkpoint.save_trained(trained, NODE_SPEC, {"edge": edge.model, "cloud": cloud.model})
-    rclpy.init()
-    try:
-        def node(checkpoint_dir):
-            n = EdgeNode(parameter_overrides=[Parameter("width", value=0.25),
-                                              Parameter("init_from", value=str(trained)),
-                                              Parameter("checkpoint_dir", value=checkpoint_dir)])
-            state = {k: v.clone() for k, v in n.trainer.model.state_dict().items()}
-            return n, state
 
-        first, state = node("")
-        assert first.status()["init_from"] == str(trained) and _same(state, edge.model.state_dict())
-        first.destroy_node()
-        resumed = make_trainers(NODE_SPEC, OptimConfig(), seed=4)[0]
-        resumed.step = 7
-        checkpoint.save(resumed.state_dict(), ckpt / "edge.pt")
-        second, state = node(str(ckpt))
-        assert second.status()["init_from"] == "" and second.trainer.step == 7
-        assert _same(state, resumed.model.state_dict())
-        second.destroy_node()
-    finally:
-        rclpy.shutdown()
+    def start(checkpoint_dir):
+        """The node's status and weights after autostart (configure, activate)."""
+        rclpy.init(args=["--ros-args", "-p", f"width:={NODE_SPEC.width}", "-p", f"init_from:={trained}",
+                         "-p", f"checkpoint_dir:={checkpoint_dir}"])
+        try:
+            node = EdgeNode()
+            with node._lock:
+                result = node.status(), {k: v.clone() for k, v in node.trainer.model.state_dict().items()}
+            node.close()
+            node.destroy_node()
+            return result
+        finally:
+            rclpy.shutdown()
+
+    status, state = start('""')
+    assert status["init_from"] == str(trained) and _same(state, edge.model.state_dict())
+    resumed = make_trainers(NODE_SPEC, OptimConfig(), seed=4)[0]
+    resumed.step = 7
+    checkpoint.save(resumed.state_dict(), ckpt / "edge.pt")
+    status, state = start(str(ckpt))
+    assert status["init_from"] == "" and status["steps"] == 7 and _same(state, resumed.model.state_dict())
 
 
 @pytest.mark.system
