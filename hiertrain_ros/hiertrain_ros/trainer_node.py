@@ -25,7 +25,7 @@ class TrainerNode(LifecycleNode):
     - construction declares the parameters (settable before configure) and the diagnostics;
     - configure reads the parameters into the frozen config, builds the trainer, then the
       subclass's ``configure()`` (queues, lifecycle publishers: ``self.publisher``), resumes from
-      the checkpoint and warms up;
+      the checkpoint (else loads the ``init_from`` weights) and warms up;
     - activate enables the publishers, starts one thread per entry of ``loops()``, then the
       subclass's ``activate()`` creates its subscriptions and timers (``self.subscription``,
       ``self.timer``);
@@ -170,8 +170,10 @@ class TrainerNode(LifecycleNode):
         self.trainer = self.make_trainer(cfg.spec(), cfg.optim())
         self.checkpoint_path = Path(cfg.checkpoint_dir) / f"{self.role}.pt" if cfg.checkpoint_dir else None
         self.last_loss = float("nan")
+        self.initialised_from = ""
         self.configure()
-        self._resume()
+        if not self._resume() and cfg.init_from:
+            self._init_from(cfg.init_from)
         self.warm_up()
         self.get_logger().info(f"{self.role} {self.trainer.model_id} ({self.trainer.model_hash:08x}): features "
                                f"{self.trainer.model.feature_shape}, {self.trainer.step} steps done")
@@ -227,14 +229,25 @@ class TrainerNode(LifecycleNode):
     def restore_extra(self, state: dict) -> None:
         pass
 
-    def _resume(self) -> None:
+    def _resume(self) -> bool:
         if self.checkpoint_path is None:
-            return
+            return False
         state = checkpoint.load(self.checkpoint_path)  # ValueError for a damaged file: refuse to configure
-        if state is not None:
-            self.trainer.load_state_dict(state)
-            self.restore_extra(state)
-            self.get_logger().info(f"resumed from {self.checkpoint_path} at step {self.trainer.step}")
+        if state is None:
+            return False
+        self.trainer.load_state_dict(state)
+        self.restore_extra(state)
+        self.get_logger().info(f"resumed from {self.checkpoint_path} at step {self.trainer.step}")
+        return True
+
+    def _init_from(self, path: str) -> None:
+        """Trained weights, when there is no checkpoint to resume; ValueError (refuse to configure)
+        for weights of another model."""
+        weights, fresh = checkpoint.load_init(path, self.role, self.config.spec())
+        self.trainer.load_weights(weights, fresh)
+        self.initialised_from = path
+        note = f" ({', '.join(p.rstrip('.') for p in fresh)} start fresh: not in a whole model)" if fresh else ""
+        self.get_logger().info(f"initialised from {path}{note}")
 
     def save_checkpoint(self) -> None:
         if self.checkpoint_path is not None:
@@ -257,7 +270,8 @@ class TrainerNode(LifecycleNode):
 
     # -- status ----------------------------------------------------------------------------------
     def status(self) -> dict:
-        return {"steps": self.trainer.step, f"{self.role}_loss": self.last_loss, "rejected": self.rejections.total,
+        return {"steps": self.trainer.step, f"{self.role}_loss": self.last_loss, "init_from": self.initialised_from,
+                "rejected": self.rejections.total,
                 **{f"rejected_{k}": v for k, v in self.rejections.counts.items()}}
 
     def publish_diagnostics(self) -> None:

@@ -16,6 +16,9 @@ def add_parser(sub) -> None:
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the results to this file")
+    p.add_argument("--save", default=None, metavar="DIR",
+                   help="write the trained weights here for the nodes' init_from (edge.pt and cloud.pt; "
+                        "full-cloud: the whole model as model.pt)")
     p.set_defaults(func=run)
 
 
@@ -36,10 +39,12 @@ def run(args) -> int:
         def progress(done, total, loss):
             bar.update(done - bar.n)
             bar.set_postfix(loss=f"{loss:.3f}")
-        result = train_offline(config, train, test, progress=progress)
+        result = train_offline(config, train, test, progress=progress, save_dir=args.save)
     keys = ["final_accuracy", "early_exit_accuracy"] if args.mode == "hierarchical" else ["accuracy"]
     print_table([{"mode": args.mode, "model": args.model, "position": args.position,
                   **{k: result[k] for k in keys}, "train_s": result["train_seconds"],
                   "wire_bits/sample": result["wire_bits_per_sample"]}])
     write_json(args.json, result)
+    for path in result["saved"]:
+        print(f"saved {path}")
     return 0

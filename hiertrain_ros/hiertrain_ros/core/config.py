@@ -28,6 +28,8 @@ class ModelParams(SplitSpec):
     lr: float = 0.0               # 0 = the paper's learning rate
     seed: int = 0
     torch_threads: int = 1        # CPU threads for this node's torch work; 0 = torch's default
+    init_from: str = ""           # trained weights to start from (hiertrain train --save DIR, or a whole model's
+                                  # state_dict); "" = random; a checkpoint in checkpoint_dir wins (resume)
 
     LIVE = ()
 

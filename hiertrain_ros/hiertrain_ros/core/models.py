@@ -255,8 +255,13 @@ def _edge(spec: SplitSpec, backbone: list[nn.Module], exits: tuple[int, ...], ex
                      taps=tuple(taps), exit_head=exit_head)
 
 
+def _first_accepting(units) -> int:
+    """Index of the cloud's first layer, the one rebuilt to take the compressed channels."""
+    return next(i for i, m in enumerate(units) if isinstance(m, (nn.Conv2d, tv_resnet.BasicBlock)))
+
+
 def _cloud(spec: SplitSpec, rest: list[nn.Module]) -> CloudModel:
-    first = next(i for i, m in enumerate(rest) if isinstance(m, (nn.Conv2d, tv_resnet.BasicBlock)))
+    first = _first_accepting(rest)
     rest[first] = _accepting(rest[first], spec.feature_shape[0])
     return CloudModel(nn.Sequential(*rest), spec.feature_shape)
 
@@ -311,6 +316,31 @@ def split_model(model: nn.Module, spec: SplitSpec) -> tuple[EdgeModel, CloudMode
     units, ends = _units(spec.arch, model)
     end = ends[spec.split_point - 1]
     return _edge(spec, copy.deepcopy(units[:end]), (), linear_exit), _cloud(spec, copy.deepcopy(units[end:]))
+
+
+def split_state_dict(whole: dict, spec: SplitSpec) -> dict[str, tuple[dict, tuple[str, ...]]]:
+    """A whole model's weights (the ``state_dict`` of :func:`build_model`, torchvision's layout:
+    VGG ``features.N``/``classifier.N``, ResNet ``conv1``/``layerX``/``fc``) cut at ``spec.split_point``.
+
+    Per role (``"edge"``, ``"cloud"``): the part's weights and the prefixes of its parameters a whole
+    model does not have, which start fresh: the edge's compression convolution and exits, and the
+    cloud's first layer (it takes the compressed channels).  ``ValueError`` names the expected
+    model when ``whole`` is for another architecture, width or number of classes.
+    """
+    model = build_model(spec.arch, num_classes=spec.num_classes, width=spec.width)
+    try:
+        model.load_state_dict(whole)
+    except RuntimeError as exc:
+        raise ValueError(f"the whole-model weights are not those of {spec.arch} at width {spec.width:g} with "
+                         f"{spec.num_classes} classes: {exc}") from exc
+    units, ends = _units(spec.arch, model)
+    end = ends[spec.split_point - 1]
+    rest = units[end:]
+    first = _first_accepting(rest)
+    edge = nn.Sequential(*units[:end]).state_dict(prefix="backbone.")
+    cloud = {key: value for i, unit in enumerate(rest) if i != first
+             for key, value in unit.state_dict(prefix=f"body.{i}.").items()}
+    return {"edge": (edge, ("compress.", "exits.")), "cloud": (cloud, (f"body.{first}.",))}
 
 
 def count_params(module: nn.Module) -> int:

@@ -12,13 +12,14 @@ import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import codec
+from . import checkpoint, codec
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
 from .optim import OptimConfig, paper_optim  # noqa: F401 (re-exported: trainers take them)
@@ -99,6 +100,19 @@ class _Trainer:
             self.step = int(state["step"])
         except (KeyError, RuntimeError, TypeError) as exc:
             raise ValueError(f"checkpoint for {self.model_id!r} is incomplete or damaged: {exc}") from exc
+
+
+    def load_weights(self, weights: dict, fresh: tuple[str, ...] = ()) -> None:
+        """Start from trained ``weights``: every parameter but those under the ``fresh`` prefixes
+        must be there with its shape; the optimizer and the step count start anew."""
+        try:
+            result = self.model.load_state_dict(weights, strict=False)
+        except RuntimeError as exc:
+            raise ValueError(f"weights do not fit {self.role} {self.model_id!r}: {exc}") from exc
+        missing = [k for k in result.missing_keys if not k.startswith(fresh)] if fresh else result.missing_keys
+        if missing or result.unexpected_keys:
+            raise ValueError(f"weights do not fit {self.role} {self.model_id!r}: missing {missing[:5]}, "
+                             f"unexpected {result.unexpected_keys[:5]}")
 
 
 def _predictions(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -342,10 +356,12 @@ def evaluate_full(trainer: FullCloudTrainer, frames: Frames, batch_size: int = 2
     return {"accuracy": correct / len(frames)}
 
 
-def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=None) -> dict:
+def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=None, save_dir=None) -> dict:
     """Train without ROS and return test accuracies and timings.
 
-    ``progress`` is called after each batch with (samples done, samples total, loss).
+    ``progress`` is called after each batch with (samples done, samples total, loss).  With
+    ``save_dir`` the trained weights go there for the nodes' ``init_from``: ``edge.pt`` and
+    ``cloud.pt`` (hierarchical), or the whole model's state_dict as ``model.pt`` (full-cloud).
     """
     torch.manual_seed(config.seed)
     steps = config.epochs * -(-len(train) // config.batch_size)
@@ -373,6 +389,13 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
     train_seconds = time.perf_counter() - start
     metrics = (evaluate_hierarchical(edge, cloud, test) if config.mode == "hierarchical"
                else evaluate_full(full, test))
+    saved = []
+    if save_dir is not None:
+        if config.mode == "hierarchical":
+            saved = checkpoint.save_trained(save_dir, spec, {"edge": edge.model, "cloud": cloud.model})
+        else:
+            saved = [Path(save_dir) / "model.pt"]
+            checkpoint.save(full.model.state_dict(), saved[0])
     return {"config": {**asdict(config), "optim": asdict(optim)}, "train_samples": len(train),
             "test_samples": len(test), "train_seconds": train_seconds,
-            "wire_bits_per_sample": wire_bits / total, **metrics}
+            "wire_bits_per_sample": wire_bits / total, "saved": [str(p) for p in saved], **metrics}
