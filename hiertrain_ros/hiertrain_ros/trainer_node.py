@@ -1,6 +1,8 @@
-"""What the edge and cloud nodes share: a managed (ROS 2 lifecycle) node with a config, a
-trainer with checkpoints, worker threads for the heavy work, rejection counting and a
-diagnostics status."""
+"""What the edge and cloud nodes share: a managed (ROS 2 lifecycle) node.
+
+It has a config, a trainer with checkpoints, worker threads for the heavy work, rejection
+counting and a diagnostics status.
+"""
 
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FA
 
 
 class TrainerNode(LifecycleNode):
-    """A managed node, brought up as nav2 brings up its nodes:
+    """A managed node, brought up as nav2 brings up its nodes.
 
     - construction declares the parameters (settable before configure) and the diagnostics;
     - configure reads the parameters into the frozen config, builds the trainer, then the
@@ -103,19 +105,19 @@ class TrainerNode(LifecycleNode):
 
     # -- entities with the node's state -----------------------------------------------------------
     def publisher(self, msg_type, topic: str, qos):
-        """A lifecycle publisher (silent unless active), made in configure()."""
+        """Make a lifecycle publisher (silent unless active), in configure()."""
         pub = self.create_lifecycle_publisher(msg_type, topic, qos)
         self._configured.append(pub)
         return pub
 
     def subscription(self, msg_type, topic: str, callback, qos):
-        """A subscription that exists while active, made in activate()."""
+        """Make a subscription that exists while active, in activate()."""
         sub = self.create_subscription(msg_type, topic, callback, qos)
         self._activated.append(sub)
         return sub
 
     def timer(self, period_s: float, callback):
-        """A timer that runs while active, made in activate()."""
+        """Make a timer that runs while active, in activate()."""
         timer = self.create_timer(period_s, callback)
         self._activated.append(timer)
         return timer
@@ -152,7 +154,7 @@ class TrainerNode(LifecycleNode):
         return SUCCESS  # back to unconfigured
 
     def _transition(self, what: str, do, undo=None) -> TransitionCallbackReturn:
-        """rclpy turns an exception into a silent error state: name it and fail the transition."""
+        """Run a transition; name an exception and fail (rclpy would turn it into a silent error state)."""
         try:
             do()
         except Exception as exc:
@@ -190,7 +192,7 @@ class TrainerNode(LifecycleNode):
         self.activate()
 
     def _pause(self) -> None:
-        """Inputs first, then the threads, then the publishers."""
+        """Stop the inputs first, then the threads, then the publishers."""
         for entity in self._activated:
             (self.destroy_timer if isinstance(entity, Timer) else self.destroy_subscription)(entity)
         self._activated.clear()
@@ -213,9 +215,11 @@ class TrainerNode(LifecycleNode):
         self.trainer = self.config = None
 
     def warm_up(self) -> None:
-        """A training and an answering pass on a throwaway copy before announcing ourselves:
-        the first ones in a fresh process are slow (lazy initialisation) and would stall the
-        first answers and heartbeats."""
+        """Run a training and an answering pass on a throwaway copy before announcing ourselves.
+
+        The first ones in a fresh process are slow (lazy initialisation) and would stall the
+        first answers and heartbeats.
+        """
         scratch = copy.deepcopy(self.trainer.model).train()
         outputs = scratch(torch.zeros(2, *self.input_shape()))
         sum(o.float().sum() for o in (outputs if isinstance(outputs, tuple) else (outputs,))).backward()
@@ -241,8 +245,10 @@ class TrainerNode(LifecycleNode):
         return True
 
     def _init_from(self, path: str) -> None:
-        """Trained weights, when there is no checkpoint to resume; ValueError (refuse to configure)
-        for weights of another model."""
+        """Load trained weights, when there is no checkpoint to resume.
+
+        ValueError (refuse to configure) for weights of another model.
+        """
         weights, fresh = checkpoint.load_init(path, self.role, self.config.spec())
         self.trainer.load_weights(weights, fresh)
         self.initialised_from = path

@@ -123,7 +123,7 @@ def test_resume_wins_over_init_from(ros_env, tmp_path):
     checkpoint.save_trained(trained, NODE_SPEC, {"edge": edge.model, "cloud": cloud.model})
 
     def start(checkpoint_dir):
-        """The node's status and weights after autostart (configure, activate)."""
+        """Return the node's status and weights after autostart (configure, activate)."""
         rclpy.init(args=["--ros-args", "-p", f"width:={NODE_SPEC.width}", "-p", f"init_from:={trained}",
                          "-p", f"checkpoint_dir:={checkpoint_dir}"])
         try:

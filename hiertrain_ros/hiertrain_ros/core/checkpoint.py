@@ -1,5 +1,7 @@
-"""Atomic checkpoints (write to a temporary file, fsync, then rename over the old one) and the
-trained weights a node starts from (``init_from``)."""
+"""Atomic checkpoints, and the trained weights a node starts from (``init_from``).
+
+A checkpoint is written to a temporary file, fsynced, then renamed over the old one.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def save(state: dict, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> dict | None:
-    """The checkpoint at ``path``, ``None`` if there is none, ``ValueError`` if it is damaged."""
+    """Return the checkpoint at ``path``, ``None`` if there is none, ``ValueError`` if it is damaged."""
     path = Path(path)
     if not path.exists():
         return None
@@ -56,7 +58,7 @@ def save_trained(directory: str | Path, spec: SplitSpec, parts: dict[str, nn.Mod
 
 
 def load_init(path: str | Path, role: str, spec: SplitSpec) -> tuple[dict, tuple[str, ...]]:
-    """The weights ``role`` starts from, and the prefixes of its parameters that start fresh.
+    """Return the weights ``role`` starts from, and the prefixes of its parameters that start fresh.
 
     ``path`` is a directory holding ``<role>.pt`` (``hiertrain train --save``), such a file, a
     checkpoint of this model, or a whole model's ``state_dict`` in torchvision's layout (split

@@ -319,8 +319,10 @@ def split_model(model: nn.Module, spec: SplitSpec) -> tuple[EdgeModel, CloudMode
 
 
 def split_state_dict(whole: dict, spec: SplitSpec) -> dict[str, tuple[dict, tuple[str, ...]]]:
-    """A whole model's weights (the ``state_dict`` of :func:`build_model`, torchvision's layout:
-    VGG ``features.N``/``classifier.N``, ResNet ``conv1``/``layerX``/``fc``) cut at ``spec.split_point``.
+    """Cut a whole model's weights at ``spec.split_point``.
+
+    ``whole`` is the ``state_dict`` of :func:`build_model`, in torchvision's layout: VGG
+    ``features.N``/``classifier.N``, ResNet ``conv1``/``layerX``/``fc``.
 
     Per role (``"edge"``, ``"cloud"``): the part's weights and the prefixes of its parameters a whole
     model does not have, which start fresh: the edge's compression convolution and exits, and the

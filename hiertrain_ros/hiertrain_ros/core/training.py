@@ -103,8 +103,11 @@ class _Trainer:
 
 
     def load_weights(self, weights: dict, fresh: tuple[str, ...] = ()) -> None:
-        """Start from trained ``weights``: every parameter but those under the ``fresh`` prefixes
-        must be there with its shape; the optimizer and the step count start anew."""
+        """Start from trained ``weights``.
+
+        Every parameter but those under the ``fresh`` prefixes must be there with its shape; the
+        optimizer and the step count start anew.
+        """
         try:
             result = self.model.load_state_dict(weights, strict=False)
         except RuntimeError as exc:
