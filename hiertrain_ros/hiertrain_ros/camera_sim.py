@@ -15,7 +15,7 @@ from sensor_msgs.msg import Image
 from . import conversions
 from .core.config import CameraConfig
 from .core.data import load_dataset
-from .ros_common import CAMERA_QOS, RELIABLE_QOS, TOPICS, declare_config, run_node
+from .ros_common import CAMERA_QOS, RECORD_QOS, TOPICS, declare_config, run_node
 
 
 def resize_nearest(frame: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -37,8 +37,8 @@ class CameraSim(Node):
         self.test_order = rng.permutation(len(self.test))
         self.sent = self.held_out = 0
         self.image_pub = self.create_publisher(Image, TOPICS["image"], CAMERA_QOS)
-        self.label_pub = self.create_publisher(Label, TOPICS["labels"], RELIABLE_QOS)
-        self.truth_pub = self.create_publisher(Label, TOPICS["truth"], RELIABLE_QOS)
+        self.label_pub = self.create_publisher(Label, TOPICS["labels"], RECORD_QOS)
+        self.truth_pub = self.create_publisher(Label, TOPICS["truth"], RECORD_QOS)
         self.timer = self.create_timer(1.0 / cfg.rate_hz, self.tick)
         self.get_logger().info(f"publishing {cfg.data} at {cfg.rate_hz} Hz, {cfg.width_px}x{cfg.height_px} rgb8, "
                                f"every {cfg.holdout_every}th frame held out")

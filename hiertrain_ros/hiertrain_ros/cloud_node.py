@@ -9,6 +9,7 @@ but the same weights answer the same frames on every run (what a replay needs)."
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections import OrderedDict, deque
 
@@ -32,6 +33,7 @@ class CloudNode(TrainerNode):
         cfg = self.config
         self.last_seq = 0
         self._trained: OrderedDict = OrderedDict()  # recent trained seqs, so a resent batch is not trained twice
+        self._queued: set = set()  # seqs in the train queue, so a resent copy does not take a second place
         self._acks: deque = deque(maxlen=256)  # repeated in every heartbeat: one lost heartbeat costs nothing
         self._ack_lock = threading.Lock()  # never held during training, so heartbeats stay on time
         self.infer_queue = DropOldestQueue(cfg.queue_size)
@@ -80,8 +82,20 @@ class CloudNode(TrainerNode):
             self.infer_queue.put(payload)
         elif payload.seq in self._trained:
             self._duplicate(payload.seq)
+        elif payload.seq in self._queued:
+            self.duplicates += 1  # acknowledged once trained
         else:
-            self.train_queue.put(payload)
+            self._queued.add(payload.seq)
+            evicted = self.train_queue.put(payload)
+            if evicted is not None:  # its sender resends it, unacknowledged
+                self._queued.discard(evicted.seq)
+
+    def _work(self) -> None:
+        if self.serving is not None and self.config.train_nice:
+            # Training is background work: answering (the server thread), heartbeats and the
+            # rest of the robot's software come first when the CPU is short (Linux: per thread).
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.train_nice)
+        super()._work()
 
     def work_once(self) -> None:
         if self.serving is None:
@@ -89,6 +103,7 @@ class CloudNode(TrainerNode):
         else:
             self.train_queue.wait(0.02)
         for payload in self.train_queue.take(1):
+            self._queued.discard(payload.seq)
             self._train(payload)
             if self.serving is not None:
                 self.serving.follow(self.trainer.model)

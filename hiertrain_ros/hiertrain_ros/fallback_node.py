@@ -28,7 +28,7 @@ class FallbackNode(Node):
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                  heartbeat_qos(cfg.heartbeat_timeout_s), event_callbacks=events)
         self.create_subscription(Prediction, TOPICS["edge_prediction"], self.on_edge, RECORD_QOS)
-        self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RECORD_QOS)
+        self.cloud_sub = self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RECORD_QOS)
         self.create_timer(1.0 / cfg.poll_hz, self.poll)
         self.create_timer(1.0, self.publish_status)
 
@@ -36,6 +36,11 @@ class FallbackNode(Node):
         self.arbiter.grace = self.config.cloud_grace_s
 
     def on_heartbeat(self, _msg: Heartbeat) -> None:
+        # A cloud whose answers cannot reach us yet (its prediction publisher not matched: a
+        # restarted cloud still being discovered) is not up: waiting for its answers would only
+        # delay the edge's by the grace period.
+        if self.cloud_sub.get_publisher_count() == 0:
+            return
         self.arbiter.heartbeat()
         if not self._alive:
             self.poll()
