@@ -17,7 +17,7 @@ from .core.config import CameraConfig
 from .core.data import load_dataset
 from .core.frames import resize_nearest
 from .core.scenarios import load_scenario, plain, stream
-from .ros_common import CAMERA_QOS, RELIABLE_QOS, TOPICS, declare_config, run_node
+from .ros_common import CAMERA_QOS, RECORD_QOS, TOPICS, declare_config, run_node
 
 
 class CameraSim(Node):
@@ -33,8 +33,8 @@ class CameraSim(Node):
                              cfg.holdout_every, cfg.seed)
         self.sent = self.held_out = 0
         self.image_pub = self.create_publisher(Image, TOPICS["image"], CAMERA_QOS)
-        self.label_pub = self.create_publisher(Label, TOPICS["labels"], RELIABLE_QOS)
-        self.truth_pub = self.create_publisher(Label, TOPICS["truth"], RELIABLE_QOS)
+        self.label_pub = self.create_publisher(Label, TOPICS["labels"], RECORD_QOS)
+        self.truth_pub = self.create_publisher(Label, TOPICS["truth"], RECORD_QOS)
         self.timer = self.create_timer(1.0 / cfg.rate_hz, self.tick)
         self.get_logger().info(f"publishing {cfg.data} at {cfg.rate_hz} Hz, {cfg.width_px}x{cfg.height_px} rgb8, "
                                f"every {cfg.holdout_every}th frame held out"

@@ -67,7 +67,12 @@ class CloudNode(TrainerNode):
         self.serving = self.infer_queue = self.train_queue = None
 
     def loops(self) -> list[tuple]:
-        return [*super().loops(), *([(self._answer_pending, "cloud server", 0.0)] if self.serving is not None else [])]
+        if self.serving is None:  # the training thread answers too
+            return super().loops()
+        # Training is background work: answers, heartbeats and the rest of the robot's software
+        # come first when the CPU is short.
+        return [(self.work_once, "cloud worker", 0.0, self.config.train_nice),
+                (self._answer_pending, "cloud server", 0.0)]
 
     def make_trainer(self, spec, optim):
         return CloudTrainer(build_cloud(spec, seed=self.config.seed), spec, optim)
@@ -95,10 +100,10 @@ class CloudNode(TrainerNode):
             return
         if purpose == conversions.PURPOSE_INFER:
             self.infer_queue.put(payload)
-        elif self.ledger.is_trained(payload.robot_id, payload.seq):
-            self.ledger.duplicate(payload.robot_id, payload.seq)
-        else:
-            self.train_queue.add(payload)
+        elif self.ledger.admit(payload.robot_id, payload.seq):
+            evicted = self.train_queue.add(payload)
+            if evicted is not None:  # unacknowledged: its edge resends it
+                self.ledger.evicted(evicted.robot_id, evicted.seq)
 
     def work_once(self) -> None:
         if self.serving is None:

@@ -54,7 +54,7 @@ class EdgeNode(TrainerNode):
 
     def activate(self) -> None:
         self.subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
-        self.subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
+        self.subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                           heartbeat_qos(self.config.heartbeat_timeout_s))
 
@@ -192,8 +192,8 @@ class EdgeNode(TrainerNode):
             self.outbox.expire()  # store: training batches wait for the cloud (within limits)
             return
         for bits, msg in self.unacked.due():
-            self.outbox.put(bits, msg)
-        for msg in self.outbox.pop_sendable(self.bucket):
+            self.outbox.put(bits, msg, resend=True)
+        for msg in self.outbox.pop_sendable(self.bucket, max_bulk=min(4, self.unacked.room())):
             self.feature_pub.publish(msg)
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
@@ -216,7 +216,6 @@ class EdgeNode(TrainerNode):
                 "outbox_expired": self.outbox.expired, "outbox_spilled": self.outbox.spilled,
                 "spill_errors": self.outbox.spill_errors, "features_sent": self.features_sent,
                 "unacked": len(self.unacked), "acked_seq": self.unacked.acked_seq, "resent": self.unacked.resent,
-                "unacked_dropped": self.unacked.dropped,
                 "frames_never_labelled": self.matcher.frames_expired,
                 "labels_without_frame": self.matcher.labels_expired,
                 "cloud_alive": self.cloud_alive()}

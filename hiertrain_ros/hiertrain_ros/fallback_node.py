@@ -15,7 +15,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from .core.config import FallbackConfig
 from .core.fallback import FallbackArbiter
 from .core.metrics import PATHS
-from .ros_common import (LATCHED_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, Rejections, declare_config, diagnostic,
+from .ros_common import (LATCHED_QOS, RECORD_QOS, TOPICS, Rejections, declare_config, diagnostic,
                          heartbeat_qos, resolve_robot_id, run_node, stamp_ns)
 
 REASONS = ("sole", "calibrated", "recent_accuracy")  # Prediction.REASON_*, in order
@@ -45,8 +45,8 @@ class FallbackNode(Node):
         self.create_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                  heartbeat_qos(cfg.heartbeat_timeout_s), event_callbacks=events)
         self.create_subscription(Prediction, TOPICS["edge_prediction"], self.on_edge, RECORD_QOS)
-        self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RECORD_QOS)
-        self.create_subscription(Label, TOPICS["labels"], self.on_label, RELIABLE_QOS)
+        self.cloud_sub = self.create_subscription(Prediction, TOPICS["cloud_prediction"], self.on_cloud, RECORD_QOS)
+        self.create_subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.create_timer(1.0 / cfg.poll_hz, self.poll)
         self.create_timer(1.0, self.publish_status)
         self.create_timer(1.0 / cfg.metrics_hz, self.publish_metrics)
@@ -68,6 +68,11 @@ class FallbackNode(Node):
         self.arbiter.on_label(stamp, msg.class_id, msg.segment)
 
     def on_heartbeat(self, _msg: Heartbeat) -> None:
+        # A cloud whose answers cannot reach us yet (its prediction publisher not matched: a
+        # restarted cloud still being discovered) is not up: waiting for its answers would only
+        # delay the edge's by the grace period.
+        if self.cloud_sub.get_publisher_count() == 0:
+            return
         self.arbiter.heartbeat()
         if not self._alive:
             self.poll()

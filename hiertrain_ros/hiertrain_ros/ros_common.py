@@ -28,10 +28,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 # (the edge's own bounded queue decides what to drop).
 CAMERA_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=30, reliability=ReliabilityPolicy.BEST_EFFORT,
                         durability=DurabilityPolicy.VOLATILE)
-# Features, labels and predictions: every message matters.
+# Features and the like: every message matters.
 RELIABLE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.RELIABLE)
-# Predictions and training metrics: small, and a record of what happened, so a deep history
-# (10 s of predictions at 100 Hz) lets a busy logger or monitor catch up without losing any.
+# Labels, predictions and training metrics: small, each one a training sample or a record of
+# what happened, so a deep history (10 s at 100 Hz) lets a busy edge, logger or monitor catch
+# up without losing any (a reliable reader's full KEEP_LAST history overwrites unread samples).
 RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Recording and watching best-effort topics (camera frames, heartbeats): a short burst is kept.
 BEST_EFFORT_RECORD_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,

@@ -156,8 +156,8 @@ class Monitor(Node):
         self.cloud_acked: set[int] = set()  # batches the cloud acknowledged (= trained), from its heartbeats
         self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
-        self.create_subscription(Label, TOPICS["truth"], self._on_truth, RELIABLE_QOS)
-        self.create_subscription(Label, TOPICS["labels"], self._on_label, RELIABLE_QOS)
+        self.create_subscription(Label, TOPICS["truth"], self._on_truth, RECORD_QOS)
+        self.create_subscription(Label, TOPICS["labels"], self._on_label, RECORD_QOS)
         for key, topic in (("edge", "edge_prediction"), ("cloud", "cloud_prediction"), ("output", "prediction")):
             self.create_subscription(Prediction, TOPICS[topic], lambda m, info, k=key: self._on_prediction(k, m, info),
                                      RECORD_QOS)

@@ -7,6 +7,7 @@ counting and a diagnostics status.
 from __future__ import annotations
 
 import copy
+import os
 import threading
 from pathlib import Path
 
@@ -97,7 +98,10 @@ class TrainerNode(LifecycleNode):
         """Drop what ``configure()`` built."""
 
     def loops(self) -> list[tuple]:
-        """(step, what, pause_s) per thread that runs while active: ``step()`` every ``pause_s``."""
+        """Return (step, what, pause_s[, nice]) per thread that runs while active.
+
+        Each calls ``step()`` every ``pause_s``, at the thread's own ``nice`` value if given (Linux).
+        """
         return [(self.work_once, f"{self.role} worker", 0.0)]
 
     def on_config_changed(self) -> None:
@@ -266,8 +270,10 @@ class TrainerNode(LifecycleNode):
             self.save_checkpoint()
 
     # -- worker threads ----------------------------------------------------------------------------
-    def _keep_running(self, stop: threading.Event, step, what: str, pause_s: float) -> None:
+    def _keep_running(self, stop: threading.Event, step, what: str, pause_s: float, nice: int = 0) -> None:
         """Call ``step`` every ``pause_s`` until ``stop`` is set (the body of each thread)."""
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         while not stop.wait(pause_s):
             try:
                 step()

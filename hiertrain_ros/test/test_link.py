@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from hiertrain_ros.core.buffers import DropOldestQueue, LabelMatcher
-from hiertrain_ros.core.link import DiskSpill, Outbox, TokenBucket
+from hiertrain_ros.core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 
 
 class FakeClock:
@@ -212,6 +212,37 @@ def _spilled_box(tmp_path, clock, **kw):
                   spill=spill, memory_bits=kw.pop("memory_bits", 20)), tmp_path / "spill"
 
 
+def test_outbox_sends_resends_after_urgent_and_before_bulk_without_a_bulk_slot():
+    box = Outbox(max_bits=1e9, max_age_s=100, clock=FakeClock())
+    box.put(10, "train-new")
+    box.put(10, "train-resent", resend=True)
+    box.put(10, "infer", urgent=True)
+    assert len(box) == 3
+    # max_bulk 0 (the window is full) holds new batches back, never a resend.
+    assert box.pop_sendable(unlimited(), max_bulk=0) == ["infer", "train-resent"]
+    assert box.pop_sendable(unlimited(), max_bulk=1) == ["train-new"]
+
+
+def test_ack_tracker_is_a_window_and_resends_what_stays_unacknowledged():
+    clock = FakeClock()
+    window = AckTracker(max_items=3, resend_after_s=2.0, clock=clock)
+    assert window.room() == 3
+    for seq in (1, 2, 3):
+        window.sent(seq, 8, f"batch{seq}")
+    assert window.room() == 0 and len(window) == 3
+    window.ack([2, 99])  # an unknown seq (another edge's, an old one) is ignored
+    assert window.room() == 1 and window.acked_seq == 2
+    clock.advance(1.0)
+    assert window.due() == []
+    clock.advance(1.0)
+    assert window.due() == [(8, "batch1"), (8, "batch3")]
+    window.sent(1, 8, "batch1")  # the resend goes out: it keeps its one place in the window
+    assert window.room() == 1 and window.resent == 2
+    assert window.due() == []  # each resend restarts its wait
+    with pytest.raises(ValueError, match="max_items"):
+        AckTracker(max_items=0, resend_after_s=1.0)
+
+
 def test_outbox_spills_beyond_memory_to_disk_and_sends_in_order(tmp_path):
     box, folder = _spilled_box(tmp_path, FakeClock())
     for i in range(6):
@@ -249,6 +280,12 @@ def test_spill_removes_stale_files_and_survives_disk_errors(tmp_path):
 
 
 # -- DropOldestQueue -------------------------------------------------------------------------------
+
+def test_drop_oldest_queue_returns_what_it_evicts():
+    q = DropOldestQueue(2)
+    assert q.put("a") is None and q.put("b") is None
+    assert q.put("c") == "a" and q.take(5) == ["b", "c"]
+
 
 def test_drop_oldest_queue_is_bounded_and_counts_drops():
     q = DropOldestQueue(3)

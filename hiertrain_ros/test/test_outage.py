@@ -38,6 +38,7 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
         graph.pause("cloud_node")
         time.sleep(outage_s)
         produced_during = len(mon.trained_seqs["edge"]) - produced_before
+        spilled_in_outage = set((tmp_path / "spill").iterdir()) if outage_s == 30 else set()
         graph.resume("cloud_node")
         resumed = time.monotonic()
         wait_for(lambda: any(alive and t > resumed for t, alive in mon.link_changes), 60, "the link back")
@@ -70,4 +71,7 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
     assert gap <= 0.3 + 1.0 / RATE_HZ, f"output gap of {gap:.3f} s {where}"
     if outage_s == 30:
         assert mon.peaks["edge_node.outbox_spilled"] > 0, "the store went to disk"
-        assert list((tmp_path / "spill").iterdir()) == [], "every spilled batch was sent and its file removed"
+        # The backlog leaves the store at the pace the cloud trains (the edge's in-flight window),
+        # so batches made since may still wait there: the outage's own files must be gone.
+        assert spilled_in_outage, "the outage's batches waited on disk"
+        assert not spilled_in_outage & set((tmp_path / "spill").iterdir()), "every batch spilled in the outage was sent"

@@ -55,8 +55,10 @@ def test_fallback_serves_edge_within_300ms_and_hands_back(system):
     graph, mon = system
     wait_for(lambda: mon.link is not None and mon.link.cloud_alive and mon.counts["output_predictions"] > 50
              and len(mon.heartbeat_times) > 5, 90, "the cloud serving predictions")
+    # Times taken before the kill: it returns once the process is reaped, which can take longer
+    # than the fallback takes to notice.
+    killed, killed_ns = time.monotonic(), time.time_ns()  # frame stamps are wall clock
     graph.kill("cloud_node")  # SIGKILL: no goodbye on the wire
-    killed = time.monotonic()
     wait_for(lambda: any(not alive for t, alive in mon.link_changes if t > killed), 5, "link-down status")
     last_heartbeat = max(mon.heartbeat_times)
     down_at = next(t for t, alive in mon.link_changes if t > killed and not alive)
@@ -75,9 +77,10 @@ def test_fallback_serves_edge_within_300ms_and_hands_back(system):
     back = next(t for t, s in mon.output_times if t > first_heartbeat and s == Prediction.SOURCE_CLOUD)
     assert back - first_heartbeat <= 1.0
 
-    # Every frame the edge answered got exactly one output, through both switches.
+    # Every frame the edge answered from 1 s before the kill on got exactly one output, through
+    # both switches (the frames answered in the last second still wait for theirs: snapshot first).
+    edge_frames = {stamp for stamp in mon.predictions["edge"] if stamp >= killed_ns - 1e9}
     time.sleep(1.0)
-    edge_frames = set(mon.predictions["edge"])
     output_frames = set(mon.predictions["output"])
     assert len(edge_frames - output_frames) <= 5, "frames left without an output prediction"
     assert mon.counts["output_predictions"] == len(output_frames), "a frame got two outputs"

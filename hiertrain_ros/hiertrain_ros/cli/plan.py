@@ -57,10 +57,9 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..core.data import load_dataset
     from ..core.models import SplitSpec, build_model
-    from .common import spec_from_args
     from ..core.planner import InProcessTrainer, edge_param_bytes, select_position
     from ..core.runtime import LINK_PRESETS, estimate_epoch, measure_forward_times, parse_link
-    from .common import print_table, write_json
+    from .common import print_table, spec_from_args, write_json
 
     if args.min_accuracy is not None and not 0 <= args.min_accuracy <= 1:
         raise ValueError(f"--min-accuracy is a fraction in 0..1, got {args.min_accuracy}")

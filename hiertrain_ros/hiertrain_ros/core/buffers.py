@@ -17,13 +17,16 @@ class DropOldestQueue:
         self._cond = threading.Condition()
         self.dropped = 0
 
-    def put(self, item) -> None:
+    def put(self, item):
+        """Append ``item``; returns the item evicted to make room, or None."""
+        evicted = None
         with self._cond:
             if len(self._items) >= self._maxlen:
-                self._items.popleft()
+                evicted = self._items.popleft()
                 self.dropped += 1
             self._items.append(item)
             self._cond.notify()
+        return evicted
 
     def take(self, n: int) -> list:
         """Up to ``n`` oldest items (possibly none), without waiting."""

@@ -96,7 +96,8 @@ class EdgeConfig(ModelParams):
     outbox_memory_bits: float = 16e6  # this many bits in memory wait in files here
     infer_age_s: float = 0.2        # inference features older than this are dropped: the fallback has
                                     # answered those frames with the early exit already
-    unacked_max: int = 2000         # training batches sent but not yet acknowledged, kept for resending
+    unacked_max: int = 16           # training batches in flight (sent, not yet acknowledged); the next ones
+                                    # wait in the outbox, so a backlog never floods the cloud's queue
     resend_after_s: float = 3.0     # resend a training batch the cloud has not acknowledged after this long
     heartbeat_timeout_s: float = 0.25  # stop sending (store instead) after this long without a heartbeat
     checkpoint_dir: str = ""        # "" = no checkpoints
@@ -128,6 +129,7 @@ class CloudConfig(ModelParams):
     checkpoint_dir: str = ""
     checkpoint_every: int = 200
     metrics_every: int = 1          # publish training metrics every N steps
+    train_nice: int = 10            # the training thread's nice value (0-19, Linux): answers come first
     serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often;
                                     # 0 = no copy: the training thread answers (deterministic, for replays)
     latent_replay_mb: float = 0.0   # memory for trained feature batches, kept quantized, replayed against
@@ -143,6 +145,8 @@ class CloudConfig(ModelParams):
         super().__post_init__()
         _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every", "latent_max_age",
                   "latent_half_life")
+        if not 0 <= self.train_nice <= 19:
+            raise ValueError(f"train_nice must be in 0..19, got {self.train_nice}")
         if self.serve_refresh_s < 0:
             raise ValueError(f"serve_refresh_s must be >= 0, got {self.serve_refresh_s}")
         _replay_checks(self, "latent_staleness", STALENESS, "latent_replay_mb", "latent_ratio", allow_off=True)

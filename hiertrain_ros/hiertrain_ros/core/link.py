@@ -82,7 +82,9 @@ class DiskSpill:
 
 
 class Outbox:
-    """Bounded two-class queue of (bits, item): urgent items first, then bulk oldest-first.
+    """Bounded queue of (bits, item) in three classes: urgent, resends, then bulk oldest-first.
+
+    Resends are items already sent once; they are never dropped here.
 
     Bulk items beyond ``max_bits`` or older than ``max_age_s`` are dropped oldest-first
     and counted; urgent (inference) items older than ``urgent_age_s`` are stale answers
@@ -93,6 +95,7 @@ class Outbox:
     def __init__(self, max_bits: float, max_age_s: float, urgent_age_s: float = 1.0, clock=time.monotonic,
                  spill: DiskSpill | None = None, memory_bits: float = math.inf):
         self._urgent: deque = deque()
+        self._resend: deque = deque()  # (bits, item)
         self._bulk: deque = deque()  # (time, bits, item or spilled Path)
         self._bulk_bits = 0.0
         self._memory_bits = 0.0  # of the bulk items held in memory
@@ -108,8 +111,11 @@ class Outbox:
         self.spilled = 0  # bulk items on disk now
         self.spill_errors = 0
 
-    def put(self, bits: float, item, *, urgent: bool = False) -> None:
+    def put(self, bits: float, item, *, urgent: bool = False, resend: bool = False) -> None:
         with self._lock:
+            if resend:
+                self._resend.append((bits, item))
+                return
             if urgent:
                 self._urgent.append((self._clock(), bits, item))
                 return
@@ -167,15 +173,17 @@ class Outbox:
     def pop_sendable(self, bucket: TokenBucket, max_bulk: int = 4) -> list:
         """Items the bucket lets through now, in send order.
 
-        Urgent first, then at most ``max_bulk`` of the oldest bulk items, so that flushing a backlog after an outage
-        never holds up live traffic for long.
+        Urgent first, then resends, then at most ``max_bulk`` of the oldest bulk items, so that flushing a
+        backlog after an outage never holds up live traffic for long.
         """
         self.expire()
         out = []
         with self._lock:
             while self._urgent and bucket.try_consume(self._urgent[0][1]):
                 out.append(self._urgent.popleft()[2])
-            if self._urgent:
+            while not self._urgent and self._resend and bucket.try_consume(self._resend[0][0]):
+                out.append(self._resend.popleft()[1])
+            if self._urgent or self._resend:
                 return out
             for _ in range(max_bulk):
                 if not (self._bulk and bucket.try_consume(self._bulk[0][1])):
@@ -186,7 +194,7 @@ class Outbox:
         return out
 
     def __len__(self) -> int:
-        return len(self._urgent) + len(self._bulk)
+        return len(self._urgent) + len(self._resend) + len(self._bulk)
 
     @property
     def bulk_bits(self) -> float:
@@ -194,33 +202,38 @@ class Outbox:
 
 
 class AckTracker:
-    """Training batches sent but not yet acknowledged by the cloud.
+    """Training batches sent but not yet acknowledged by the cloud: a sliding window.
 
-    The cloud acknowledges each training batch it received by sequence number (a
+    The cloud acknowledges each training batch it trained by sequence number (a
     duplicate is acknowledged again, since the first acknowledgement may have been
-    lost).  A batch still unacknowledged ``resend_after_s`` after it was sent (lost in
-    an outage the heartbeat had not yet revealed) is offered again; the cloud drops the
-    copy if it already trained it.  Beyond ``max_items`` the oldest are given up and
-    counted.
+    lost).  At most ``max_items`` are in flight: the sender sends a new batch only while
+    ``room()`` is positive, so after an outage the backlog leaves the outbox at the pace
+    the cloud trains it, instead of flooding the cloud's queue and the link in front of
+    live answers.  A batch still unacknowledged ``resend_after_s`` after it was sent (lost
+    in an outage the heartbeat had not yet revealed, or in a cloud that restarted) is
+    offered again; the cloud drops the copy if it already trained it.
     """
 
     def __init__(self, max_items: int, resend_after_s: float, clock=time.monotonic):
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
         self._items: dict = {}  # seq -> [sent time, bits, item], insertion (= seq) order
         self.max_items = max_items
         self.resend_after_s = resend_after_s
         self._clock = clock
         self._lock = threading.Lock()
         self.acked_seq = 0
-        self.dropped = 0
         self.resent = 0
 
     def sent(self, seq: int, bits: float, item) -> None:
         with self._lock:
             self._items.pop(seq, None)
             self._items[seq] = [self._clock(), bits, item]
-            while len(self._items) > self.max_items:
-                del self._items[next(iter(self._items))]
-                self.dropped += 1
+
+    def room(self) -> int:
+        """How many new batches may be sent now."""
+        with self._lock:
+            return max(0, self.max_items - len(self._items))
 
     def ack(self, seqs) -> None:
         with self._lock:
@@ -249,14 +262,16 @@ class BatchLedger:
 
     Several edges share one cloud and each numbers its own batches, so a sequence number
     alone identifies nothing; the pair does.  ``is_trained`` stops a resent batch from
-    being trained twice; every trained batch (and every duplicate, since the first
-    acknowledgement may have been lost) is acknowledged, and the most recent ``max_acks``
+    being trained twice, and ``admit`` also keeps a resent copy of a batch still waiting in
+    the queue out of it; every trained batch (and every duplicate of a trained one, since the
+    first acknowledgement may have been lost) is acknowledged, and the most recent ``max_acks``
     acknowledgements are repeated in every heartbeat so that one lost heartbeat costs nothing.
     The lock is never held during training, so heartbeats stay on time.
     """
 
     def __init__(self, max_trained: int = 4096, max_acks: int = 256):
         self._trained: dict = {}  # (robot_id, seq) -> None, oldest first, bounded
+        self._queued: set = set()  # (robot_id, seq) admitted and not yet trained or evicted
         self._acks: deque = deque(maxlen=max_acks)  # (robot_id, seq)
         self._max = max_trained
         self._lock = threading.Lock()
@@ -267,8 +282,29 @@ class BatchLedger:
         with self._lock:
             return (robot_id, seq) in self._trained
 
+    def admit(self, robot_id: str, seq: int) -> bool:
+        """Tell whether a received training batch goes into the queue.
+
+        A copy of one trained (acknowledged again) or still queued does not, and counts as a duplicate.
+        """
+        key = (robot_id, seq)
+        with self._lock:
+            if key in self._trained or key in self._queued:
+                self.duplicates += 1
+                if key in self._trained:
+                    self._acks.append(key)
+                return False
+            self._queued.add(key)
+            return True
+
+    def evicted(self, robot_id: str, seq: int) -> None:
+        """Forget a queued batch dropped untrained (a full queue), so that its resent copy is admitted."""
+        with self._lock:
+            self._queued.discard((robot_id, seq))
+
     def trained(self, robot_id: str, seq: int) -> None:
         with self._lock:
+            self._queued.discard((robot_id, seq))
             self._trained[(robot_id, seq)] = None
             while len(self._trained) > self._max:
                 del self._trained[next(iter(self._trained))]

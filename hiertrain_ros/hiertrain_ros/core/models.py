@@ -20,7 +20,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 
 from .archs import (ARCHS, DEFAULT_BITS, DEFAULT_BUDGET_BITS, POSITIONS, RESNET18_STAGES, VGG16_CFG,  # noqa: F401
-                    SplitSpec, check_width, compressed_channels, position, positions, scaled)
+                    SplitSpec, compressed_channels, position, positions, scaled)
 from .frames import INPUT_SIZE  # noqa: F401 (re-exported)
 
 # (channels, height, width, classes) -> a module mapping an N x C x H x W map to N x classes logits.
@@ -133,17 +133,9 @@ def _head_units(head: nn.Module, pool: nn.Module) -> list[nn.Module]:
 
 # -- full model ------------------------------------------------------------------------------------
 
-def _check(arch: str, num_classes: int, width: float) -> None:
-    if arch not in ARCHS:
-        raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
-    check_width(width)
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2, got {num_classes}")
-
-
 def build_model(arch: str, *, num_classes: int = 10, width: float = 1.0) -> nn.Module:
     """Full (unsplit) network for 32x32 inputs; the full-cloud baseline trains this."""
-    _check(arch, num_classes, width)
+    SplitSpec(arch, num_classes=num_classes, width=width)  # its checks: arch, classes, width
     if arch == "vgg16":
         return _CifarVGG(nn.Sequential(*_vgg_features(_vgg_cfg(width))), _vgg_classifier(width, num_classes))
     blocks = _resnet_blocks(width, 0, None)

@@ -29,8 +29,11 @@ STALENESS = ("none", "drop", "downweight")
 
 class Sampler(ABC):
     @abstractmethod
-    def add(self, item) -> None:
-        """Offer one new item (thread-safe: called from the executor thread)."""
+    def add(self, item):
+        """Offer one new item (thread-safe: called from the executor thread).
+
+        Return an item dropped unused to make room, if the sampler drops any, else None.
+        """
 
     @abstractmethod
     def draw(self, n: int) -> list | None:
@@ -55,8 +58,9 @@ class FifoSampler(DropOldestQueue, Sampler):
     Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).
     """
 
-    def add(self, item) -> None:
-        self.put(item)
+    def add(self, item):
+        """Append ``item``; returns the item evicted to make room, or None."""
+        return self.put(item)
 
     def draw(self, n: int) -> list | None:
         if n < 1:
