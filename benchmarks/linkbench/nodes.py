@@ -13,9 +13,11 @@ the nodes' DDS source timestamps, seen by ``runner.Monitor`` in the edge namespa
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-import threading
+import signal
 import time
+import traceback
 from contextlib import contextmanager
 
 # The cloud first, then the edge; the camera starts once the edge sees the cloud's heartbeat.
@@ -42,10 +44,7 @@ def node_overrides(cfg, rate_bps: float) -> dict:
 
 @contextmanager
 def _environ(env: dict):
-    """``os.environ`` replaced by ``env`` inside the block.
-
-    The nodes and this process's monitor read their DDS settings from it.
-    """
+    """``os.environ`` replaced by ``env`` inside the block."""
     saved = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -57,34 +56,51 @@ def _environ(env: dict):
 
 
 def run_hierarchical(link, cfg, rate_bps: float, env: dict, domain: int, log_dir, timeout_s: float) -> dict:
-    """Run the nodes once; raw measurements for ``bench._summarise_nodes``."""
-    out: dict = {}
-    stop = threading.Event()  # set when the caller is interrupted: the nodes must go with it
+    """Run the nodes once; raw measurements for ``bench._summarise_nodes``.
 
-    def body():
+    The monitor runs in a child process that lives in the edge namespace.  A process whose DDS
+    already ran in another namespace (a test session, say) discovers nothing from a thread moved
+    into one: Fast DDS keeps what it learnt of the network at its first participant.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    results, sender = ctx.Pipe(duplex=False)
+    with _environ(env):  # the child's environment: the nodes and its monitor read their DDS settings from it
+        proc = ctx.Process(target=_monitor_process, args=(link, cfg, rate_bps, domain, log_dir, timeout_s, sender),
+                           name="linkbench-nodes")
+        proc.start()
+    sender.close()
+    try:
         try:
-            # Only this thread (and the DDS threads it starts) moves into the edge namespace.
-            link.enter("edge")
-            out.update(_run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop))
-        except BaseException as exc:  # noqa: B036 - re-raised in the caller's thread
-            out["error"] = exc
-
-    with _environ(env):
-        thread = threading.Thread(target=body, name="linkbench-nodes")
-        thread.start()
-        try:
-            while thread.is_alive():
-                thread.join(0.2)
-        except BaseException:
-            stop.set()
-            thread.join(30.0)
-            raise
-    if "error" in out:
-        raise out["error"]
-    return out
+            ok, value = results.recv()
+        except EOFError:
+            ok, value = False, f"the monitor process exited ({proc.exitcode}) without a result"
+        proc.join()
+    except BaseException:
+        proc.terminate()  # its nodes stop with it (SIGTERM unwinds through graph.stop())
+        proc.join(30.0)
+        if proc.is_alive():
+            proc.kill()
+        raise
+    if not ok:
+        raise RuntimeError(value)
+    return value
 
 
-def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
+def _monitor_process(link, cfg, rate_bps, domain, log_dir, timeout_s, sender) -> None:
+    def interrupted(_signum, _frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        link.enter("edge")  # before rclpy starts any thread: they all belong in the edge namespace
+        result = True, _run(link, cfg, rate_bps, domain, log_dir, timeout_s)
+    except Exception as exc:
+        traceback.print_exc()
+        result = False, f"{type(exc).__name__}: {exc}"
+    sender.send(result)
+
+
+def _run(link, cfg, rate_bps, domain, log_dir, timeout_s) -> dict:
     import rclpy
     from hiertrain_interfaces.msg import Label
 
@@ -109,7 +125,7 @@ def _run(link, cfg, rate_bps, domain, log_dir, timeout_s, stop) -> dict:
         deadline = time.monotonic() + timeout
         while not predicate():
             dead = [n for n, ok in graph.alive().items() if not ok]
-            problem = (f"node(s) {dead} exited" if dead else "interrupted" if stop.is_set()
+            problem = (f"node(s) {dead} exited" if dead
                        else f"timed out after {timeout:g} s" if time.monotonic() > deadline else None)
             if problem:
                 raise RuntimeError(f"hierarchical: {problem} waiting for {what}; the monitor saw "

@@ -69,8 +69,7 @@ class CloudNode(TrainerNode):
     def loops(self) -> list[tuple]:
         if self.serving is None:  # the training thread answers too
             return super().loops()
-        # Training is background work: answers, heartbeats and the rest of the robot's software
-        # come first when the CPU is short.
+        # Answers have their own thread; train_nice can put training behind them when the CPU is short.
         return [(self.work_once, "cloud worker", 0.0, self.config.train_nice),
                 (self._answer_pending, "cloud server", 0.0)]
 

@@ -129,7 +129,9 @@ class CloudConfig(ModelParams):
     checkpoint_dir: str = ""
     checkpoint_every: int = 200
     metrics_every: int = 1          # publish training metrics every N steps
-    train_nice: int = 10            # the training thread's nice value (0-19, Linux): answers come first
+    train_nice: int = 0             # the training thread's nice value (0-19, Linux). Raise it where the cloud
+                                    # shares its CPUs and answers must come first; it also slows training
+                                    # against every other process there (nice 10 starved it in the tests)
     serve_refresh_s: float = 0.5    # the answering copy of the model takes the trained weights this often;
                                     # 0 = no copy: the training thread answers (deterministic, for replays)
     latent_replay_mb: float = 0.0   # memory for trained feature batches, kept quantized, replayed against
