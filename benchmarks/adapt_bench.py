@@ -378,6 +378,8 @@ def main(argv=None) -> int:
                 f = figures(run)
                 print(f"{name} seed {seed} {mode:12s} prequential {f.get('prequential')} final {f['final_avg']:.3f} "
                       f"({run['seconds']} s)", flush=True)
+                write_json(args.json, {"args": vars(args), "start": start_acc, "window": WINDOW, "partial": True,
+                                       "results": results})  # a long run keeps what it has measured
     rows = table(results)
     print_table(rows)
     checked = targets(results)

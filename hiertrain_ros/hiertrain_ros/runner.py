@@ -141,6 +141,7 @@ class Monitor(Node):
         self._wall_minus_mono = time.time() - time.monotonic()
         self.started = time.monotonic()
         self.output_times: list[tuple[float, int]] = []  # (publish time, source)
+        self.edge_times: list[float] = []  # publish times of the edge's answers
         self.counts: Counter = Counter()
         self.feature_bytes = 0
         self.cloud_losses: list[float] = []
@@ -192,6 +193,8 @@ class Monitor(Node):
             self.counts[f"{key}_predictions"] += 1
             if key == "output":
                 self.output_times.append((self._sent(info), msg.source))
+            elif key == "edge":
+                self.edge_times.append(self._sent(info))
 
     def _on_features(self, msg: FeatureBatch) -> None:
         with self._lock:
@@ -273,11 +276,14 @@ class Monitor(Node):
         with self._lock:
             served = Counter(source for _, source in self.output_times)
             times = sorted(t for t, _ in self.output_times)
-        gaps = [(a, b - a) for a, b in zip(times, times[1:])]
-        result["max_output_gap_s"] = max((g for _, g in gaps), default=0.0)
-        # Silences of the output topic longer than the fallback's 0.3 s promise: (seconds after
-        # this monitor started, length), the first 50.
-        result["output_gaps_over_0.3s"] = [(round(a - self.started, 3), round(g, 3)) for a, g in gaps if g > 0.3][:50]
+            edge_times = sorted(self.edge_times)
+        # Silences longer than the fallback's 0.3 s promise: (seconds after this monitor started,
+        # length), the first 50; the edge's own answers tell a stalled edge from a stalled fallback.
+        for key, t in (("output", times), ("edge", edge_times)):
+            gaps = [(a, b - a) for a, b in zip(t, t[1:])]
+            result[f"max_{key}_gap_s"] = max((g for _, g in gaps), default=0.0)
+            result[f"{key}_gaps_over_0.3s"] = [(round(a - self.started, 3), round(g, 3))
+                                               for a, g in gaps if g > 0.3][:50]
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
         result["output_from_cloud"] = served.get(Prediction.SOURCE_CLOUD, 0)
         result["batches"] = self.batch_report()

@@ -30,7 +30,11 @@ def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, r
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
     report_file = tmp_path / "report.json"
-    settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6}
+    # cloud_first: this test is about the link, and under the "best" arbiter whether the cloud's
+    # answers are served at all depends on which path happens to be more accurate (in one CI run
+    # the random-start cloud never was: 0 outputs from it).
+    settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6,
+                "fallback_node.arbiter": "cloud_first"}
     cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--duration", str(duration_s),
                        "--outage", f"20:{cut_s}", "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
     for key, value in settings.items():
@@ -39,8 +43,8 @@ def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, r
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     link, batches = report["link"], report["batches"]
-    context = (f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} link {json.dumps(link)} "
-               f"status {json.dumps(report['node_status'])}")
+    context = (f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} edge gaps "
+               f"{report['edge_gaps_over_0.3s']} link {json.dumps(link)} status {json.dumps(report['node_status'])}")
 
     assert len(link["outages_s"]) == 1 and link["outages_s"][0][1] - link["outages_s"][0][0] >= cut_s - 0.1
     # The fallback answered during the cut, the cloud outside it; the output never went quiet.

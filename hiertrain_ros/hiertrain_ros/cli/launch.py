@@ -25,8 +25,10 @@ def add_parser(sub) -> None:
 
 
 # Inside the namespaces DDS must use UDP only: /dev/shm is shared, so shared memory would bypass the link.
-LINK_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": "UDPv4", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
-            "FASTDDS_DEFAULT_PROFILES_FILE": None, "FASTRTPS_DEFAULT_PROFILES_FILE": None}
+# config/fastdds_link.xml does that, with UDP send buffers larger than the link's queue (see there).
+LINK_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": None, "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
+            "FASTRTPS_DEFAULT_PROFILES_FILE": None}
+LINK_PROFILE = "fastdds_link.xml"
 LARGEST_MESSAGE_BYTES = 256 * 1024  # the tbf queue holds two of these (a 64-frame training batch is 131 kB)
 
 
@@ -80,6 +82,7 @@ def run(args) -> int:
     import time
 
     from ..linkbench.netns import LinkUnavailable
+    from ..ros_common import config_file
     from .common import print_adaptation, print_table, write_json
 
     try:
@@ -108,6 +111,7 @@ def run(args) -> int:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+            os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_file(LINK_PROFILE))
             wrap = {"cloud_node": link.exec_prefix("cloud")}
             counters0 = link.counters("edge")
         from ..runner import Graph, MonitorThread
