@@ -29,7 +29,8 @@ class FallbackNode(Node):
                                        robot_id=resolve_robot_id(self, cfg.robot_id), policy=cfg.arbiter,
                                        recent_window=cfg.recent_window, calibration_bins=cfg.calibration_bins,
                                        calibration_horizon=cfg.calibration_horizon,
-                                       calibration_min=cfg.calibration_min, history=cfg.metrics_history,
+                                       calibration_min=cfg.calibration_min, calibration_z=cfg.calibration_z,
+                                       history=cfg.metrics_history,
                                        serve=self._with_reason)
         self.rejections = Rejections(self)
         self.served = {Prediction.SOURCE_EDGE: 0, Prediction.SOURCE_CLOUD: 0}

@@ -85,6 +85,22 @@ def test_calibrated_confidence_can_overrule_recent_accuracy():
     assert frame(arb, 101, 3, (4, 0.15), (3, 0.95)) == ("cloud", REASON_CALIBRATED)
 
 
+def test_a_thin_lucky_bin_does_not_overrule_a_clearly_better_record():
+    def stream(arb):
+        # The edge is right 3 times in 5 at confidence 0.55, the cloud once in 5 at 0.15 ...
+        for s in range(60):
+            frame(arb, s, 1, (1 if s % 5 < 3 else 2, 0.55), (1 if s % 5 == 0 else 2, 0.15))
+        # ... and 5 of its 6 answers at confidence 0.95 were right: a thin bin, maybe luck.
+        for s in range(60, 66):
+            frame(arb, s, 1, (1 if s % 5 < 3 else 2, 0.55), (2 if s == 60 else 1, 0.95))
+        return frame(arb, 100, 3, (3, 0.55), (4, 0.95))
+
+    # Its estimate (0.69 against the edge's 0.60) is within two standard errors: the record decides.
+    assert stream(make()[0]) == ("edge", REASON_RECENT_ACCURACY)
+    # Without the test (calibration_z 0) the bin wins.
+    assert stream(make(calibration_z=0.0)[0]) == ("cloud", REASON_CALIBRATED)
+
+
 def test_serves_the_edge_at_once_during_an_outage_whatever_its_record():
     arb, clock = make()
     history(arb, 30, edge_right=False, cloud_right=True)
@@ -208,3 +224,5 @@ def test_fallback_config_checks_the_arbiter_settings():
         FallbackConfig(recent_window=0)
     with pytest.raises(ValueError, match="calibration_horizon"):
         FallbackConfig(calibration_horizon=0.5)
+    with pytest.raises(ValueError, match="calibration_z"):
+        FallbackConfig(calibration_z=-1.0)

@@ -166,6 +166,7 @@ class FallbackConfig:
     calibration_bins: int = 10        # confidence bins of each path's reliability table
     calibration_horizon: float = 500.0  # labelled frames over which the table forgets (the models keep learning)
     calibration_min: float = 5.0      # labelled frames both paths' bins need before confidence decides
+    calibration_z: float = 2.0        # and their estimates must differ by this many standard errors (0: any)
     metrics_hz: float = 1.0           # adaptation metrics (topic and /diagnostics) per second
     metrics_history: int = 20000      # scored answers kept for the recovery figure on /diagnostics
 
@@ -178,6 +179,8 @@ class FallbackConfig:
             raise ValueError(f"arbiter must be 'best' or 'cloud_first', got {self.arbiter!r}")
         if self.calibration_horizon < 1:
             raise ValueError(f"calibration_horizon must be >= 1, got {self.calibration_horizon}")
+        if self.calibration_z < 0:
+            raise ValueError(f"calibration_z must be >= 0, got {self.calibration_z}")
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ edge answer waits ``cloud_grace_s`` for the cloud's; if that does not come (or t
 cloud is down) the edge answer goes out alone (``REASON_SOLE``).  When both are there
 in time, policy ``best`` picks per frame:
 
-- both paths have enough labelled evidence at their answers' confidence: the higher
-  probability of being right, from a per-path reliability table over confidence bins
+- both paths have enough labelled evidence at their answers' confidence, and their
+  estimates differ by more than ``calibration_z`` standard errors: the higher probability
+  of being right, from a per-path reliability table over confidence bins
   (``REASON_CALIBRATED``).  Bins, not a temperature: the two paths are trained online and
   their miscalibration changes with the stream and need not be a single scale factor; a
   table with decaying counts follows that with no optimisation step.  A bin's estimate is
-  shrunk towards the path's recent accuracy, so a thin bin does not swing the choice;
+  shrunk towards the path's recent accuracy, and the z test keeps a thin or noisy bin from
+  overruling a path that has clearly been better;
 - otherwise: the path with the higher recent prequential accuracy
   (``REASON_RECENT_ACCURACY``).  Ties and no evidence at all go to the cloud, the deeper model.
 
@@ -25,6 +27,7 @@ The cloud's answers reach every robot's fallback; only those for ``robot_id`` co
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -34,6 +37,7 @@ from .metrics import Prequential, recovery
 EDGE, CLOUD = 0, 1  # Prediction.SOURCE_*
 REASON_SOLE, REASON_CALIBRATED, REASON_RECENT_ACCURACY = 0, 1, 2  # Prediction.REASON_*
 POLICIES = ("best", "cloud_first")
+PRIOR_WEIGHT = 2.0  # labelled frames' worth of the path's recent accuracy in each bin's estimate
 
 
 class Reliability:
@@ -59,7 +63,7 @@ class Reliability:
         self.right[b] += correct
         self.seen[b] += 1.0
 
-    def estimate(self, confidence: float, prior: float, prior_weight: float = 2.0) -> tuple[float, float]:
+    def estimate(self, confidence: float, prior: float, prior_weight: float = PRIOR_WEIGHT) -> tuple[float, float]:
         """(probability of being right, evidence in that bin)."""
         b = self.bin(confidence)
         return (self.right[b] + prior_weight * prior) / (self.seen[b] + prior_weight), self.seen[b]
@@ -69,7 +73,7 @@ class FallbackArbiter:
     def __init__(self, heartbeat_timeout_s: float = 0.3, cloud_grace_s: float = 0.25,
                  max_pending: int = 1000, clock=time.monotonic, robot_id: str = "", policy: str = "best",
                  recent_window: int = 100, calibration_bins: int = 10, calibration_horizon: float = 500.0,
-                 calibration_min: float = 5.0, history: int = 0, serve=None):
+                 calibration_min: float = 5.0, calibration_z: float = 2.0, history: int = 0, serve=None):
         """Take ``serve(prediction, reason)``, which returns what goes out for a chosen answer.
 
         The node's ``serve`` writes the reason into the message; by default the prediction itself goes out.
@@ -94,6 +98,7 @@ class FallbackArbiter:
         self.reliability = {EDGE: Reliability(calibration_bins, calibration_horizon),
                             CLOUD: Reliability(calibration_bins, calibration_horizon)}
         self.calibration_min = calibration_min
+        self.calibration_z = calibration_z
         self.metrics = Prequential(recent_window=recent_window, history=history, on_score=self._calibrate)
         self.reasons = [0, 0, 0]  # outputs served per REASON_*
 
@@ -137,7 +142,11 @@ class FallbackArbiter:
         recent_edge, recent_cloud = (self.metrics.recent_accuracy(p) for p in ("edge", "cloud"))
         p_edge, n_edge = self.reliability[EDGE].estimate(edge[2], 0.5 if recent_edge is None else recent_edge)
         p_cloud, n_cloud = self.reliability[CLOUD].estimate(cloud[2], 0.5 if recent_cloud is None else recent_cloud)
-        if min(n_edge, n_cloud) >= self.calibration_min:
+        # The bins decide only where their estimates differ clearly (z standard errors).  Without that test,
+        # on the adaptation bench, a much weaker path's noisy bins cost the output 1-3 points.
+        se = math.sqrt(p_edge * (1 - p_edge) / (n_edge + PRIOR_WEIGHT)
+                       + p_cloud * (1 - p_cloud) / (n_cloud + PRIOR_WEIGHT))
+        if min(n_edge, n_cloud) >= self.calibration_min and abs(p_edge - p_cloud) > self.calibration_z * se:
             return (edge if p_edge > p_cloud else cloud), REASON_CALIBRATED
         better = recent_edge is not None and recent_cloud is not None and recent_edge > recent_cloud
         return (edge if better else cloud), REASON_RECENT_ACCURACY
