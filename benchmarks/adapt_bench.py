@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -180,8 +181,11 @@ def final_hierarchical(edge, cloud, held_out) -> dict:
 
 # -- the modes that run the nodes --------------------------------------------------------------------
 def run_nodes(mode: str, spec: SplitSpec, bag: Path, held_out, args, start: Path, seed: int, work: Path) -> dict:
-    ckpt = work / f"ckpt-{mode}-{seed}"
-    report = work / f"replay-{mode}-{seed}.json"
+    run = f"{bag.name.removeprefix('bag-')}-{mode}"  # scenario-seed-mode
+    ckpt, report, logs = work / f"ckpt-{run}", work / f"replay-{run}.json", work / f"logs-{run}"
+    # Each run starts from the trained start: a checkpoint left in checkpoint_dir would win (nodes resume).
+    shutil.rmtree(ckpt, ignore_errors=True)
+    report.unlink(missing_ok=True)
     sets = [f"model={spec.arch}", f"split_point={spec.split_point}", f"width={spec.width}", f"bits={spec.bits}",
             f"edge_node.batch_size={args.batch}",
             f"edge_node.init_from={start}", f"cloud_node.init_from={start}",
@@ -191,7 +195,7 @@ def run_nodes(mode: str, spec: SplitSpec, bag: Path, held_out, args, start: Path
                  f"edge_node.replay_ratio={args.ratio}", f"cloud_node.latent_replay_mb={args.latent_mb}",
                  f"cloud_node.latent_ratio={args.ratio}", f"cloud_node.latent_staleness={args.latent_staleness}"]
     cmd = [sys.executable, "-m", "hiertrain_ros.cli", "replay", str(bag), "--seed", str(seed), "--json", str(report),
-           "--log-dir", str(work / f"logs-{mode}-{seed}")] + [a for s in sets for a in ("--set", s)]
+           "--log-dir", str(logs)] + [a for s in sets for a in ("--set", s)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if not report.exists():
         raise RuntimeError(f"{mode} seed {seed}: hiertrain replay wrote no report (exit {proc.returncode}):\n"
