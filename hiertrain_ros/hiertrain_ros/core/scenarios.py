@@ -274,6 +274,11 @@ def stream(scenario: Scenario, train, test, holdout_every: int, seed: int = 0) -
         if bad:
             raise ValueError(f"scenario {scenario.name or ''} segment {i}: class {bad[0]} is not in the dataset "
                              f"({train.num_classes} classes)")
+    # Warm each transform up now: torchvision's import and first calls took 1.4 s, and a camera playing the
+    # scenario stalled that long at the first change of domain.
+    for seg in scenario.segments:
+        if seg.transform.uses_torch:
+            apply_transform(train.images[0], seg.transform, np.random.default_rng(0) if seg.transform.random else None)
     return _frames(scenario, train, test, holdout_every, seed)
 
 
