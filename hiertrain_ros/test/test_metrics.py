@@ -77,6 +77,9 @@ def test_recovery_zero_when_no_drop_and_none_when_never_back():
     assert first["frames"] is None                          # not back before segment 2 began
     assert (second["baseline"], second["frames"]) == (0.0, 0)  # nothing to fall from
     assert recovery([(0, True)] * 5, window=2) == []
+    # A dip that starts more than a window after the change is noise, not the change's.
+    late_dip = [(0, True)] * 4 + [(1, True)] * 6 + [(1, False)] * 2 + [(1, True)] * 2
+    assert recovery(late_dip, window=2)[0]["frames"] == 0
 
 
 def test_forgetting_best_block_against_final_evaluation():

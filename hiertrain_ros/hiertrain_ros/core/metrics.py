@@ -14,8 +14,8 @@ Definitions (``W`` is the window, in frames of the sequence at hand):
 - **Recovery** after a change (the segment of consecutive labelled frames differs): the baseline
   is the output's running accuracy at the last frame before the change.  Recovery is the number of
   frames after the change until the running accuracy is back to ``fraction`` x baseline, having
-  first fallen below it; 0 when it never falls below before the next change; None when it has not
-  come back by the next change (or the end).
+  first fallen below it within ``W`` frames of the change (a dip that starts later is not the
+  change's); 0 when it does not; None when it has not come back by the next change (or the end).
 - **Forgetting** of a segment: its held-out frames in arrival order, cut into blocks of ``W``;
   ``best`` is the best whole block (all its frames when there are fewer than ``W``), ``final``
   the accuracy over its last ``W`` held-out frames (the latest evaluation of that segment).
@@ -167,6 +167,8 @@ def recovery(sequence: list[tuple[int, bool]], window: int, fraction: float = 0.
                 fell = True
             elif fell:
                 frames = i - at + 1
+                break
+            elif i - at + 1 >= window:  # a window after the change and never below: unharmed
                 break
         else:
             frames = None if fell else 0
