@@ -335,8 +335,11 @@ class Player(Node):
 
     def play_lockstep(self, *, batch_size: int | None = None, predict_every: int | None = None,
                       wait_cloud: bool | None = None, timeout: float = 30.0, startup_timeout: float = 120.0,
-                      stop=None, progress=None) -> dict:
-        """Play frame by frame in lockstep with the edge (and cloud); see the module doc."""
+                      stop=None, progress=None, fallback: str | None = None) -> dict:
+        """Play frame by frame in lockstep with the edge (and cloud); see the module doc.
+
+        ``fallback``: the name of a fallback node to wait for, until it subscribes to the answers.
+        """
         if TOPIC_IMAGE not in self.pubs:
             raise ValueError(f"{self.path} has no {TOPIC_IMAGE} to play in lockstep")
         start = time.monotonic()
@@ -369,6 +372,14 @@ class Player(Node):
                 time.sleep(0.05)
             with self._cond:
                 self.cloud_base = self.cloud_step or 0
+        if fallback:
+            # Answers published before the fallback subscribes get no output (in one CI run, 7 frames of 160).
+            answers = [TOPICS["edge_prediction"]] + ([TOPICS["cloud_prediction"]] if wait_cloud else [])
+            deadline = time.monotonic() + startup_timeout
+            while time.monotonic() < deadline and not all(
+                    fallback in {i.node_name for i in self.get_subscriptions_info_by_topic(self.resolve_topic_name(t))}
+                    for t in answers):
+                time.sleep(0.05)
         time.sleep(0.5)  # let the far ends of the matched endpoints settle (reliable readers)
         ready_s = time.monotonic() - start
 

@@ -60,12 +60,18 @@ def test_pip_launch_edge_reads_the_robot_camera_without_the_simulator(ros_env, t
     assert "edge_node, fallback_node with" in out
 
 
-def _robot_bag(tmp_path, frames: int):
-    """Return a bag made by ``bag make``, with its images moved to the robot camera's topic."""
+def _robot_bag(tmp_path, frames: int, truth: bool = True):
+    """Return a bag made by ``bag make``, with its images moved to the robot camera's topic.
+
+    Written with rosbags (``bag_files.BagWriter``); without ``truth``, a robot's own recording: its camera and
+    its labels only (every 5th frame unlabelled), no evaluation topic.
+    """
     made, robot = tmp_path / "made", tmp_path / "robot"
     bag_files.make_bag(made, subset=frames, rate_hz=30.0, holdout_every=5)
     with bag_files.BagWriter(robot) as writer:
         for topic, msgtype, stamp, raw in bag_files.read_messages(made):
+            if topic == bag_files.TOPIC_TRUTH and not truth:
+                continue
             topic = ROBOT_CAMERA if topic == bag_files.TOPIC_IMAGE else topic
             writer.add_topic(topic, msgtype)
             writer.write(topic, stamp, raw)
@@ -124,3 +130,23 @@ def test_bag_play_remaps_topics(ros_env, tmp_path, capsys):
         rclpy.try_shutdown()
     assert cli_main(["bag", "play", str(bag), "--remap", "/nowhere:=/x"]) == 2
     assert "has no topic(s) /nowhere to remap" in capsys.readouterr().err
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_replay_of_a_bag_with_images_and_labels_only_reports_prequential_accuracy(ros_env, tmp_path):
+    bag = _robot_bag(tmp_path, 40, truth=False)
+    report_file = tmp_path / "replay.json"
+    proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--remap", f"{ROBOT_CAMERA}:=/camera/image_raw",
+                                       "--set", "width=0.125", "--set", "edge_node.batch_size=8",
+                                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["edge_evaluated"] == report["cloud_evaluated"] == 0  # no truth topic: no held-out figures
+    # Test, then train: each path answered each of the 32 labelled frames before it was trained on.
+    adaptation = report["adaptation"]
+    assert {p: v["frames"] for p, v in adaptation["prequential"].items()} == {"edge": 32, "cloud": 32, "output": 32}
+    assert all(v["accuracy"] is not None for v in adaptation["prequential"].values())
+    assert adaptation["prequential_by_segment"]["0"]["output"]["frames"] == 32
+    assert "Prequential accuracy per segment" in proc.stdout

@@ -65,7 +65,10 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
     # The output topic never went quiet for longer than detection plus one frame.
     outputs = [(t, source) for t, source in mon.output_times if start - 1.0 <= t <= end]
     gap, i = max((b[0] - a[0], i) for i, (a, b) in enumerate(zip(outputs, outputs[1:])))
+    edge = [t for t in mon.edge_times if start - 1.0 <= t <= end]
+    edge_gap, j = max((b - a, j) for j, (a, b) in enumerate(zip(edge, edge[1:])))
     where = (f"after output {i} ({'cloud' if outputs[i][1] else 'edge'}) at {outputs[i][0] - start:+.3f} s, "
+             f"the edge's own longest silence {edge_gap:.3f} s at {edge[j] - start:+.3f} s, "
              f"next from {'cloud' if outputs[i + 1][1] else 'edge'}; frozen at 0, resumed at {resumed - start:+.3f} s, "
              f"link changes {[(round(t - start, 3), up) for t, up in mon.link_changes if t >= start - 1.0]}")
     assert gap <= 0.3 + 1.0 / RATE_HZ, f"output gap of {gap:.3f} s {where}"

@@ -126,7 +126,8 @@ def run(args) -> int:
                 print(f"  {p.frames_sent}/{total} frames, {p.edge_steps} training steps", flush=True)
 
         try:
-            summary = player.play_lockstep(wait_cloud=True, timeout=args.timeout, stop=stop, progress=progress)
+            summary = player.play_lockstep(wait_cloud=True, timeout=args.timeout, stop=stop, progress=progress,
+                                           fallback="fallback_node")
         except RuntimeError as exc:
             raise ValueError(str(exc)) from None
         time.sleep(0.5)  # the monitor's last predictions and metrics
