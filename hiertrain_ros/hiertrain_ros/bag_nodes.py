@@ -31,6 +31,7 @@ from pathlib import Path
 
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
@@ -301,9 +302,23 @@ class Player(Node):
             self.destroy_client(client)
 
     # -- playing ----------------------------------------------------------------------------------
+    def wait_acked(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s until every matched reader acknowledged the reliable topics; returns the rest.
+
+        A player that exits right after its last publish can take undelivered messages with it: a reader that
+        had not yet discovered the writer drops what it got and asks again only later (``ros2 bag play
+        --wait-for-all-acked``; in one CI run a subscriber missed some of 8 labels).
+        """
+        deadline = time.monotonic() + timeout
+        return [t for t, pub in self.pubs.items()
+                if not pub.wait_for_all_acked(Duration(seconds=max(0.0, deadline - time.monotonic())))]
+
     def play(self, *, rate: float = 1.0, max_speed: bool = False, loop: bool = False, stop=None,
-             wait_subscribers: float = 0.0) -> dict:
-        """Publish with the bag's timing scaled by ``rate`` (or as fast as possible)."""
+             wait_subscribers: float = 0.0, wait_acked: float = 10.0) -> dict:
+        """Publish with the bag's timing scaled by ``rate`` (or as fast as possible).
+
+        Then wait up to ``wait_acked`` s for the reliable topics to be acknowledged (``unacked`` lists the rest).
+        """
         if not max_speed and not rate > 0:
             raise ValueError(f"--rate must be > 0, got {rate}")
         if wait_subscribers:
@@ -331,7 +346,8 @@ class Player(Node):
         elapsed = time.monotonic() - start
         total = sum(self.published.values())
         return {"bag": str(self.path), "passes": passes, "published": dict(self.published),
-                "messages": total, "elapsed_s": elapsed, "messages_per_s": total / elapsed if elapsed else None}
+                "messages": total, "elapsed_s": elapsed, "messages_per_s": total / elapsed if elapsed else None,
+                "unacked": self.wait_acked(wait_acked)}
 
     def play_lockstep(self, *, batch_size: int | None = None, predict_every: int | None = None,
                       wait_cloud: bool | None = None, timeout: float = 30.0, startup_timeout: float = 120.0,

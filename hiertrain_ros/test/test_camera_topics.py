@@ -123,6 +123,7 @@ def test_bag_play_remaps_topics(ros_env, tmp_path, capsys):
                                                "--remap", "/hiertrain/labels:=/robot/labels"],
                                   capture_output=True, text=True, timeout=120)
             assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+            assert "not acknowledged" not in proc.stderr, proc.stderr[-2000:]  # the player waits for the acks
             wait_for(lambda: len(stamps) == 8, 10, "8 labels on /robot/labels")
         finally:
             spinner.close()

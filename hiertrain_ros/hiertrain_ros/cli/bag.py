@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bag", help="make / record / play / describe rosbag2 bags of camera frames and labels")
@@ -44,6 +46,9 @@ def add_parser(sub) -> None:
                     help="play the bag's topic FROM as TO (repeatable), as ros2 bag play --remap")
     pl.add_argument("--wait-subscribers", type=float, default=0.0,
                     help="wait up to S seconds for a subscriber on every topic before playing")
+    pl.add_argument("--wait-acked", type=float, default=10.0,
+                    help="at the end, wait up to S seconds until the subscribers acknowledged every reliable "
+                         "message (as ros2 bag play --wait-for-all-acked)")
     pl.add_argument("--timeout", type=float, default=30.0, help="lockstep: seconds to wait for each answer")
     pl.add_argument("--json", default=None, help="write the summary to this file")
 
@@ -128,7 +133,7 @@ def _play(args) -> int:
             summary = player.play_lockstep(timeout=args.timeout, stop=stop)
         else:
             summary = player.play(rate=args.rate, max_speed=args.max, loop=args.loop, stop=stop,
-                                  wait_subscribers=args.wait_subscribers)
+                                  wait_subscribers=args.wait_subscribers, wait_acked=args.wait_acked)
     finally:
         if spinner:
             spinner.close()
@@ -139,5 +144,8 @@ def _play(args) -> int:
           f"{summary['elapsed_s']:.2f} s ({rate or 0:.1f}/s)")
     if summary.get("timeouts"):
         print(f"lockstep timeouts: {summary['timeouts']}")
+    if summary.get("unacked"):
+        print(f"warning: not acknowledged within {args.wait_acked:g} s on {', '.join(summary['unacked'])}: "
+              f"a subscriber may have missed messages", file=sys.stderr)
     write_json(args.json, summary)
     return 1 if summary.get("timeouts") else 0
