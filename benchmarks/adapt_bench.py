@@ -338,7 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--memory-mb", type=float, default=4.0)
     p.add_argument("--latent-mb", type=float, default=4.0)
     p.add_argument("--latent-staleness", default="drop", choices=("none", "drop", "downweight"))
-    p.add_argument("--ratio", type=float, default=0.5)
+    p.add_argument("--ratio", type=float, default=0.75)
     p.add_argument("--offline-epochs", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads here (the nodes set their own)")
     p.add_argument("--work", default=None, help="bags, node logs and checkpoints (default: a temporary folder)")
