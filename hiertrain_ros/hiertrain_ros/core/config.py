@@ -163,10 +163,10 @@ class FallbackConfig:
     arbiter: str = "best"             # both answers in time: "best" = the likelier right one (calibrated
                                       # confidence, else recent accuracy); "cloud_first" = always the cloud's
     recent_window: int = 100          # labelled frames in each path's recent (prequential) accuracy
-    calibration_bins: int = 10        # confidence bins per path; the reliability table has one cell per pair
+    calibration_bins: int = 10        # confidence bins of each path's reliability table
     calibration_horizon: float = 500.0  # labelled frames over which the table forgets (the models keep learning)
-    calibration_min: float = 5.0      # labelled frames a cell needs before confidence decides
-    calibration_z: float = 2.0        # and the paths' accuracy there must differ by this many standard errors
+    calibration_min: float = 5.0      # labelled frames both paths' bins need before confidence decides
+    calibration_z: float = 2.0        # and their estimates must differ by this many standard errors (0: any)
     metrics_hz: float = 1.0           # adaptation metrics (topic and /diagnostics) per second
     metrics_history: int = 20000      # scored answers kept for the recovery figure on /diagnostics
 

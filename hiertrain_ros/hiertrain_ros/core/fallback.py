@@ -7,16 +7,14 @@ edge answer waits ``cloud_grace_s`` for the cloud's; if that does not come (or t
 cloud is down) the edge answer goes out alone (``REASON_SOLE``).  When both are there
 in time, policy ``best`` picks per frame:
 
-- the frames both paths answered at about these confidences (the same pair of confidence
-  bins) hold enough labelled evidence, and on them one path was right more often by more
-  than ``calibration_z`` standard errors: that path (``REASON_CALIBRATED``).  Bins, not a
-  temperature: the two paths are trained online and their miscalibration changes with the
-  stream and need not be a single scale factor; a table with decaying counts follows that
-  with no optimisation step.  A table of *pairs*, not one per path: the paths' errors are
-  correlated (a frame the edge is unsure of is a hard one for the cloud too), so comparing
-  each path's own accuracy at its confidence overrates the cloud exactly where the choice
-  matters (measured on the adaptation bench, docs/adaptation.md).  The z test keeps a thin
-  or noisy cell from overruling a path that has clearly been better;
+- both paths have enough labelled evidence at their answers' confidence, and their
+  estimates differ by more than ``calibration_z`` standard errors: the higher probability
+  of being right, from a per-path reliability table over confidence bins
+  (``REASON_CALIBRATED``).  Bins, not a temperature: the two paths are trained online and
+  their miscalibration changes with the stream and need not be a single scale factor; a
+  table with decaying counts follows that with no optimisation step.  A bin's estimate is
+  shrunk towards the path's recent accuracy, and the z test keeps a thin or noisy bin from
+  overruling a path that has clearly been better;
 - otherwise: the path with the higher recent prequential accuracy
   (``REASON_RECENT_ACCURACY``).  Ties and no evidence at all go to the cloud, the deeper model.
 
@@ -34,50 +32,41 @@ import threading
 import time
 from collections import OrderedDict
 
-import numpy as np
-
 from .metrics import Prequential, recovery
 
 EDGE, CLOUD = 0, 1  # Prediction.SOURCE_*
 REASON_SOLE, REASON_CALIBRATED, REASON_RECENT_ACCURACY = 0, 1, 2  # Prediction.REASON_*
 POLICIES = ("best", "cloud_first")
-PRIOR_WEIGHT = 2.0  # pseudo-frames in each cell, one where only the edge was right and one only the cloud
+PRIOR_WEIGHT = 2.0  # labelled frames' worth of the path's recent accuracy in each bin's estimate
 
 
-class PairedReliability:
-    """Which path is right more often, per pair of confidence bins (edge's, cloud's), from labelled frames.
+class Reliability:
+    """P(answer right | confidence bin) for one path, from labelled frames.
 
-    Each frame both paths answered adds d = (cloud right) - (edge right) to its cell.  Counts decay by
-    ``1 - 1/horizon`` per frame so that the table follows models that keep learning.
+    Counts decay by ``1 - 1/horizon`` per scored frame so that the table follows a model that keeps learning.
     """
 
     def __init__(self, bins: int = 10, horizon: float = 500.0):
         if bins < 1 or horizon < 1:
             raise ValueError(f"bins >= 1 and horizon >= 1 required, got {bins}, {horizon}")
-        self.bins = bins
-        self.seen = np.zeros((bins, bins))
-        self.sum = np.zeros((bins, bins))      # of d
-        self.squares = np.zeros((bins, bins))  # of d * d
+        self.right = [0.0] * bins
+        self.seen = [0.0] * bins
         self._keep = 1.0 - 1.0 / horizon
 
-    def cell(self, confidence_edge: float, confidence_cloud: float) -> tuple[int, int]:
-        return tuple(min(self.bins - 1, max(0, int(c * self.bins))) for c in (confidence_edge, confidence_cloud))
+    def bin(self, confidence: float) -> int:
+        return min(len(self.seen) - 1, max(0, int(confidence * len(self.seen))))
 
-    def update(self, confidence_edge: float, confidence_cloud: float, edge_right: bool, cloud_right: bool) -> None:
-        for table in (self.seen, self.sum, self.squares):
-            table *= self._keep
-        cell, d = self.cell(confidence_edge, confidence_cloud), int(cloud_right) - int(edge_right)
-        self.seen[cell] += 1.0
-        self.sum[cell] += d
-        self.squares[cell] += d * d
+    def update(self, confidence: float, correct: bool) -> None:
+        self.right = [r * self._keep for r in self.right]
+        self.seen = [n * self._keep for n in self.seen]
+        b = self.bin(confidence)
+        self.right[b] += correct
+        self.seen[b] += 1.0
 
-    def estimate(self, confidence_edge: float, confidence_cloud: float) -> tuple[float, float, float]:
-        """(mean of d, its standard error, frames) in the cell; the mean is shrunk towards 0 by the pseudo-frames."""
-        cell = self.cell(confidence_edge, confidence_cloud)
-        n = self.seen[cell] + PRIOR_WEIGHT
-        mean = self.sum[cell] / n
-        variance = (self.squares[cell] + PRIOR_WEIGHT) / n - mean * mean
-        return float(mean), math.sqrt(variance / n), float(self.seen[cell])
+    def estimate(self, confidence: float, prior: float, prior_weight: float = PRIOR_WEIGHT) -> tuple[float, float]:
+        """(probability of being right, evidence in that bin)."""
+        b = self.bin(confidence)
+        return (self.right[b] + prior_weight * prior) / (self.seen[b] + prior_weight), self.seen[b]
 
 
 class FallbackArbiter:
@@ -106,8 +95,8 @@ class FallbackArbiter:
         self.outages = 0
         self._was_alive = False
         self.late_cloud = 0
-        self.reliability = PairedReliability(calibration_bins, calibration_horizon)
-        self._scored: OrderedDict = OrderedDict()  # stamp -> (path, confidence, correct): one path scored
+        self.reliability = {EDGE: Reliability(calibration_bins, calibration_horizon),
+                            CLOUD: Reliability(calibration_bins, calibration_horizon)}
         self.calibration_min = calibration_min
         self.calibration_z = calibration_z
         self.metrics = Prequential(recent_window=recent_window, history=history, on_score=self._calibrate)
@@ -129,17 +118,9 @@ class FallbackArbiter:
             self._answered.popitem(last=False)
 
     def _calibrate(self, outcome) -> None:
-        """Pair each frame's edge and cloud outcomes (scored one at a time) into the reliability table."""
-        if outcome.path not in ("edge", "cloud"):
-            return
-        other = self._scored.pop(outcome.stamp, None)
-        if other is None:
-            self._scored[outcome.stamp] = (outcome.path, outcome.confidence, outcome.correct)
-            while len(self._scored) > self._max:
-                self._scored.popitem(last=False)
-            return
-        pair = {other[0]: other[1:], outcome.path: (outcome.confidence, outcome.correct)}
-        self.reliability.update(pair["edge"][0], pair["cloud"][0], pair["edge"][1], pair["cloud"][1])
+        path = {"edge": EDGE, "cloud": CLOUD}.get(outcome.path)
+        if path is not None:
+            self.reliability[path].update(outcome.confidence, outcome.correct)
 
     def _record(self, path: str, stamp, answer) -> None:
         if answer[1] is not None:
@@ -159,11 +140,14 @@ class FallbackArbiter:
         if self.policy == "cloud_first" or edge[1] is None or cloud[1] is None:
             return cloud, REASON_SOLE
         recent_edge, recent_cloud = (self.metrics.recent_accuracy(p) for p in ("edge", "cloud"))
-        # The cell decides only where one path was clearly better on it (z standard errors).  Without that test,
+        p_edge, n_edge = self.reliability[EDGE].estimate(edge[2], 0.5 if recent_edge is None else recent_edge)
+        p_cloud, n_cloud = self.reliability[CLOUD].estimate(cloud[2], 0.5 if recent_cloud is None else recent_cloud)
+        # The bins decide only where their estimates differ clearly (z standard errors).  Without that test,
         # on the adaptation bench, a much weaker path's noisy bins cost the output 1-3 points.
-        mean, se, n = self.reliability.estimate(edge[2], cloud[2])
-        if n >= self.calibration_min and abs(mean) > self.calibration_z * se:
-            return (cloud if mean > 0 else edge), REASON_CALIBRATED
+        se = math.sqrt(p_edge * (1 - p_edge) / (n_edge + PRIOR_WEIGHT)
+                       + p_cloud * (1 - p_cloud) / (n_cloud + PRIOR_WEIGHT))
+        if min(n_edge, n_cloud) >= self.calibration_min and abs(p_edge - p_cloud) > self.calibration_z * se:
+            return (edge if p_edge > p_cloud else cloud), REASON_CALIBRATED
         better = recent_edge is not None and recent_cloud is not None and recent_edge > recent_cloud
         return (edge if better else cloud), REASON_RECENT_ACCURACY
 
