@@ -78,6 +78,17 @@ def _robot_bag(tmp_path, frames: int, truth: bool = True):
     return robot
 
 
+def _replay_robot_bag(bag, tmp_path):
+    """Run ``hiertrain replay`` of a robot bag (images on the robot camera's topic); return (process, report)."""
+    report_file = tmp_path / "replay.json"
+    proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--remap", f"{ROBOT_CAMERA}:=/camera/image_raw",
+                                       "--set", "width=0.125", "--set", "edge_node.batch_size=8",
+                                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(report_file.read_text())
+
+
 def test_replay_of_a_bag_with_images_elsewhere_says_how_to_remap(tmp_path, capsys):
     bag = _robot_bag(tmp_path, 3)
     assert cli_main(["replay", str(bag)]) == 2
@@ -90,13 +101,7 @@ def test_replay_of_a_bag_with_images_elsewhere_says_how_to_remap(tmp_path, capsy
 @pytest.mark.slow
 def test_replay_remaps_the_robot_camera_topic(ros_env, tmp_path):
     bag = _robot_bag(tmp_path, 40)
-    report_file = tmp_path / "replay.json"
-    proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--remap", f"{ROBOT_CAMERA}:=/camera/image_raw",
-                                       "--set", "width=0.125", "--set", "edge_node.batch_size=8",
-                                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")],
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(report_file.read_text())
+    _, report = _replay_robot_bag(bag, tmp_path)
     assert report["player"]["frames"] == 40 and report["player"]["edge_steps"] == 32 // 8
     published = report["player"]["published"]
     assert published["/camera/image_raw"] == 40 and ROBOT_CAMERA not in published
@@ -137,13 +142,7 @@ def test_bag_play_remaps_topics(ros_env, tmp_path, capsys):
 @pytest.mark.slow
 def test_replay_of_a_bag_with_images_and_labels_only_reports_prequential_accuracy(ros_env, tmp_path):
     bag = _robot_bag(tmp_path, 40, truth=False)
-    report_file = tmp_path / "replay.json"
-    proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--remap", f"{ROBOT_CAMERA}:=/camera/image_raw",
-                                       "--set", "width=0.125", "--set", "edge_node.batch_size=8",
-                                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")],
-                          capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(report_file.read_text())
+    proc, report = _replay_robot_bag(bag, tmp_path)
     assert report["edge_evaluated"] == report["cloud_evaluated"] == 0  # no truth topic: no held-out figures
     # Test, then train: each path answered each of the 32 labelled frames before it was trained on.
     adaptation = report["adaptation"]
