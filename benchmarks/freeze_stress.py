@@ -1,0 +1,63 @@
+"""Freeze the cloud of a real edge_cloud graph K times; report the edge's longest output silence per freeze.
+
+The reproduction of issue 15's ~1 s stall (Fast DDS shared memory meeting a SIGSTOPped peer).  With shared memory
+(ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, which makes rmw_fastrtps add it): 4 stalls of 1.00-1.02 s in 150 freezes.
+Without it (ROS_AUTOMATIC_DISCOVERY_RANGE=SYSTEM_DEFAULT FASTDDS_DEFAULT_PROFILES_FILE=hiertrain_ros/config/
+fastdds_local.xml): 0 in 120, longest silence 0.161 s.
+
+    .venv/bin/python benchmarks/freeze_stress.py --freezes 120 --json out/freeze_stress.json
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hiertrain_ros" / "test"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--freezes", type=int, default=30)
+    ap.add_argument("--json", type=Path, default=Path("out/freeze_stress.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("ROS_DOMAIN_ID", "91")
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    from hiertrain_ros.ros_common import use_large_data_transport
+
+    use_large_data_transport()
+    from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+    from waiting import wait_for
+
+    graph = Graph(GRAPHS["edge_cloud"], overrides={"camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16}})
+    monitor = MonitorThread()
+    mon = monitor.node
+    graph.start()
+    silences = []
+    try:
+        wait_for(lambda: len(mon.trained_seqs["cloud"]) >= 10, 120, "the cloud training")
+        for _ in range(args.freezes):
+            t0 = time.monotonic()
+            graph.pause("cloud_node")
+            time.sleep(1.2)
+            graph.resume("cloud_node")
+            time.sleep(1.3)
+            edge = [t for t in mon.edge_times if t0 - 0.5 <= t <= t0 + 2.5]
+            gap, j = max((b - a, j) for j, (a, b) in enumerate(zip(edge, edge[1:])))
+            silences.append({"silence_s": round(gap, 3), "from_s": round(edge[j] - t0, 3)})
+    finally:
+        graph.stop()
+        monitor.close()
+    stalls = [s for s in silences if s["silence_s"] > 0.3]
+    report = {"env": {k: os.environ.get(k) for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")},
+              "freezes": len(silences), "stalls_over_0.3s": stalls,
+              "max_silence_s": max(s["silence_s"] for s in silences), "silences": silences}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"{len(silences)} freezes, {len(stalls)} edge silences over 0.3 s, longest {report['max_silence_s']:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
