@@ -3,7 +3,7 @@
   python benchmarks/bag_bench.py [--frames-small 2000] [--frames-large 150] [--record-s 5]
       [--json out/bag_bench.json]
 
-Set ROS_DOMAIN_ID (and ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) first.  Every number is
+Set ROS_DOMAIN_ID first; discovery stays on this host.  Every number is
 measured on this machine, with the player/recorder as a subprocess (``hiertrain bag ...``)
 and a counting rclpy subscriber/publisher in this process.
 """
@@ -77,14 +77,16 @@ def bench_play(bag: Path, label: str, tmp: Path) -> dict:
             "received_msgs_per_s": received / window if window > 0 else None}
 
 
-def bench_record(frames: int, tmp: Path, label: str, profile: str | None) -> dict:
-    """Measure a 30 Hz 640x480 rgb8 camera (best effort, like a driver) recorded by ``hiertrain bag record``."""
+def bench_record(frames: int, tmp: Path, label: str, transport: dict) -> dict:
+    """Measure a 30 Hz 640x480 rgb8 camera (best effort, like a driver) recorded by ``hiertrain bag record``.
+
+    ``transport`` is the DDS environment both processes get (``{}``: Fast DDS's defaults under LOCALHOST).
+    """
     from hiertrain_ros import bag_files
 
-    env = dict(os.environ)
-    env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    if profile:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = profile
+    chosen = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+    env = {k: v for k, v in os.environ.items() if k not in chosen}
+    env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", **transport})
     # The camera side of this test is a separate process too, so its transport can differ.
     out = tmp / f"rec-{label}"
     recorder = subprocess.Popen(HIERTRAIN + ["bag", "record", "--topics", "/bench/camera", "--out", str(out)],
@@ -145,10 +147,11 @@ def main() -> None:
     import rclpy
 
     from hiertrain_ros import bag_files
-    from hiertrain_ros.ros_common import large_data_profile, use_large_data_transport
+    from hiertrain_ros.ros_common import large_data_env, use_large_data_transport
     from hiertrain_ros.cli.common import print_table, write_json
 
-    use_large_data_transport()  # this process's counting subscriber; the player sets its own
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    use_large_data_transport()  # this process's counting subscriber and the player: the package's transport
     rclpy.init()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bag-bench-") as tmp:
@@ -163,8 +166,9 @@ def main() -> None:
         rows.append(bench_play(small, "32x32", tmp))
         rows.append(bench_play(large, "640x480", tmp))
         rclpy.shutdown()
-        rec = [bench_record(args.record_frames, tmp, "large-data SHM profile", large_data_profile()),
-               bench_record(args.record_frames, tmp, "Fast DDS defaults", None)]
+        rec = [bench_record(args.record_frames, tmp, "the package's transport (localhost UDP, 4 MiB buffers)",
+                            large_data_env({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"})),
+               bench_record(args.record_frames, tmp, "Fast DDS defaults (shared memory 512 KiB + UDP)", {})]
     result = {
         "conditions": {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
                        "load_avg_1m": os.getloadavg()[0], "python": platform.python_version(),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from hiertrain_ros.cli.common import print_table, write_json
 from hiertrain_ros.core.config import CloudConfig, EdgeConfig
+from hiertrain_ros.ros_common import use_large_data_transport
 from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
 
 
@@ -35,6 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", "89")
+    use_large_data_transport()  # this process's monitor talks to the nodes over their transport
 
     graph = Graph(GRAPHS["edge_cloud"], overrides={"camera_sim": {"rate_hz": args.rate}})
     monitor = MonitorThread()

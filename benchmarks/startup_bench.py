@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from hiertrain_ros.ros_common import large_data_env
+
 READY = re.compile(rb": features \(")
 
 
@@ -51,6 +53,7 @@ def start_once(tree: Path, node: str, width: float, domain: int, timeout_s: floa
     overlay.close()
     env = {**os.environ, "PYTHONPATH": str(tree / "hiertrain_ros"), "ROS_DOMAIN_ID": str(domain),
            "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "PYTHONUNBUFFERED": "1"}
+    env.update(large_data_env(env))
     cmd = [sys.executable, "-m", f"hiertrain_ros.{node}", "--ros-args",
            "--params-file", str(tree / "hiertrain_ros" / "config" / "edge_cloud.yaml"), "--params-file", overlay.name]
     load = os.getloadavg()[0]

@@ -20,6 +20,7 @@ from rclpy.serialization import serialize_message
 
 from hiertrain_ros.cli.common import print_table, write_json
 from hiertrain_ros.core.config import EdgeConfig
+from hiertrain_ros.ros_common import use_large_data_transport
 from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
 
 
@@ -33,6 +34,7 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     os.environ.setdefault("ROS_DOMAIN_ID", "88")
+    use_large_data_transport()  # this process's monitor talks to the nodes over their transport
 
     graph = Graph(GRAPHS["edge_cloud"], overrides={
         "camera_sim": {"rate_hz": args.rate, "width_px": width, "height_px": height}})

@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import rclpy
@@ -103,16 +104,25 @@ def large_data_profile() -> str:
     return str(config_file("fastdds_large_data.xml"))
 
 
-def large_data_env() -> dict:
-    """Environment that gives Fast DDS room for 640x480 frames.
+def local_profile() -> str:
+    return str(config_file("fastdds_local.xml"))
 
-    That is 8 MiB shared-memory segments instead of 512 KiB, and 4 MiB UDP buffers; empty when the user chose
-    transports or another RMW.
+
+def large_data_env(env: Mapping[str, str] | None = None) -> dict:
+    """Fast DDS settings to add to ``env`` (default: this process's environment) for the package's traffic.
+
+    UDP only, with 4 MiB socket buffers (room for 640x480 frames), and no shared memory: a peer stopped while it
+    holds one of Fast DDS's shared-memory locks blocks every other process on the host for the lock's 1 s timeout
+    (issue 15; ``benchmarks/freeze_stress.py``).  ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` would make
+    rmw_fastrtps put shared memory back, whatever the profile says, so that request becomes the localhost-only UDP
+    profile under ``SYSTEM_DEFAULT``.  Empty when the user chose transports or another RMW.
     """
+    env = os.environ if env is None else env
     chosen = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "FASTDDS_BUILTIN_TRANSPORTS")
-    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or any(
-            os.environ.get(k) for k in chosen):
+    if env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or any(env.get(k) for k in chosen):
         return {}
+    if env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == "LOCALHOST":
+        return {"FASTDDS_DEFAULT_PROFILES_FILE": local_profile(), "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"}
     return {"FASTDDS_DEFAULT_PROFILES_FILE": large_data_profile()}
 
 

@@ -40,6 +40,14 @@ def default_params_file() -> Path:
         raise FileNotFoundError("config/edge_cloud.yaml not found; pass --params-file") from None
 
 
+def longest_gap(times) -> tuple[float, int]:
+    """Return the longest silence between consecutive sorted ``times``: (seconds, index of the time before it).
+
+    (0.0, 0) for fewer than two times.
+    """
+    return max(((b - a, i) for i, (a, b) in enumerate(zip(times, times[1:]))), default=(0.0, 0))
+
+
 class Graph:
     """The nodes of one graph as child processes sharing a params file."""
 
@@ -55,7 +63,8 @@ class Graph:
         self.params_file = Path(params_file) if params_file else default_params_file()
         self.overrides = overrides or {}
         self.remaps = remaps or {}
-        self.env = {**os.environ, **large_data_env(), **(env or {})}
+        env = {**os.environ, **(env or {})}
+        self.env = {**env, **large_data_env(env)}
         self.wrap = wrap or {}
         self.log_dir = Path(log_dir) if log_dir else None
         self.procs: dict[str, subprocess.Popen] = {}
@@ -281,7 +290,7 @@ class Monitor(Node):
         # length), the first 50; the edge's own answers tell a stalled edge from a stalled fallback.
         for key, t in (("output", times), ("edge", edge_times)):
             gaps = [(a, b - a) for a, b in zip(t, t[1:])]
-            result[f"max_{key}_gap_s"] = max((g for _, g in gaps), default=0.0)
+            result[f"max_{key}_gap_s"] = longest_gap(t)[0]
             result[f"{key}_gaps_over_0.3s"] = [(round(a - self.started, 3), round(g, 3))
                                                for a, g in gaps if g > 0.3][:50]
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread, longest_gap
 from waiting import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -66,9 +66,9 @@ def test_outage_loses_nothing_and_keeps_answering(ros_env, tmp_path, outage_s):
     assert set(expected) <= mon.trained_by_cloud()
     # The output topic never went quiet for longer than detection plus one frame.
     outputs = [(t, source) for t, source in mon.output_times if start - 1.0 <= t <= end]
-    gap, i = max((b[0] - a[0], i) for i, (a, b) in enumerate(zip(outputs, outputs[1:])))
+    gap, i = longest_gap([t for t, _ in outputs])
     edge = [t for t in mon.edge_times if start - 1.0 <= t <= end]
-    edge_gap, j = max((b - a, j) for j, (a, b) in enumerate(zip(edge, edge[1:])))
+    edge_gap, j = longest_gap(edge)
     where = (f"after output {i} ({'cloud' if outputs[i][1] else 'edge'}) at {outputs[i][0] - start:+.3f} s, "
              f"the edge's own longest silence {edge_gap:.3f} s at {edge[j] - start:+.3f} s, "
              f"next from {'cloud' if outputs[i + 1][1] else 'edge'}; frozen at 0, resumed at {resumed - start:+.3f} s, "
