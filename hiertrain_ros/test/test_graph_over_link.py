@@ -25,7 +25,8 @@ RATE_HZ = 20.0
 # (cut length, run length): 30 s outlasts DDS's 20 s lease, so the participants must find each
 # other again; the run leaves time to send what the edge stored during the cut.
 @pytest.mark.parametrize("cut_s, duration_s", [(8, 50), (30, 95)])
-def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env, cut_s, duration_s):
+def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env, cut_s, duration_s,
+                                                                      record_property):
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
@@ -43,6 +44,8 @@ def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, r
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads(report_file.read_text())
     link, batches = report["link"], report["batches"]
+    record_property("max_output_gap_s", report["max_output_gap_s"])  # in --junitxml (issue 15)
+    record_property("max_edge_gap_s", report["max_edge_gap_s"])
     context = (f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} edge gaps "
                f"{report['edge_gaps_over_0.3s']} link {json.dumps(link)} status {json.dumps(report['node_status'])}")
 
