@@ -6,6 +6,8 @@ Heavy work runs in a worker thread.
 
 from __future__ import annotations
 
+import threading
+
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
 from rclpy.serialization import deserialize_message, serialize_message
@@ -45,6 +47,9 @@ class EdgeNode(TrainerNode):
         self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
         self.frames = self.consumed = self.features_sent = 0
+        # The camera callback and the worker both count; not the trainer's lock, which the callback
+        # would then wait on for a whole training step (issue 15).
+        self._consumed_lock = threading.Lock()
         self._last_heartbeat = None
 
         self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
@@ -138,7 +143,7 @@ class EdgeNode(TrainerNode):
 
     def _count_consumed(self, done: bool, n: int = 1) -> None:
         if done:
-            with self._lock:
+            with self._consumed_lock:
                 self.consumed += n
                 self.consumed_pub.publish(UInt64(data=self.consumed))
 
