@@ -92,7 +92,7 @@ class CloudNode(TrainerNode):
 
     def on_features(self, msg: FeatureBatch) -> None:
         try:
-            payload, purpose = conversions.payload_from_msg(msg)
+            payload, purpose = conversions.payload_from_msg(msg, self.config.max_batch_samples)
             self.router.trainer_for(payload).check(payload, train=purpose == conversions.PURPOSE_TRAIN)
         except ValueError as exc:
             self.rejections("features", exc)

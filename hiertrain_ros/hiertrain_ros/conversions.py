@@ -73,8 +73,8 @@ def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBa
     return msg
 
 
-def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
-    """Return (validated payload, purpose) of a feature message."""
+def payload_from_msg(msg: FeatureBatch, max_samples: int | None = None) -> tuple[codec.FeaturePayload, int]:
+    """Return (validated payload, purpose) of a feature message of at most ``max_samples`` samples."""
     if msg.purpose not in (PURPOSE_TRAIN, PURPOSE_INFER):
         raise ValueError(f"purpose must be TRAIN or INFER, got {msg.purpose}")
     payload = codec.FeaturePayload(
@@ -84,9 +84,13 @@ def payload_from_msg(msg: FeatureBatch) -> tuple[codec.FeaturePayload, int]:
         model_hash=int(msg.model_hash), frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps),
         robot_id=msg.robot_id)
     codec.validate(payload)
-    if msg.purpose == PURPOSE_INFER and len(payload.frame_stamps) != payload.num_samples:
-        raise ValueError(f"inference batch needs one frame stamp per sample ({payload.num_samples}), "
-                         f"got {len(payload.frame_stamps)}")
+    n, stamps = payload.num_samples, len(payload.frame_stamps)
+    if max_samples is not None and n > max_samples:
+        raise ValueError(f"batch of {n} samples is above the limit of {max_samples}")
+    if msg.purpose == PURPOSE_INFER and stamps != n:
+        raise ValueError(f"inference batch needs one frame stamp per sample ({n}), got {stamps}")
+    if stamps not in (0, n):
+        raise ValueError(f"training batch needs no frame stamps or one per sample ({n}), got {stamps}")
     return payload, msg.purpose
 
 

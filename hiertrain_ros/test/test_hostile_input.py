@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image
 
 from hiertrain_ros import conversions
 from hiertrain_ros.core import codec
+from hiertrain_ros.core.config import CloudConfig
 from hiertrain_ros.core.frames import ENCODINGS, MAX_SIDE
 from waiting import wait_for
 
@@ -139,6 +140,8 @@ def test_payload_from_msg_only_raises_value_error_and_decodes_to_declared_shape(
     assert len(payload.labels) == payload.num_samples
     if purpose == FeatureBatch.PURPOSE_INFER:
         assert len(payload.frame_stamps) == payload.num_samples
+    else:
+        assert len(payload.frame_stamps) in (0, payload.num_samples)
     features = codec.decode(payload)
     assert tuple(features.shape) == payload.shape and features.dtype == torch.float32
 
@@ -152,6 +155,19 @@ def test_payload_round_trip_of_an_edge_batch():
     assert purpose == conversions.PURPOSE_INFER and back.frame_stamps == payload.frame_stamps
     assert back.model_hash == codec.model_hash("m") and back.seq == 7 and list(back.labels) == [1, 2, 3]
     assert torch.allclose(codec.decode(back), codec.decode(payload))
+
+
+def test_sample_limit_and_training_frame_stamps_refused_with_the_reason():
+    payload = codec.encode(torch.rand(3, 4, 5, 5), bits=4, split_point=3, model_hash=codec.model_hash("m"))
+    train = conversions.feature_msg(payload, Time(), conversions.PURPOSE_TRAIN)
+    assert conversions.payload_from_msg(train, max_samples=3)[0].num_samples == 3
+    with pytest.raises(ValueError, match="3 samples is above the limit of 2"):
+        conversions.payload_from_msg(train, max_samples=2)
+    train.frame_stamps = [Time(sec=1), Time(sec=2)]
+    with pytest.raises(ValueError, match=r"no frame stamps or one per sample \(3\), got 2"):
+        conversions.payload_from_msg(train)
+    train.frame_stamps.append(Time(sec=3))
+    assert conversions.payload_from_msg(train)[0].frame_stamps == ((1, 0), (2, 0), (3, 0))
 
 
 def test_huge_declared_dims_rejected_fast_without_allocating():
@@ -248,11 +264,15 @@ def _bad_features(n, real: FeatureBatch):
             setattr(msg, name, value)
         return msg
     shape = list(real.shape)
+    over = CloudConfig.max_batch_samples + 1
     kinds = [dict(bits=3), dict(bits=0), dict(shape=shape[:3]), dict(shape=[U32] * 4),
              dict(shape=[shape[0], shape[1] + 1, shape[2], shape[3]]),   # codec-valid? no: data length
              dict(scale=math.nan), dict(zero_point=math.inf), dict(model_hash=codec.model_hash("resnet18-evil")),
              dict(encoder_version=99), dict(purpose=7), dict(purpose=FeatureBatch.PURPOSE_INFER, frame_stamps=[]),
-             dict(labels=[99] * shape[0]), dict(data=b"")]
+             dict(labels=[99] * shape[0]), dict(data=b""),
+             dict(frame_stamps=[Time()] * (shape[0] - 1)),  # a training batch: none, or one per sample
+             dict(shape=[over, *shape[1:]], labels=[0] * over,  # valid, but above the cloud's max_batch_samples
+                  data=bytes(codec.packed_size(over * math.prod(shape[1:]), real.bits)))]
     # (A wrong split_point alone is not refused at the door: see test_cloud_refuses_wrong_split_point_at_the_door.)
     # A fresh seq each, so that no batch is dropped as a duplicate before its defect is looked at.
     return [mutate(seq=10**12 + i, **kinds[i % len(kinds)]) for i in range(n)]

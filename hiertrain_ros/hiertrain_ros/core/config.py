@@ -125,6 +125,8 @@ class EdgeConfig(ModelParams):
 @dataclass(frozen=True)
 class CloudConfig(ModelParams):
     queue_size: int = 256           # feature batches waiting, per purpose (drop-oldest, counted)
+    max_batch_samples: int = 256    # a feature batch with more samples is refused and counted (one message
+                                    # must not tie up the cloud: a 4096-sample one did)
     heartbeat_hz: float = 10.0
     checkpoint_dir: str = ""
     checkpoint_every: int = 200
@@ -145,8 +147,8 @@ class CloudConfig(ModelParams):
 
     def __post_init__(self):
         super().__post_init__()
-        _positive(self, "queue_size", "heartbeat_hz", "checkpoint_every", "metrics_every", "latent_max_age",
-                  "latent_half_life")
+        _positive(self, "queue_size", "max_batch_samples", "heartbeat_hz", "checkpoint_every", "metrics_every",
+                  "latent_max_age", "latent_half_life")
         if not 0 <= self.train_nice <= 19:
             raise ValueError(f"train_nice must be in 0..19, got {self.train_nice}")
         if self.serve_refresh_s < 0:
