@@ -18,11 +18,11 @@ from builtin_interfaces.msg import Time
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
 
 from . import conversions
-from .core.buffers import DropOldestQueue
+from .core.buffers import FairQueue
 from .core.config import CloudConfig
 from .core.link import BatchLedger
 from .core.models import build_cloud
-from .core.replay import FifoSampler, LatentReplay, ReplayPacer
+from .core.replay import LatentReplay, ReplayPacer
 from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
@@ -40,8 +40,13 @@ class CloudNode(TrainerNode):
         self.ledger = BatchLedger()
         self.router = TrainerRouter()
         self.router.add(self.trainer.route, self.trainer)
-        self.infer_queue = DropOldestQueue(cfg.queue_size)
-        self.train_queue = FifoSampler(cfg.queue_size)
+        # One robot's flood (or a bigger robot's batches) cannot crowd out the others: the queues are shared per
+        # robot, by samples (issue 15).
+        def per_robot() -> FairQueue:
+            return FairQueue(cfg.queue_size, key=lambda p: p.robot_id, cost=lambda p: p.num_samples,
+                             quantum=cfg.max_batch_samples)
+
+        self.infer_queue, self.train_queue = per_robot(), per_robot()
         self.latent = (LatentReplay(cfg.latent_replay_mb * 1e6, staleness=cfg.latent_staleness,
                                     max_age=cfg.latent_max_age, half_life=cfg.latent_half_life, seed=cfg.seed)
                        if cfg.latent_replay_mb else None)

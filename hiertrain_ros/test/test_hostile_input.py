@@ -454,3 +454,49 @@ def test_cloud_refuses_wrong_split_point_at_the_door(ros_env):
             node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+
+
+@pytest.mark.system
+@pytest.mark.slow
+def test_a_flood_of_valid_large_batches_does_not_starve_the_robot(ros_env, tmp_path):
+    """A publisher under a robot id of its own floods the cloud with valid batches of the largest size it takes.
+
+    Far more than the cloud can train: under one FIFO the robot's batches waited behind hundreds of them (minutes),
+    or were evicted.  Shared per robot, the robot's batches made during the flood are trained within seconds of it.
+    """
+    from hiertrain_ros.ros_common import RELIABLE_QOS
+    from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+
+    graph = Graph(GRAPHS["edge_cloud"], overrides=FAST, log_dir=tmp_path / "logs")
+    monitor = MonitorThread()
+    mon = monitor.node
+    real = []
+    mon.create_subscription(FeatureBatch, "/hiertrain/features",
+                            lambda m: real.append(m) if m.purpose == FeatureBatch.PURPOSE_TRAIN and not real else None,
+                            RELIABLE_QOS)
+    feature_pub = mon.create_publisher(FeatureBatch, "/hiertrain/features", RELIABLE_QOS)
+    graph.start()
+    try:
+        wait_for(lambda: len(mon.trained_seqs["cloud"]) >= 5 and real and feature_pub.get_subscription_count() >= 2,
+                 90, "the cloud training")
+        n, shape = CloudConfig.max_batch_samples, list(real[0].shape)
+        flood = FeatureBatch(model_hash=real[0].model_hash, encoder_version=real[0].encoder_version,
+                             robot_id="flooder", purpose=FeatureBatch.PURPOSE_TRAIN, split_point=real[0].split_point,
+                             bits=real[0].bits, scale=1.0, shape=[n, *shape[1:]], labels=[0] * n,
+                             data=bytes(codec.packed_size(n * math.prod(shape[1:]), real[0].bits)))
+        flood_seqs = range(10**9, 10**9 + 300)  # the edge numbers its batches from its start time in µs
+        start = time.monotonic()
+        for seq in flood_seqs:  # 20 per second for 15 s
+            flood.seq = seq
+            feature_pub.publish(flood)
+            time.sleep(0.05)
+        end = time.monotonic()
+        during = {seq for seq, t in list(mon.edge_batch_times.items()) if start <= t <= end}
+        trained_flood = [s for s in mon.trained_seqs["cloud"] if s in flood_seqs]
+        wait_for(lambda: during <= mon.trained_by_cloud(), 10, "the robot's batches made during the flood trained",
+                 lambda: f"{len(during - mon.trained_by_cloud())} of {len(during)} not; flood trained "
+                         f"{len(trained_flood)}, cloud {mon.status.get('cloud_node')}")
+        assert len(during) > 20 and trained_flood, (len(during), len(trained_flood))  # both were served
+    finally:
+        graph.stop()
+        monitor.close()

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hiertrain_ros.core.buffers import DropOldestQueue, LabelMatcher
+from hiertrain_ros.core.buffers import DropOldestQueue, FairQueue, LabelMatcher
 from hiertrain_ros.core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 
 
@@ -309,6 +309,57 @@ def test_drop_oldest_queue_wait():
 def test_drop_oldest_queue_refuses_zero_length():
     with pytest.raises(ValueError):
         DropOldestQueue(0)
+
+
+# -- FairQueue: (source, cost) items -----------------------------------------------------------------
+
+def fair(maxlen=100, quantum=256):
+    return FairQueue(maxlen, key=lambda item: item[0], cost=lambda item: item[1], quantum=quantum)
+
+
+def test_fair_queue_gives_each_source_an_equal_share_of_the_cost():
+    q = fair()
+    for _ in range(40):
+        q.put(("flood", 256))
+    for _ in range(40):
+        q.put(("robot", 16))
+    served = q.take(34)
+    # One 256-cost item of the flood per 16 of the robot's 16-cost ones, from the first round on.
+    assert [s for s, _ in served[:17]].count("flood") == 1
+    assert sum(c for s, c in served if s == "flood") == 2 * 256 and sum(c for s, c in served if s == "robot") == 32 * 16
+
+
+def test_fair_queue_serves_a_lone_source_in_order_and_a_newcomer_at_once():
+    q = fair(quantum=1)  # below the cost: a source earns credit over several rounds
+    for i in range(5):
+        q.put(("a", 3, i))
+    assert [i for _, _, i in q.take(2)] == [0, 1]
+    q.put(("b", 1, 0))
+    assert q.take(2) == [("b", 1, 0), ("a", 3, 2)]  # the newcomer needs one round, "a" three per item
+    assert [i for _, _, i in q.take(10)] == [3, 4] and len(q) == 0
+
+
+def test_fair_queue_evicts_from_the_source_holding_the_most():
+    q = fair(maxlen=4)
+    q.put(("robot", 16, 0))
+    for i in range(3):
+        q.put(("flood", 256, i))
+    assert q.put(("flood", 256, 3)) == ("flood", 256, 0)  # full: the flood loses its own oldest
+    assert q.put(("robot", 16, 1)) == ("flood", 256, 1)
+    assert q.dropped == 2 and len(q) == 4 and q.maxlen == 4
+    assert sorted(i for s, _, i in q.take(10) if s == "robot") == [0, 1]
+
+
+def test_fair_queue_draw_wait_and_bad_arguments():
+    q = fair(maxlen=3)
+    assert q.draw(1) is None and q.wait(0.01) is False
+    threading.Timer(0.05, q.add, args=(("a", 1),)).start()
+    assert q.wait(2.0) is True and q.draw(2) is None and q.draw(1) == [("a", 1)]
+    for bad in (dict(maxlen=0), dict(quantum=0)):
+        with pytest.raises(ValueError):
+            fair(**bad)
+    with pytest.raises(ValueError):
+        q.draw(0)
 
 
 # -- LabelMatcher ----------------------------------------------------------------------------------

@@ -124,7 +124,8 @@ class EdgeConfig(ModelParams):
 
 @dataclass(frozen=True)
 class CloudConfig(ModelParams):
-    queue_size: int = 256           # feature batches waiting, per purpose (drop-oldest, counted)
+    queue_size: int = 256           # feature batches waiting, per purpose; when full, the robot holding the
+                                    # most samples loses its oldest (counted). Robots are served in turn
     max_batch_samples: int = 256    # a feature batch with more samples is refused and counted (one message
                                     # must not tie up the cloud: a 4096-sample one did)
     heartbeat_hz: float = 10.0
