@@ -42,8 +42,16 @@ class EdgeNode(TrainerNode):
                                          cfg.seed)
         self.replay_pacer = ReplayPacer(cfg.replay_idle_hz)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
-        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s, spill=self._spill(),
+        self.spill = self._spill()
+        self.outbox = Outbox(cfg.outbox_bits, cfg.outbox_age_s, cfg.infer_age_s, spill=self.spill,
                              memory_bits=cfg.outbox_memory_bits)
+        if self.spill is not None:  # what an earlier run left unacknowledged goes first
+            ours = (self.trainer.model_hash, self.robot_id)
+            self.outbox.take_over(self.spill.recover(keep=lambda m: (m.model_hash, m.robot_id) == ours))
+            if self.outbox.recovered or self.spill.torn or self.spill.foreign:
+                self.get_logger().warning(
+                    f"{cfg.spill_dir}: {self.outbox.recovered} unacknowledged batches of an earlier run will be sent; "
+                    f"removed {self.spill.torn} torn files and {self.spill.foreign} of another model or robot")
         self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
         self.frames = self.consumed = self.features_sent = 0
@@ -69,7 +77,7 @@ class EdgeNode(TrainerNode):
         self.infer_queue.take(len(self.infer_queue))
 
     def release(self) -> None:
-        self.matcher = self.train_buffer = self.infer_queue = self.outbox = self.unacked = None
+        self.matcher = self.train_buffer = self.infer_queue = self.outbox = self.unacked = self.spill = None
 
     def loops(self) -> list[tuple]:
         # Sending has a thread of its own: a slow link or a backlog after an outage must
@@ -79,12 +87,9 @@ class EdgeNode(TrainerNode):
     def _spill(self) -> DiskSpill | None:
         if not self.config.spill_dir:
             return None
-        spill = DiskSpill(self.config.spill_dir, serialize_message,
-                          lambda data: deserialize_message(data, FeatureBatch))
-        if spill.removed_stale:
-            self.get_logger().warning(f"removed {spill.removed_stale} batches an earlier run left in "
-                                      f"{self.config.spill_dir}")
-        return spill
+        # Named by sequence number: the files an earlier run left are sent again in the order they were made.
+        return DiskSpill(self.config.spill_dir, serialize_message, lambda data: deserialize_message(data, FeatureBatch),
+                         name_of=lambda msg: f"{msg.seq:020d}")
 
     def make_trainer(self, spec, optim):
         return EdgeTrainer(build_edge(spec, seed=self.config.seed), spec, optim)
@@ -131,7 +136,8 @@ class EdgeNode(TrainerNode):
     def on_heartbeat(self, msg: Heartbeat) -> None:
         self._last_heartbeat = self.get_clock().now()
         try:
-            self.unacked.ack(conversions.acks_for(msg, self.robot_id))
+            for batch in self.unacked.ack(conversions.acks_for(msg, self.robot_id)):
+                self.outbox.acknowledged(batch)  # its file, if it waited on disk
         except ValueError as exc:
             self.rejections("heartbeat", exc)
 
@@ -219,7 +225,9 @@ class EdgeNode(TrainerNode):
                 "replayed": getattr(self.train_buffer, "replayed", 0), "dropped_infer_queue": self.infer_queue.dropped,
                 "outbox": len(self.outbox), "outbox_dropped": self.outbox.dropped,
                 "outbox_expired": self.outbox.expired, "outbox_spilled": self.outbox.spilled,
-                "spill_errors": self.outbox.spill_errors, "features_sent": self.features_sent,
+                "spill_errors": self.outbox.spill_errors, "spill_recovered": self.outbox.recovered,
+                "spill_torn": getattr(self.spill, "torn", 0), "spill_foreign": getattr(self.spill, "foreign", 0),
+                "features_sent": self.features_sent,
                 "unacked": len(self.unacked), "acked_seq": self.unacked.acked_seq, "resent": self.unacked.resent,
                 "frames_never_labelled": self.matcher.frames_expired,
                 "labels_without_frame": self.matcher.labels_expired,

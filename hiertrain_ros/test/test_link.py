@@ -200,16 +200,26 @@ def test_outbox_flushes_a_backlog_a_few_items_at_a_time():
     assert len(box) == 6
 
 
+DISK_FULL = {"batch": 99}  # the disk refuses this one
+
+
 def _dump(item) -> bytes:
-    if item == "disk full":
+    if item == DISK_FULL:
         raise OSError(28, "No space left on device")
     return pickle.dumps(item)
 
 
+def _spill(tmp_path):
+    return DiskSpill(tmp_path / "spill", _dump, pickle.loads, name_of=lambda item: f"{item['batch']:04d}")
+
+
 def _spilled_box(tmp_path, clock, **kw):
-    spill = DiskSpill(tmp_path / "spill", _dump, pickle.loads)
     return Outbox(max_bits=kw.pop("max_bits", 1e9), max_age_s=kw.pop("max_age_s", 100), clock=clock,
-                  spill=spill, memory_bits=kw.pop("memory_bits", 20)), tmp_path / "spill"
+                  spill=_spill(tmp_path), memory_bits=kw.pop("memory_bits", 20)), tmp_path / "spill"
+
+
+def _batch(i):
+    return {"batch": i}
 
 
 def test_outbox_sends_resends_after_urgent_and_before_bulk_without_a_bulk_slot():
@@ -246,11 +256,16 @@ def test_ack_tracker_is_a_window_and_resends_what_stays_unacknowledged():
 def test_outbox_spills_beyond_memory_to_disk_and_sends_in_order(tmp_path):
     box, folder = _spilled_box(tmp_path, FakeClock())
     for i in range(6):
-        box.put(10, {"batch": i})
+        box.put(10, _batch(i))
     assert box.spilled == 4 and len(list(folder.iterdir())) == 4, "two in memory (20 bits), four on disk"
-    assert box.pop_sendable(unlimited(), max_bulk=100) == [{"batch": i} for i in range(6)]
-    assert box.spilled == 0 and list(folder.iterdir()) == [] and box.bulk_bits == 0
-    box.put(10, {"batch": 6})  # memory is free again
+    sent = box.pop_sendable(unlimited(), max_bulk=100)
+    assert sent == [_batch(i) for i in range(6)]
+    assert box.spilled == 0 and box.bulk_bits == 0
+    assert len(list(folder.iterdir())) == 4, "a sent batch's file stays until it is acknowledged"
+    for item in sent:
+        box.acknowledged(item)
+    assert list(folder.iterdir()) == []
+    box.put(10, _batch(6))  # memory is free again
     assert box.spilled == 0
 
 
@@ -258,25 +273,48 @@ def test_spilled_items_count_against_the_limits_and_their_files_go(tmp_path):
     clock = FakeClock()
     box, folder = _spilled_box(tmp_path, clock, max_bits=50, max_age_s=10)
     for i in range(8):
-        box.put(10, i)
+        box.put(10, _batch(i))
     assert box.dropped == 3 and len(box) == 5 and len(list(folder.iterdir())) == 3
     clock.advance(11)
     box.expire()
     assert box.expired == 5 and len(box) == 0 and list(folder.iterdir()) == [] and box.spilled == 0
 
 
-def test_spill_removes_stale_files_and_survives_disk_errors(tmp_path):
-    (tmp_path / "spill").mkdir()
-    (tmp_path / "spill" / "old-000000000001.spill").write_bytes(b"from a crashed run")
+def test_spill_survives_disk_errors_and_damaged_files(tmp_path):
     box, folder = _spilled_box(tmp_path, FakeClock(), memory_bits=0)
-    assert box._spill.removed_stale == 1 and list(folder.iterdir()) == []
-    box.put(10, "a")
+    box.put(10, _batch(0))
     next(folder.iterdir()).write_bytes(b"garbage")  # damaged on disk: dropped and counted
-    box.put(10, "b")
-    box.put(10, "disk full")  # the disk refuses it: it stays in memory
+    box.put(10, _batch(1))
+    box.put(10, DISK_FULL)  # it stays in memory
     assert box.spill_errors == 1 and box.spilled == 2 and len(list(folder.iterdir())) == 2
-    assert box.pop_sendable(unlimited(), max_bulk=100) == ["b", "disk full"]
+    assert box.pop_sendable(unlimited(), max_bulk=100) == [_batch(1), DISK_FULL]
     assert box.dropped == 1 and box.spill_errors == 2 and box.bulk_bits == 0 and box.spilled == 0
+
+
+def test_spill_files_an_earlier_run_left_go_first_and_torn_ones_are_counted(tmp_path):
+    box, folder = _spilled_box(tmp_path, FakeClock(), memory_bits=0)
+    for i in (3, 1, 2, 7, 8):
+        box.put(10, _batch(i))
+    box.pop_sendable(unlimited(), max_bulk=1)  # sent, never acknowledged: its file stays too
+    # The crash: one file torn half-way, one write interrupted before its rename, one of another run's model.
+    torn = folder / "0007.spill"
+    torn.write_bytes(torn.read_bytes()[:-3])
+    (folder / "0009.spill.tmp").write_bytes(b"half a write")
+    spill = _spill(tmp_path)
+    recovered = spill.recover(keep=lambda item: item["batch"] != 8)
+    assert [p.name for p in recovered] == ["0001.spill", "0002.spill", "0003.spill"]
+    assert (spill.torn, spill.foreign) == (2, 1) and sorted(folder.iterdir()) == recovered
+    box = Outbox(max_bits=1e9, max_age_s=100, clock=FakeClock(), spill=spill, memory_bits=0)
+    box.put(10, _batch(10))  # made after the restart: after what the crash left
+    box.take_over(recovered)
+    assert box.recovered == 3 and box.spilled == 4
+    assert box.pop_sendable(unlimited(), max_bulk=100) == [_batch(i) for i in (1, 2, 3, 10)]
+
+
+def test_ack_tracker_returns_what_it_acknowledged():
+    window = AckTracker(max_items=3, resend_after_s=2.0, clock=FakeClock())
+    window.sent(1, 8, "batch1")
+    assert window.ack([1, 1, 5]) == ["batch1"] and window.ack([1]) == []
 
 
 # -- DropOldestQueue -------------------------------------------------------------------------------

@@ -93,7 +93,8 @@ class EdgeConfig(ModelParams):
     outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
     outbox_age_s: float = 600.0     # training batches older than this are dropped
     spill_dir: str = ""             # "" = the outbox lives in memory; else batches beyond
-    outbox_memory_bits: float = 16e6  # this many bits in memory wait in files here
+    outbox_memory_bits: float = 16e6  # this many bits in memory wait in files here, until the cloud acknowledges
+                                    # them, and survive a crash of the edge (0: every batch, all crash-durable)
     infer_age_s: float = 0.2        # inference features older than this are dropped: the fallback has
                                     # answered those frames with the early exit already
     unacked_max: int = 16           # training batches in flight (sent, not yet acknowledged); the next ones
@@ -113,12 +114,13 @@ class EdgeConfig(ModelParams):
     def __post_init__(self):
         super().__post_init__()
         _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
-                  "outbox_bits", "outbox_memory_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s",
+                  "outbox_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s",
                   "heartbeat_timeout_s", "checkpoint_every")
         if len(self.robot_id) > MAX_ROBOT_ID:
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
-        if self.link_budget_bps < 0:
-            raise ValueError(f"link_budget_bps must be >= 0, got {self.link_budget_bps}")
+        for name in ("link_budget_bps", "outbox_memory_bits"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
 
 

@@ -8,11 +8,12 @@ beyond a memory limit.
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
+import struct
 import threading
 import time
+import zlib
 from collections import deque
 from pathlib import Path
 
@@ -43,42 +44,89 @@ class TokenBucket:
 
 
 class DiskSpill:
-    """One file per item in ``directory``.
+    """One file per item in ``directory``, written so that a crash loses nothing that reached the disk.
 
-    Items are written with ``dump(item) -> bytes`` and read back (and deleted) with ``load(bytes) -> item``.  Files
-    left by an earlier run are removed at start: their batches' acknowledgement state went with that run.
+    - Items are written with ``dump(item) -> bytes`` and read back with ``load(bytes) -> item``, in a file named
+      ``name_of(item)``: one name per item, in the order to send them after a restart.
+    - A file is framed (magic, length, CRC-32), written to a temporary name, fsynced and renamed, so a file torn
+      by a crash is told from a whole one.
+    - A file stays until ``discard``: the edge discards a batch's file when the cloud acknowledges the batch, not
+      when it sends it.
+    - ``recover()`` returns the whole files an earlier run left, in ``name_of`` order (the edge names a batch by
+      its sequence number).  It removes, and counts, the torn ones (``torn``) and those ``keep`` refuses
+      (``foreign``: the edge's batches of another model or robot, which the cloud would never acknowledge).
     """
 
     SUFFIX = ".spill"
+    MAGIC = b"HTS1"
+    _HEADER = struct.Struct("<4sQI")  # magic, payload length, CRC-32 of the payload
 
-    def __init__(self, directory, dump, load):
+    def __init__(self, directory, dump, load, name_of):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
-        stale = list(self.directory.glob(f"*{self.SUFFIX}"))
-        for path in stale:
-            path.unlink(missing_ok=True)
-        self.removed_stale = len(stale)
-        self._dump, self._load = dump, load
-        self._names = itertools.count()
+        self._dump, self._load, self._name_of = dump, load, name_of
+        self.torn = self.foreign = 0
+
+    def path_for(self, item) -> Path:
+        return self.directory / f"{self._name_of(item)}{self.SUFFIX}"
 
     def write(self, item) -> Path:
         """Return the file now holding ``item``; ``OSError`` (disk full, read-only) leaves no file."""
-        path = self.directory / f"{os.getpid()}-{next(self._names):012d}{self.SUFFIX}"
+        path = self.path_for(item)
+        tmp = path.with_name(path.name + ".tmp")
+        data = self._dump(item)
         try:
-            path.write_bytes(self._dump(item))
+            with open(tmp, "wb") as f:
+                f.write(self._HEADER.pack(self.MAGIC, len(data), zlib.crc32(data)) + data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            self._sync_directory()
         except OSError:
-            path.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return path
 
+    def _sync_directory(self) -> None:
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def read(self, path: Path):
-        data = path.read_bytes()
-        path.unlink()
+        """Return the item in ``path`` (the file stays); ``ValueError`` if it is torn or damaged."""
+        raw = path.read_bytes()
+        if len(raw) < self._HEADER.size:
+            raise ValueError(f"{path.name}: {len(raw)} bytes, shorter than the header")
+        magic, length, crc = self._HEADER.unpack_from(raw)
+        data = raw[self._HEADER.size:]
+        if magic != self.MAGIC or length != len(data) or zlib.crc32(data) != crc:
+            raise ValueError(f"{path.name}: torn or damaged ({len(data)} of {length} bytes, magic {magic!r})")
         return self._load(data)
 
     @staticmethod
     def discard(path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def recover(self, keep=lambda item: True) -> list[Path]:
+        """Return the whole files an earlier run left whose item ``keep`` accepts, oldest name first."""
+        for tmp in self.directory.glob(f"*{self.SUFFIX}.tmp"):  # a write the crash interrupted
+            tmp.unlink(missing_ok=True)
+            self.torn += 1
+        whole = []
+        for path in sorted(self.directory.glob(f"*{self.SUFFIX}")):
+            try:
+                kept = keep(self.read(path))
+            except Exception:  # torn or damaged: never a crash
+                kept, self.torn = False, self.torn + 1
+            else:
+                self.foreign += not kept
+            if kept:
+                whole.append(path)
+            else:
+                path.unlink(missing_ok=True)
+        return whole
 
 
 class Outbox:
@@ -89,7 +137,8 @@ class Outbox:
     Bulk items beyond ``max_bits`` or older than ``max_age_s`` are dropped oldest-first
     and counted; urgent (inference) items older than ``urgent_age_s`` are stale answers
     and are dropped too.  With a ``spill``, bulk items beyond ``memory_bits`` in memory
-    wait on disk instead (an item the disk refuses stays in memory, counted).
+    wait on disk instead (an item the disk refuses stays in memory, counted); the files an
+    earlier run left come first, and a sent item's file goes at ``acknowledged``.
     """
 
     def __init__(self, max_bits: float, max_age_s: float, urgent_age_s: float = 1.0, clock=time.monotonic,
@@ -110,6 +159,7 @@ class Outbox:
         self.expired = 0
         self.spilled = 0  # bulk items on disk now
         self.spill_errors = 0
+        self.recovered = 0  # bulk items an earlier run left on disk
 
     def put(self, bits: float, item, *, urgent: bool = False, resend: bool = False) -> None:
         with self._lock:
@@ -152,12 +202,27 @@ class Outbox:
             return item
         self.spilled -= 1
         try:
-            return self._spill.read(item)
+            return self._spill.read(item)  # the file stays until the item is acknowledged
         except Exception:  # a damaged or vanished file: counted as dropped, never a crash
             self._spill.discard(item)
             self.spill_errors += 1
             self.dropped += 1
             return None
+
+    def take_over(self, paths) -> None:
+        """Queue the spill files an earlier run left (``DiskSpill.recover``) ahead of every new bulk item."""
+        with self._lock:
+            for path in reversed(paths):
+                bits = 8 * path.stat().st_size
+                self._bulk.appendleft((self._clock(), bits, path))
+                self._bulk_bits += bits
+                self.spilled += 1
+                self.recovered += 1
+
+    def acknowledged(self, item) -> None:
+        """Remove the file of ``item``, which the receiver now has (if it had a file)."""
+        if self._spill is not None:
+            self._spill.discard(self._spill.path_for(item))
 
     def expire(self) -> None:
         """Drop stale entries: urgent ones after ``urgent_age_s``, bulk ones after ``max_age_s``."""
@@ -235,11 +300,16 @@ class AckTracker:
         with self._lock:
             return max(0, self.max_items - len(self._items))
 
-    def ack(self, seqs) -> None:
+    def ack(self, seqs) -> list:
+        """Return the items of ``seqs`` that were waiting for their acknowledgement."""
+        acked = []
         with self._lock:
             for seq in seqs:
-                if self._items.pop(seq, None) is not None:
+                entry = self._items.pop(seq, None)
+                if entry is not None:
                     self.acked_seq = max(self.acked_seq, seq)
+                    acked.append(entry[2])
+        return acked
 
     def due(self) -> list:
         """(bits, item) of the batches to send again, oldest first."""
