@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-VERBS = ("profile", "train", "launch", "estimate", "plan", "bag", "replay")
+VERBS = ("profile", "train", "launch", "estimate", "plan", "schedule", "bag", "replay")
 
 
 def build_parser() -> argparse.ArgumentParser:

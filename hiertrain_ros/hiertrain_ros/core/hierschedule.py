@@ -1,0 +1,300 @@
+"""HierTrain's hybrid-parallel scheduler (Liu et al., §IV-V): the per-iteration time model and its minimiser.
+
+One model of N layers is trained over three workers (device, edge server, cloud) mapped to three tasks:
+task O trains all N layers on ``b_o`` samples (worker_o), task S layers 1..m_s on ``b_s`` (worker_s), task L
+layers 1..m_l on ``b_l`` (worker_l), with ``b_o + b_s + b_l = B``.  Layers 1..m_s run data-parallel on all
+three, m_s+1..m_l on worker_o and worker_l, the rest on worker_o; gradients come back across the links and the
+shared layers' gradients are averaged by worker_o.
+
+- :func:`iteration_time` is Eqs. 1-12: forward and backward per stage (the slowest worker of each), the input
+  samples, activations and their gradients over the links, and the update with the gradient/weight exchange.
+- :func:`schedule` is Algorithm 1: for each of the 6 worker mappings and each (m_s, m_l), the relaxed problem
+  P1 as a linear program (scipy's HiGHS), rounded as the paper rounds, timed exactly; the best policy wins.
+- :func:`baselines`: All-Device, All-Edge, All-Cloud and a JointDNN-style device-cloud split at one layer.
+- :func:`profile_layers` measures the per-layer inputs of the model (forward, backward and update time, output
+  and parameter size) for this package's models on the machine it runs on.
+
+Times are linear in the batch (Eqs. 1-2): per-sample forward and backward times, per-step update times.
+No ROS here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+ROLES = ("device", "edge", "cloud")
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Profile of one layer on one worker."""
+
+    forward_s: float   # L^f: forward time per sample
+    backward_s: float  # L^b: backward time per sample
+    update_s: float    # L^u: weight update time per step
+
+
+@dataclass(frozen=True)
+class ModelSizes:
+    output_bits: tuple[float, ...]  # MO_i: layer i's output per sample, i = 1..N
+    param_bits: tuple[float, ...]   # MP_i: layer i's parameters
+    sample_bits: float              # Q: one input sample
+
+
+@dataclass(frozen=True)
+class Links:
+    """Bandwidths (bits/s).  ``device_cloud`` None: the device reaches the cloud through the edge server."""
+
+    device_edge: float
+    edge_cloud: float
+    device_cloud: float | None = None
+
+    def __post_init__(self):
+        for name, value in asdict(self).items():
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 bits/s, got {value}")
+
+    def bps(self, a: str, b: str) -> float:
+        if a == b:
+            return math.inf
+        pair = {a, b}
+        if pair == {"device", "edge"}:
+            return self.device_edge
+        if pair == {"edge", "cloud"}:
+            return self.edge_cloud
+        return self.device_cloud if self.device_cloud is not None else min(self.device_edge, self.edge_cloud)
+
+
+@dataclass(frozen=True)
+class Policy:
+    mapping: tuple[str, str, str]  # the roles of (worker_o, worker_s, worker_l)
+    m_s: int
+    m_l: int
+    b_o: int
+    b_s: int
+    b_l: int
+    time_s: float  # predicted per iteration, Eq. 12
+
+
+class Problem:
+    """The inputs of Algorithm 1: per-role layer profiles, the model's sizes, the links and the batch size B."""
+
+    def __init__(self, profiles: Mapping[str, Sequence[Layer]], sizes: ModelSizes, links: Links, batch: int):
+        if set(profiles) != set(ROLES):
+            raise ValueError(f"need a profile for each of {ROLES}, got {sorted(profiles)}")
+        n = len(sizes.output_bits)
+        if n < 1 or len(sizes.param_bits) != n or any(len(p) != n for p in profiles.values()):
+            raise ValueError(f"every profile and size list needs the model's {n} layers")
+        if batch < 1:
+            raise ValueError(f"batch must be >= 1, got {batch}")
+        self.n, self.sizes, self.links, self.batch = n, sizes, links, batch
+        # Prefix sums: [k] = layers 1..k.
+        self._sum = {(role, field): list(itertools.accumulate((getattr(layer, field) for layer in layers), initial=0.0))
+                     for role, layers in profiles.items() for field in ("forward_s", "backward_s", "update_s")}
+        self._params = list(itertools.accumulate(sizes.param_bits, initial=0.0))
+
+    def _s(self, role: str, field: str, first: int, last: int) -> float:
+        """Sum of ``field`` over layers first+1..last on ``role``."""
+        sums = self._sum[(role, field)]
+        return sums[last] - sums[first]
+
+    def _out(self, m: int) -> float:
+        return self.sizes.sample_bits if m == 0 else self.sizes.output_bits[m - 1]
+
+    def stage_terms(self, mapping, m_s: int, m_l: int) -> tuple[list, float]:
+        """Return the four max-terms of Eqs. 5-8 as per-sample coefficients on (b_o, b_s, b_l), and the rest.
+
+        Each term is a list of coefficient triples: the term is the largest of their dot products with
+        (b_o, b_s, b_l).  The rest, T3 (Eqs. 9-10) plus T_update (Eq. 11), depends only on B, m_s and m_l.
+        """
+        if not 0 <= m_s <= m_l <= self.n:
+            raise ValueError(f"need 0 <= m_s <= m_l <= {self.n}, got m_s={m_s}, m_l={m_l}")
+        o, s, l_ = mapping
+        bw = self.links.bps
+        q = self.sizes.sample_bits
+        s_out = self._out(m_s) / bw(o, s)  # T_s,output = T_s,grad per sample
+        l_out = self._out(m_l) / bw(o, l_)
+        f, b = "forward_s", "backward_s"
+        terms = [
+            [(q / bw("device", o) + self._s(o, f, 0, m_s), 0, 0),   # Eq. 5
+             (0, q / bw("device", s) + self._s(s, f, 0, m_s) + s_out, 0),
+             (0, 0, q / bw("device", l_) + self._s(l_, f, 0, m_s))],
+            [(self._s(o, b, 0, m_s), 0, 0), (0, self._s(s, b, 0, m_s) + s_out, 0),  # Eq. 6
+             (0, 0, self._s(l_, b, 0, m_s))],
+            [(self._s(o, f, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, f, m_s, m_l) + l_out)],  # Eq. 7
+            [(self._s(o, b, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, b, m_s, m_l) + l_out)],  # Eq. 8
+        ]
+        tail = self.batch * (self._s(o, f, m_l, self.n) + self._s(o, b, m_l, self.n))  # Eqs. 9-10
+        update = (max(self._s(o, "update_s", 0, self.n), self._s(s, "update_s", 0, m_s),
+                      self._s(l_, "update_s", 0, m_l))
+                  + max(2 * self._params[m_s] / bw(o, s), 2 * self._params[m_l] / bw(o, l_)))  # Eq. 11
+        return terms, tail + update
+
+    def iteration_time(self, mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int) -> float:
+        """Eq. 12 for one policy."""
+        if b_o + b_s + b_l != self.batch or min(b_o, b_s, b_l) < 0 or (b_s and not m_s) or (b_l and not m_l):
+            raise ValueError(f"({b_o}, {b_s}, {b_l}) is not a split of B={self.batch} for m_s={m_s}, m_l={m_l}")
+        terms, rest = self.stage_terms(mapping, m_s, m_l)
+        split = (b_o, b_s, b_l)
+        return sum(max(sum(c * x for c, x in zip(coef, split)) for coef in term) for term in terms) + rest
+
+    def relaxed(self, mapping, m_s: int, m_l: int) -> tuple[tuple[float, float, float], float]:
+        """Solve P1 with real (b_o, b_s, b_l): the minimum of Eq. 12 for this mapping and (m_s, m_l)."""
+        from scipy.optimize import linprog
+
+        terms, rest = self.stage_terms(mapping, m_s, m_l)
+        # Variables: b_o, b_s, b_l, then one epigraph variable t_k >= every candidate of term k.
+        a_ub, b_ub = [], []
+        for k, term in enumerate(terms):
+            for coef in term:
+                row = list(coef) + [0.0] * len(terms)
+                row[3 + k] = -1.0
+                a_ub.append(row)
+                b_ub.append(0.0)
+        big_b = self.batch
+        bounds = [(0, big_b), (0, big_b if m_s else 0), (0, big_b if m_l else 0)] + [(0, None)] * len(terms)
+        result = linprog([0.0] * 3 + [1.0] * len(terms), A_ub=a_ub, b_ub=b_ub,
+                         A_eq=[[1.0, 1.0, 1.0] + [0.0] * len(terms)], b_eq=[big_b], bounds=bounds, method="highs")
+        if result.status != 0:
+            raise RuntimeError(f"P1 for {mapping}, m_s={m_s}, m_l={m_l}: {result.message}")
+        return tuple(float(v) for v in result.x[:3]), float(result.fun) + rest
+
+    def round_split(self, split: Sequence[float]) -> tuple[int, int, int]:
+        """Round as the paper does: integer parts, then +1 to the largest fractions until they sum to B."""
+        ints = [max(0, math.floor(v + 1e-9)) for v in split]  # 2.9999999999 from the solver is 3
+        order = sorted(range(3), key=lambda i: split[i] - ints[i], reverse=True)
+        for i in order[:self.batch - sum(ints)]:
+            ints[i] += 1
+        if sum(ints) != self.batch:
+            raise RuntimeError(f"cannot round {split} to a split of B={self.batch}")
+        return tuple(ints)
+
+    def solve(self, mapping, m_s: int, m_l: int) -> Policy:
+        """Policy for a fixed mapping and (m_s, m_l): P1 relaxed, rounded, and timed with Eq. 12."""
+        split = self.round_split(self.relaxed(mapping, m_s, m_l)[0])
+        return Policy(tuple(mapping), m_s, m_l, *split, self.iteration_time(mapping, m_s, m_l, *split))
+
+
+def schedule(problem: Problem) -> Policy:
+    """Algorithm 1: the best policy over the 6 mappings and every 0 <= m_s <= m_l <= N."""
+    best = None
+    for mapping in itertools.permutations(ROLES):
+        for m_s in range(problem.n + 1):
+            for m_l in range(m_s, problem.n + 1):
+                policy = problem.solve(mapping, m_s, m_l)
+                if best is None or policy.time_s < best.time_s:
+                    best = policy
+    return best
+
+
+def all_on(problem: Problem, role: str) -> Policy:
+    """Every sample and layer on one worker, the samples sent there first (All-Device, All-Edge, All-Cloud)."""
+    others = tuple(r for r in ROLES if r != role)
+    mapping = (role, *others)
+    return Policy(mapping, 0, 0, problem.batch, 0, 0, problem.iteration_time(mapping, 0, 0, problem.batch, 0, 0))
+
+
+def joint_split(problem: Problem, first: str = "device", second: str = "cloud") -> tuple[int, float]:
+    """JointDNN-style: ``first`` trains layers 1..k on the whole batch, ``second`` the rest; the best k and its time.
+
+    Activations go forward and their gradients back over the one link; no weights are shared.  k = 0 sends the
+    input samples instead, k = N keeps everything on ``first``.
+    """
+    big_b, n, bw = problem.batch, problem.n, problem.links.bps(first, second)
+    best = None
+    for k in range(n + 1):
+        compute = big_b * (problem._s(first, "forward_s", 0, k) + problem._s(first, "backward_s", 0, k)
+                           + problem._s(second, "forward_s", k, n) + problem._s(second, "backward_s", k, n))
+        transfer = 0.0 if k == n else big_b * problem._out(k) / bw * (1 if k == 0 else 2)
+        update = max(problem._s(first, "update_s", 0, k), problem._s(second, "update_s", k, n))
+        total = compute + transfer + update
+        if best is None or total < best[1]:
+            best = (k, total)
+    return best
+
+
+def baselines(problem: Problem) -> dict[str, float]:
+    """Per-iteration time of the paper's baselines (JointDNN with one split, device and cloud)."""
+    times = {f"All-{role.capitalize()}": all_on(problem, role).time_s for role in ROLES}
+    times["JointDNN (device-cloud, one split)"] = joint_split(problem)[1]
+    return times
+
+
+# -- profiles ---------------------------------------------------------------------------------------------------
+
+def profile_layers(arch: str, *, width: float = 1.0, num_classes: int = 10, batch_size: int = 32,
+                   repeats: int = 5) -> dict:
+    """Measure the model's layers on this machine: the profile JSON ``hiertrain schedule`` reads.
+
+    A layer is the stretch between two of the package's separation positions (the last one runs to the output),
+    so that every HierTrain split is also a split this package can make.  Each time is the median of
+    ``repeats`` after one warm-up; forward and backward are per sample at ``batch_size``, the update (plain SGD)
+    per step.
+    """
+    import torch
+    from torch import nn
+
+    from .models import _units, build_model
+
+    model = build_model(arch, num_classes=num_classes, width=width).train()
+    units, ends = _units(arch, model)
+    cuts = sorted({0, *ends, len(units)})
+    x = torch.randn(batch_size, 3, 32, 32)
+    layers = []
+    for index, (a, b) in enumerate(zip(cuts, cuts[1:]), start=1):
+        part = nn.Sequential(*units[a:b])
+        params = [p for p in part.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(params, lr=0.0) if params else None
+        forward, backward, update = [], [], []
+        for rep in range(repeats + 1):
+            inp = x.detach().requires_grad_(True)
+            t0 = time.perf_counter()
+            out = part(inp)
+            t1 = time.perf_counter()
+            out.backward(torch.ones_like(out))
+            t2 = time.perf_counter()
+            if optimizer is not None:
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            t3 = time.perf_counter()
+            if rep:  # the first is a warm-up
+                forward.append(t1 - t0)
+                backward.append(t2 - t1)
+                update.append(t3 - t2 if optimizer is not None else 0.0)
+        layers.append({"name": f"layer {index} (units {a + 1}-{b})",
+                       "forward_s": statistics.median(forward) / batch_size,
+                       "backward_s": statistics.median(backward) / batch_size,
+                       "update_s": statistics.median(update),
+                       "output_bits": 32.0 * out[0].numel(),
+                       "param_bits": 32.0 * sum(p.numel() for p in params)})
+        x = out.detach()
+    return {"arch": arch, "width": width, "num_classes": num_classes, "batch_size": batch_size,
+            "threads": torch.get_num_threads(), "sample_bits": 8.0 * 3 * 32 * 32, "layers": layers}
+
+
+def scaled(profile: dict, factor: float) -> dict:
+    """``profile`` on a worker ``factor`` times slower (a stand-in for a measured one; say so where used)."""
+    if not factor > 0:
+        raise ValueError(f"slowdown factor must be > 0, got {factor}")
+    keys = ("forward_s", "backward_s", "update_s")
+    return {**profile, "slowdown": factor,
+            "layers": [{**layer, **{k: layer[k] * factor for k in keys}} for layer in profile["layers"]]}
+
+
+def problem_from_profiles(profiles: Mapping[str, dict], links: Links, batch: int) -> Problem:
+    """Return the :class:`Problem` of one profile dict per role (of one model: same layers, sizes and input)."""
+    first = profiles[ROLES[0]]
+    for role, profile in profiles.items():
+        if (profile["arch"], profile["width"], len(profile["layers"])) != (first["arch"], first["width"],
+                                                                           len(first["layers"])):
+            raise ValueError(f"the {role} profile is of another model than the {ROLES[0]} profile")
+    sizes = ModelSizes(tuple(layer["output_bits"] for layer in first["layers"]),
+                       tuple(layer["param_bits"] for layer in first["layers"]), first["sample_bits"])
+    layers = {role: [Layer(lay["forward_s"], lay["backward_s"], lay["update_s"]) for lay in profile["layers"]]
+              for role, profile in profiles.items()}
+    return Problem(layers, sizes, links, batch)

@@ -1,0 +1,111 @@
+"""HierTrain's time model and scheduler (core.hierschedule): hand-computed values, and the LP against brute force."""
+
+import itertools
+import random
+
+import pytest
+
+from hiertrain_ros.core.hierschedule import (ROLES, Layer, Links, ModelSizes, Problem, all_on, baselines, joint_split,
+                                             problem_from_profiles, profile_layers, scaled, schedule)
+
+# Two layers; the cloud is 10x the device, the edge 2x.
+HAND = {"device": [Layer(1.0, 2.0, 0.1)] * 2, "edge": [Layer(0.5, 1.0, 0.05)] * 2,
+        "cloud": [Layer(0.1, 0.2, 0.01)] * 2}
+SIZES = ModelSizes(output_bits=(10.0, 5.0), param_bits=(1.0, 2.0), sample_bits=20.0)
+LINKS = Links(device_edge=10.0, edge_cloud=5.0)  # device-cloud through the edge: 5
+
+
+def test_time_model_matches_values_worked_by_hand():
+    p = Problem(HAND, SIZES, LINKS, batch=4)
+    # worker_o cloud, worker_s device, worker_l edge; m_s 1, m_l 2; (b_o, b_s, b_l) = (2, 1, 1).
+    # T1f = max(2*(20/5 + 0.1), 1*(1 + 10/5), 1*(20/10 + 0.5)) = 8.2; T1b = max(2*0.2, 1*(2 + 2), 1*1) = 4
+    # T2f = max(3*0.1, 1*(0.5 + 5/5)) = 1.5; T2b = max(3*0.2, 1*(1 + 1)) = 2; T3 = 0
+    # T_update = max(0.02, 0.1, 0.1) + max(2*1/5, 2*3/5) = 1.3
+    assert p.iteration_time(("cloud", "device", "edge"), 1, 2, 2, 1, 1) == pytest.approx(17.0)
+    # m_s 0, m_l 1, (3, 0, 1): T1f = max(3*4, 0, 1*2) = 12; T1b = 0; T2f = max(3*0.1, 1*(0.5 + 2)) = 2.5;
+    # T2b = max(3*0.2, 1*(1 + 2)) = 3; T3 = 4*(0.1 + 0.2) = 1.2; T_update = max(0.02, 0, 0.05) + 2*1/5 = 0.45
+    assert p.iteration_time(("cloud", "device", "edge"), 0, 1, 3, 0, 1) == pytest.approx(19.15)
+    # All-Edge: 4 samples over the device-edge link, then everything there.
+    assert all_on(p, "edge").time_s == pytest.approx(4 * 20 / 10 + 4 * (1.0 + 2.0) + 0.1)
+    with pytest.raises(ValueError, match="not a split"):
+        p.iteration_time(("cloud", "device", "edge"), 0, 1, 2, 1, 1)  # b_s > 0 with m_s = 0
+
+
+def test_joint_split_spans_all_device_to_all_cloud():
+    p = Problem(HAND, SIZES, Links(device_edge=10.0, edge_cloud=5.0, device_cloud=1e9), batch=4)
+    k, best = joint_split(p)
+    assert best <= min(all_on(p, "device").time_s, all_on(p, "cloud").time_s) + 1e-9
+    # A fast device-cloud link: send the samples, train in the cloud (All-Cloud's time, the same one link).
+    assert k == 0 and best == pytest.approx(all_on(p, "cloud").time_s)
+    assert set(baselines(p)) == {"All-Device", "All-Edge", "All-Cloud", "JointDNN (device-cloud, one split)"}
+
+
+def _random_problem(rng, n=3, batch=6):
+    def layer(speed):
+        return Layer(rng.uniform(0.1, 1.0) / speed, rng.uniform(0.2, 2.0) / speed, rng.uniform(0.0, 0.5) / speed)
+
+    profiles = {role: [layer(speed) for _ in range(n)] for role, speed in zip(ROLES, (1.0, 3.0, 10.0))}
+    sizes = ModelSizes(tuple(rng.uniform(1, 30) for _ in range(n)), tuple(rng.uniform(0, 50) for _ in range(n)),
+                       rng.uniform(5, 40))
+    return Problem(profiles, sizes, Links(rng.uniform(5, 50), rng.uniform(2, 20), rng.uniform(1, 10)), batch)
+
+
+def _splits(p, m_s, m_l):
+    for b_s in range(p.batch + 1 if m_s else 1):
+        for b_l in range(p.batch + 1 - b_s if m_l else 1):
+            yield p.batch - b_s - b_l, b_s, b_l
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_relaxed_lp_bounds_brute_force_and_rounding_lands_near_it(seed):
+    p = _random_problem(random.Random(seed))
+    per_sample = max(sum(c for term in p.stage_terms(m, 0, p.n)[0] for coef in term for c in coef)
+                     for m in itertools.permutations(ROLES))
+    exact = 0
+    for mapping in itertools.permutations(ROLES):
+        for m_s in range(p.n + 1):
+            for m_l in range(m_s, p.n + 1):
+                brute = min(p.iteration_time(mapping, m_s, m_l, *b) for b in _splits(p, m_s, m_l))
+                split, relaxed = p.relaxed(mapping, m_s, m_l)
+                policy = p.solve(mapping, m_s, m_l)
+                assert sum(split) == pytest.approx(p.batch)
+                assert relaxed <= brute + 1e-7, (mapping, m_s, m_l)
+                assert brute <= policy.time_s + 1e-9
+                # Rounding moves each b by less than one sample: at most one sample's worth of every term.
+                assert policy.time_s <= brute + 2 * per_sample, (mapping, m_s, m_l, policy, brute)
+                exact += policy.time_s == pytest.approx(brute)
+    assert exact > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_schedule_is_the_best_of_algorithm_1_and_no_worse_than_all_on_one_worker(seed):
+    p = _random_problem(random.Random(100 + seed))
+    best = schedule(p)
+    candidates = [p.solve(m, s, l_) for m in itertools.permutations(ROLES) for s in range(p.n + 1)
+                  for l_ in range(s, p.n + 1)]
+    assert best.time_s == min(c.time_s for c in candidates)
+    assert best.time_s <= min(all_on(p, role).time_s for role in ROLES) + 1e-9  # special cases of the policy
+    assert best.b_o + best.b_s + best.b_l == p.batch
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="each of"):
+        Problem({"device": HAND["device"]}, SIZES, LINKS, 4)
+    with pytest.raises(ValueError, match="layers"):
+        Problem({**HAND, "cloud": HAND["cloud"][:1]}, SIZES, LINKS, 4)
+    with pytest.raises(ValueError, match="edge_cloud"):
+        Links(device_edge=1.0, edge_cloud=0.0)
+    with pytest.raises(ValueError, match="m_s"):
+        Problem(HAND, SIZES, LINKS, 4).stage_terms(ROLES, 2, 1)
+
+
+def test_measured_profile_feeds_the_scheduler():
+    profile = profile_layers("vgg16", width=0.125, batch_size=4, repeats=1)
+    layers = profile["layers"]
+    assert len(layers) >= 10 and all(v["forward_s"] > 0 and v["backward_s"] > 0 for v in layers)
+    assert layers[-1]["output_bits"] == 32 * 10 and sum(v["param_bits"] for v in layers) > 0
+    roles = {"device": scaled(profile, 10.0), "edge": scaled(profile, 3.0), "cloud": profile}
+    p = problem_from_profiles(roles, Links(device_edge=5e6, edge_cloud=1.5e6), batch=16)
+    assert 0 < schedule(p).time_s <= min(all_on(p, role).time_s for role in ROLES)
+    with pytest.raises(ValueError, match="another model"):
+        problem_from_profiles({**roles, "edge": {**profile, "width": 0.5}}, Links(5e6, 1.5e6), 16)
