@@ -1,0 +1,209 @@
+"""Learning the split online (L2S, §IV): LinUCB-E with forced sampling, forgetting, and the delay monitor.
+
+Every policy here answers one question per training round: which arm (a split, or a split and bit width) to
+train the next batch with.  They share one interface, :class:`SplitPolicy`: ``choose(t)`` then
+``observe(arm, cost)`` with the measured per-sample cost of that round.
+
+- :class:`FixedPolicy`: always the same arm (today's behaviour; also "Algorithm 1's static choice").
+- :class:`OraclePolicy`: knows the true cost of every arm at every round; the regret baseline.
+- :class:`LinUCBE`: the paper's LinUCB-E.  Each arm has a known front-end (edge) delay ``front[arm]`` and a
+  context vector ``x[arm]``; the delay of the offloaded part is learned as ``theta . x``.  The local arm
+  (edge-only) has no offloaded part, so choosing it teaches nothing: forced sampling takes another arm every
+  ``ceil(T^mu)`` rounds in which the local arm would be chosen, so the policy never gets trapped there.
+  Unlike the paper (and ANS, which never forgets), the statistics are discounted by ``gamma`` per round
+  (Russac et al.'s D-LinUCB), so that a changed link is relearned instead of averaged away.
+- :class:`DelayMonitor`: the paper's mode switch.  It watches the cost of the rounds; a relative change of the
+  recent mean beyond ``threshold`` means the environment changed (adaptation mode: explore again), and
+  ``settle`` identical choices in a row mean the choice has settled (exploitation mode: no exploration bonus,
+  no forced sampling).
+
+The cost combines as the paper's sum ``front + offloaded`` or, for a pipelined system where the edge never
+waits (this package's), as its slowest stage ``max(front, offloaded)``; the choice is optimistic either way
+(the offloaded part's lower confidence bound).  No ROS here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+
+import numpy as np
+
+COMBINE = {"sum": lambda front, offloaded: front + offloaded, "pipeline": max}
+
+
+class SplitPolicy:
+    def choose(self, t: int) -> Hashable:
+        raise NotImplementedError
+
+    def observe(self, arm: Hashable, cost: float) -> None:
+        """Record the measured cost of the round that used ``arm`` (default: nothing to learn)."""
+
+
+class FixedPolicy(SplitPolicy):
+    def __init__(self, arm: Hashable):
+        self.arm = arm
+
+    def choose(self, t: int) -> Hashable:
+        return self.arm
+
+
+class OraclePolicy(SplitPolicy):
+    """``cost(t, arm)``: the true expected cost; chooses the cheapest arm each round."""
+
+    def __init__(self, arms: Sequence[Hashable], cost: Callable[[int, Hashable], float]):
+        self.arms, self.cost = list(arms), cost
+
+    def choose(self, t: int) -> Hashable:
+        return min(self.arms, key=lambda arm: self.cost(t, arm))
+
+
+def eligible(arms: Sequence[Hashable], privacy: Mapping[Hashable, float], floor: float) -> list:
+    """Return the arms whose privacy is at least ``floor`` (L2S §III-C); an error if none is left."""
+    kept = [arm for arm in arms if privacy[arm] >= floor]
+    if not kept:
+        raise ValueError(f"no split has privacy >= {floor}: best is {max(privacy[a] for a in arms):.3g}")
+    return kept
+
+
+class DelayMonitor:
+    """Adaptation or exploitation, from the costs and choices of the last rounds (L2S §IV-D)."""
+
+    def __init__(self, window: int = 20, threshold: float = 0.25, settle: int = 30, reentry: float = 0.0,
+                 seed: int = 0):
+        if window < 1 or settle < 1 or not threshold > 0 or not 0 <= reentry <= 1:
+            raise ValueError("window and settle must be >= 1, threshold > 0 and reentry in [0, 1]")
+        self.window, self.threshold, self.settle, self.reentry = window, threshold, settle, reentry
+        self._rng = np.random.default_rng(seed)
+        self._costs: deque = deque(maxlen=2 * window)
+        self._choices: deque = deque(maxlen=settle)
+        self.adapting = True
+        self.changes = 0
+
+    def record(self, arm: Hashable, cost: float) -> bool:
+        """Add one round; True when it reveals a change of the environment (the mode is adaptation again).
+
+        Adapting, it waits for ``settle`` identical choices; exploiting, it compares the mean cost of the last
+        ``window`` rounds with the ``window`` before (costs while adapting vary with the arms tried), and with
+        probability ``reentry`` adapts again anyway (the paper's r_d: on edge-only, a better link shows in no
+        cost).
+        """
+        if self.adapting:
+            self._choices.append(arm)
+            if len(self._choices) == self.settle and len(set(self._choices)) == 1:
+                self.adapting = False
+                self._choices.clear()
+                self._costs.clear()
+            return False
+        self._costs.append(cost)
+        if len(self._costs) == self._costs.maxlen:
+            old = np.mean(list(self._costs)[:self.window])
+            new = np.mean(list(self._costs)[self.window:])
+            if abs(new - old) > self.threshold * max(old, 1e-12):
+                return self.changed()
+        if self.reentry and self._rng.random() < self.reentry:
+            self.adapting = True
+        return False
+
+    def changed(self) -> bool:
+        """Enter adaptation: the costs shifted, or the nodes measured a new link rate or step time."""
+        self.adapting = True
+        self.changes += 1
+        return True
+
+
+class LinUCBE(SplitPolicy):
+    """LinUCB-E (L2S Algorithm 1) with discounting and an optional delay monitor.
+
+    ``contexts[arm]`` is the arm's context (the local arm: all zeros, or absent), ``front[arm]`` its known
+    front-end delay; ``local`` names the edge-only arm.  ``horizon`` fixes the forced-sampling period
+    ``ceil(horizon ** mu)``.  Contexts should be normalised (each feature to about [0, 1]).
+    """
+
+    def __init__(self, contexts: Mapping[Hashable, Sequence[float]], front: Mapping[Hashable, float], *,
+                 local: Hashable | None = None, alpha: float = 1.0, beta: float = 1.0, mu: float = 0.25,
+                 horizon: int = 1000, gamma: float = 1.0, combine: str = "pipeline",
+                 monitor: DelayMonitor | None = None, forced_sampling: bool = True):
+        if combine not in COMBINE:
+            raise ValueError(f"combine must be one of {sorted(COMBINE)}, got {combine!r}")
+        if not 0 < gamma <= 1 or not 0 < mu < 1 or horizon < 1:
+            raise ValueError("need 0 < gamma <= 1, 0 < mu < 1 and horizon >= 1")
+        self.arms = list(front)
+        dims = {len(x) for arm, x in contexts.items() if arm != local}
+        if len(dims) != 1 or set(contexts) - set(self.arms) or set(self.arms) - set(contexts) - {local}:
+            raise ValueError("every arm but the local one needs a context, all of one length")
+        self.d = dims.pop()
+        self.x = {arm: np.zeros(self.d) if arm == local else np.asarray(contexts[arm], dtype=float)
+                  for arm in self.arms}
+        self.front, self.local = dict(front), local
+        self.alpha, self.beta, self.gamma = alpha, beta, gamma
+        self.period = math.ceil(horizon ** mu) if forced_sampling else None  # None: plain LinUCB
+        self.combine = COMBINE[combine]
+        self.monitor = monitor
+        self.A = beta * np.eye(self.d)
+        self.b = np.zeros(self.d)
+        self.forced = 0
+        self.preferred = None  # the last choice before forced sampling
+
+    def estimates(self, bonus: bool = True) -> dict:
+        """Optimistic cost of every arm: front combined with the offloaded part's lower confidence bound."""
+        a_inv = np.linalg.inv(self.A)
+        theta = a_inv @ self.b
+        out = {}
+        for arm in self.arms:
+            x = self.x[arm]
+            offloaded = 0.0 if arm == self.local else float(theta @ x) - (
+                self.alpha * math.sqrt(max(float(x @ a_inv @ x), 0.0)) if bonus else 0.0)
+            out[arm] = self.combine(self.front[arm], max(offloaded, 0.0))
+        return out
+
+    def choose(self, t: int) -> Hashable:
+        exploring = self.monitor is None or self.monitor.adapting
+        costs = self.estimates(bonus=exploring)
+        arm = self.preferred = min(self.arms, key=costs.get)
+        if arm == self.local and exploring and self.period and t % self.period == 0 and len(self.arms) > 1:
+            self.forced += 1
+            arm = min((a for a in self.arms if a != self.local), key=costs.get)
+        return arm
+
+    def observe(self, arm: Hashable, cost: float, offloaded: float | None = None) -> None:
+        """Learn from a round: ``offloaded`` is the measured delay of the offloaded part (link and cloud).
+
+        Without it, it is inferred from the round's ``cost``: cost - front for "sum", the cost itself for
+        "pipeline" (too high when the front end was the slowest stage: pass it where the nodes measure it).
+        """
+        if offloaded is None:
+            offloaded = cost - self.front[arm] if self.combine is COMBINE["sum"] else cost
+        if self.gamma < 1:  # forget: old rounds weigh gamma^age; the prior keeps A invertible
+            self.A = self.gamma * self.A + (1 - self.gamma) * self.beta * np.eye(self.d)
+            self.b = self.gamma * self.b
+        if arm != self.local:
+            x = self.x[arm]
+            self.A += np.outer(x, x)
+            self.b += x * offloaded
+        # The monitor sees the rounds of the policy's own choice: a forced sample would never let the choices
+        # settle, and its cost is not a change of the environment.
+        if self.monitor is not None and arm == self.preferred and self.monitor.record(arm, cost):
+            self.A = self.beta * np.eye(self.d)  # a new environment: what was learned is stale
+            self.b = np.zeros(self.d)
+
+
+def run_rounds(policy: SplitPolicy, rounds: int, cost: Callable[[int, Hashable], tuple[float, float]],
+               rng: np.random.Generator | None = None, noise: float = 0.0) -> list[tuple[Hashable, float]]:
+    """Simulate ``rounds`` with ``cost(t, arm) -> (total, offloaded)``; returns (arm, measured total) per round.
+
+    ``noise`` adds Gaussian noise of that relative size to both measurements.
+    """
+    rng = rng or np.random.default_rng(0)
+    history = []
+    for t in range(1, rounds + 1):
+        arm = policy.choose(t)
+        total, offloaded = cost(t, arm)
+        scale = 1 + noise * rng.standard_normal() if noise else 1.0
+        if isinstance(policy, LinUCBE):
+            policy.observe(arm, total * scale, offloaded * scale)
+        else:
+            policy.observe(arm, total * scale)
+        history.append((arm, total))
+    return history
