@@ -442,6 +442,42 @@ def test_label_matcher_is_bounded_and_counts_expiries():
     assert m.add_frame(100, "f100") is None  # its label was evicted
 
 
+def test_link_rate_schedule_parses_changes_on_time_and_averages_while_up():
+    from hiertrain_ros.cli.launch import RateSchedule, mean_rate_while_up
+    from hiertrain_ros.core.runtime import parse_link_schedule
+
+    assert parse_link_schedule("3g") == [(0.0, 1.1e6)]
+    assert parse_link_schedule("4g@0,3g@60,1e6@120") == [(0.0, 5.85e6), (60.0, 1.1e6), (120.0, 1e6)]
+    for bad in ("3g@5", "4g@0,3g@0", "4g@0,3g@soon", "5g@0"):
+        with pytest.raises(ValueError):
+            parse_link_schedule(bad)
+
+    class FakeLink:
+        rates = []
+
+        def set_rate(self, rate):
+            self.rates.append(rate)
+
+    link = FakeLink()
+    rates = RateSchedule(link, parse_link_schedule("4g@0,3g@60,1e6@120"), t0=100.0)
+    for now in (100.0, 159.0, 160.5, 170.0, 221.0):
+        rates.tick(now)
+    assert link.rates == [1.1e6, 1e6] and rates.applied == [(0.0, 5.85e6), (60.5, 1.1e6), (121.0, 1e6)]
+    # 60 s at 4 Mbit/s and 60 s at 2 Mbit/s, with 30 s of the second down: (60*4 + 30*2) / 90.
+    assert mean_rate_while_up([(0.0, 4e6), (60.0, 2e6)], [(70.0, 100.0)], 120.0) == pytest.approx(300e6 / 90)
+
+
+def test_the_emulated_link_changes_rate_while_running():
+    from hiertrain_ros.linkbench.netns import LinkEmulator, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"link emulation unavailable: {reason}")
+    with LinkEmulator(1.1e6, queue_bytes=300_000) as link:
+        link.set_rate(5.85e6)
+        assert link.rate_bps == 5.85e6 and "rate 5850Kbit" in link.qdisc_stats()
+
+
 def test_outage_schedule_cuts_and_restores_on_time():
     from hiertrain_ros.cli.launch import OutageSchedule, parse_outages
 

@@ -16,9 +16,10 @@ def add_parser(sub) -> None:
                    help="edge graphs: no camera simulator (a real camera publishes the frames)")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
     p.add_argument("--json", default=None, help="write the final report to this file")
-    p.add_argument("--link", default=None, metavar="3g|4g|BITS_PER_S",
+    p.add_argument("--link", default=None, metavar="3g|4g|BITS_PER_S[,RATE@SECONDS...]",
                    help="edge_cloud only, needs root: run the cloud node in a network namespace of its own, "
-                        "behind an emulated uplink of this speed (docs/linkbench.md has the set-up)")
+                        "behind an emulated uplink of this speed (docs/linkbench.md has the set-up); a schedule "
+                        "such as 4g@0,3g@60,1e6@120 changes the rate while running")
     p.add_argument("--outage", action="append", default=[], metavar="START:SECONDS",
                    help="with --link: cut the link START s after the start, for SECONDS (repeatable)")
     p.set_defaults(func=run)
@@ -81,6 +82,7 @@ def run(args) -> int:
     import sys
     import time
 
+    from ..core.runtime import parse_link_schedule
     from ..linkbench.netns import LinkUnavailable
     from ..ros_common import config_file
     from .common import print_adaptation, print_table, write_json
@@ -93,7 +95,8 @@ def run(args) -> int:
             raise ValueError("--outage needs --link")
         if args.link and args.graph != "edge_cloud":
             raise ValueError("--link needs the edge_cloud graph (an edge side and a cloud side)")
-        link = _open_link(args.link) if args.link else None
+        schedule = parse_link_schedule(args.link) if args.link else []
+        link = _open_link(schedule) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
         print(f"hiertrain launch: {exc}", file=sys.stderr)
         return 3 if isinstance(exc, LinkUnavailable) else 2
@@ -123,10 +126,12 @@ def run(args) -> int:
         graph.start()
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
+        rates = RateSchedule(link, schedule, start)
         try:
             while not stop.is_set() and (not args.duration or time.monotonic() - start < args.duration):
                 time.sleep(0.05)
                 cuts.tick(time.monotonic())
+                rates.tick(time.monotonic())
                 dead = [n for n, ok in graph.alive().items() if not ok]
                 if dead:
                     print(f"node(s) exited: {', '.join(dead)}", flush=True)
@@ -139,7 +144,7 @@ def run(args) -> int:
         report["exit_codes"] = codes
         report["duration_s"] = time.monotonic() - start
         if link is not None:
-            report["link"] = _link_report(link, counters0, report["duration_s"], cuts.done)
+            report["link"] = _link_report(link, counters0, report["duration_s"], cuts.done, rates.applied)
     finally:
         if link is not None:
             link.close()
@@ -177,20 +182,44 @@ class OutageSchedule:
             self.pending.pop(0)
 
 
-def _open_link(spec: str):
-    from ..core.runtime import parse_link
+class RateSchedule:
+    """Changes the link's rate at the planned times; ``applied`` holds (seconds after ``t0``, bits/s)."""
+
+    def __init__(self, link, schedule: list[tuple[float, float]], t0: float):
+        self.link, self.t0 = link, t0
+        self.pending = [(t0 + start, rate) for start, rate in schedule[1:]]
+        self.applied = [(0.0, schedule[0][1])] if schedule else []
+
+    def tick(self, now: float) -> None:
+        while self.pending and now >= self.pending[0][0]:
+            _, rate = self.pending.pop(0)
+            self.link.set_rate(rate)
+            self.applied.append((now - self.t0, rate))
+
+
+def _open_link(schedule: list[tuple[float, float]]):
     from ..linkbench.netns import LinkEmulator, tbf_limit_bytes
 
-    rate = parse_link(spec)
-    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1)).open()
+    fastest = max(rate for _, rate in schedule)  # the queue holds 2 s of the fastest rate
+    return LinkEmulator(schedule[0][1], queue_bytes=tbf_limit_bytes(fastest, LARGEST_MESSAGE_BYTES, 1)).open()
 
 
-def _link_report(link, counters0: dict, duration_s: float, outages: list) -> dict:
+def mean_rate_while_up(applied: list, outages: list, duration_s: float) -> float:
+    """Time-weighted rate (bits/s) of the schedule ``applied``, over the time the link was up."""
+    bits = up = 0.0
+    ends = [t for t, _ in applied[1:]] + [duration_s]
+    for (start, rate), end in zip(applied, ends):
+        seconds = end - start - sum(max(0.0, min(end, b) - max(start, a)) for a, b in outages)
+        bits, up = bits + rate * seconds, up + seconds
+    return bits / up if up > 0 else applied[-1][1]
+
+
+def _link_report(link, counters0: dict, duration_s: float, outages: list, applied: list) -> dict:
     sent = link.counters("edge")["tx_bytes"] - counters0["tx_bytes"]
     up_s = duration_s - sum(b - a for a, b in outages)
-    return {"rate_bps": link.rate_bps, "uplink_bytes": sent, "uplink_bps_while_up": sent * 8 / up_s,
-            "utilisation_while_up": sent * 8 / up_s / link.rate_bps, "outages_s": outages,
-            "qdisc": link.qdisc_stats()}
+    rate = mean_rate_while_up(applied, outages, duration_s)
+    return {"rate_bps": rate, "rate_schedule": applied, "uplink_bytes": sent, "uplink_bps_while_up": sent * 8 / up_s,
+            "utilisation_while_up": sent * 8 / up_s / rate, "outages_s": outages, "qdisc": link.qdisc_stats()}
 
 
 def _print_report(report: dict, print_table) -> None:

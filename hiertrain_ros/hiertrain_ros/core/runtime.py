@@ -68,6 +68,25 @@ def parse_link(value) -> float:
     return speed
 
 
+def parse_link_schedule(value: str) -> list[tuple[float, float]]:
+    """``"4g@0,3g@60,1e6@120"`` -> [(0.0, 5.85e6), (60.0, 1.1e6), (120.0, 1e6)]: the rate from each start (s) on.
+
+    A single rate (``"3g"``) is the schedule [(0, rate)].  The first start must be 0; starts increase.
+    """
+    schedule = []
+    for item in value.split(","):
+        rate, at, start = item.partition("@")
+        try:
+            start_s = float(start) if at else 0.0
+        except ValueError:
+            raise ValueError(f"link schedule items are RATE@SECONDS, got {item!r}") from None
+        schedule.append((start_s, parse_link(rate)))
+    starts = [t for t, _ in schedule]
+    if starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ValueError(f"link schedule must start at 0 and go forward in time, got {value!r}")
+    return schedule
+
+
 @dataclass(frozen=True)
 class RuntimeParams:
     """Constants of Eq. 1-5.

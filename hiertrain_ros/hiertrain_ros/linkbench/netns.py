@@ -150,6 +150,16 @@ class LinkEmulator:
         # link down deletes the route, so it is set again each time the link comes up.
         _run(ex + ["ip", "route", "replace", "224.0.0.0/4", "dev", self.ifname[side]])
 
+    def set_rate(self, rate_bps: float) -> None:
+        """Change the shaped edge->cloud rate while running (``tc qdisc change``; the queue stays)."""
+        if not rate_bps > 0:
+            raise ValueError(f"rate_bps must be > 0, got {rate_bps}")
+        _run(self.exec_prefix("edge") + [
+            "tc", "qdisc", "change", "dev", self.ifname["edge"], "root", "tbf",
+            "rate", f"{int(round(rate_bps))}bit", "burst", str(TBF_BURST_BYTES), "limit", str(self.queue_bytes)])
+        self.rate_bps = float(rate_bps)
+        log.info("link rate %.4g bit/s", rate_bps)
+
     def set_link(self, up: bool) -> None:
         """Cut the link (the edge's veth down, both directions dead) or restore it."""
         if up:
