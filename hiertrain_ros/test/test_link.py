@@ -455,7 +455,7 @@ def test_link_rate_schedule_parses_changes_on_time_and_averages_while_up():
     class FakeLink:
         rates = []
 
-        def set_rate(self, rate):
+        def set_rate(self, rate, queue_bytes):
             self.rates.append(rate)
 
     link = FakeLink()
@@ -474,8 +474,10 @@ def test_the_emulated_link_changes_rate_while_running():
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
     with LinkEmulator(1.1e6, queue_bytes=300_000) as link:
-        link.set_rate(5.85e6)
+        link.set_rate(5.85e6, 1_500_000)
         assert link.rate_bps == 5.85e6 and "rate 5850Kbit" in link.qdisc_stats()
+        link.set_rate(1e6)  # the queue stays
+        assert link.queue_bytes == 1_500_000 and "rate 1Mbit" in link.qdisc_stats()
 
 
 def test_outage_schedule_cuts_and_restores_on_time():

@@ -191,17 +191,19 @@ class RateSchedule:
         self.applied = [(0.0, schedule[0][1])] if schedule else []
 
     def tick(self, now: float) -> None:
+        from ..linkbench.netns import tbf_limit_bytes
+
         while self.pending and now >= self.pending[0][0]:
             _, rate = self.pending.pop(0)
-            self.link.set_rate(rate)
+            self.link.set_rate(rate, tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1))  # the queue follows the rate
             self.applied.append((now - self.t0, rate))
 
 
 def _open_link(schedule: list[tuple[float, float]]):
     from ..linkbench.netns import LinkEmulator, tbf_limit_bytes
 
-    fastest = max(rate for _, rate in schedule)  # the queue holds 2 s of the fastest rate
-    return LinkEmulator(schedule[0][1], queue_bytes=tbf_limit_bytes(fastest, LARGEST_MESSAGE_BYTES, 1)).open()
+    rate = schedule[0][1]
+    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1)).open()
 
 
 def mean_rate_while_up(applied: list, outages: list, duration_s: float) -> float:

@@ -150,14 +150,15 @@ class LinkEmulator:
         # link down deletes the route, so it is set again each time the link comes up.
         _run(ex + ["ip", "route", "replace", "224.0.0.0/4", "dev", self.ifname[side]])
 
-    def set_rate(self, rate_bps: float) -> None:
-        """Change the shaped edge->cloud rate while running (``tc qdisc change``; the queue stays)."""
+    def set_rate(self, rate_bps: float, queue_bytes: int | None = None) -> None:
+        """Change the shaped edge->cloud rate (and the queue, if given) while running (``tc qdisc change``)."""
         if not rate_bps > 0:
             raise ValueError(f"rate_bps must be > 0, got {rate_bps}")
+        queue = int(queue_bytes or self.queue_bytes)
         _run(self.exec_prefix("edge") + [
             "tc", "qdisc", "change", "dev", self.ifname["edge"], "root", "tbf",
-            "rate", f"{int(round(rate_bps))}bit", "burst", str(TBF_BURST_BYTES), "limit", str(self.queue_bytes)])
-        self.rate_bps = float(rate_bps)
+            "rate", f"{int(round(rate_bps))}bit", "burst", str(TBF_BURST_BYTES), "limit", str(queue)])
+        self.rate_bps, self.queue_bytes = float(rate_bps), queue
         log.info("link rate %.4g bit/s", rate_bps)
 
     def set_link(self, up: bool) -> None:
