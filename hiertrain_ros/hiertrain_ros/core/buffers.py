@@ -28,16 +28,31 @@ class DropOldestQueue:
             self._cond.notify()
         return evicted
 
+    def _pop(self):
+        """Remove and return the next item (the lock held, the queue not empty)."""
+        return self._items.popleft()
+
     def take(self, n: int) -> list:
-        """Up to ``n`` oldest items (possibly none), without waiting."""
+        """Up to ``n`` next items (possibly none), without waiting."""
         with self._cond:
-            return [self._items.popleft() for _ in range(min(n, len(self._items)))]
+            return [self._pop() for _ in range(min(n, len(self)))]
+
+    def add(self, item):
+        """Append ``item``; returns the item evicted to make room, or None (a FIFO sampler's name for put)."""
+        return self.put(item)
+
+    def draw(self, n: int) -> list | None:
+        """``n`` next items once there are that many, else None."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        with self._cond:
+            return [self._pop() for _ in range(n)] if len(self) >= n else None
 
     def wait(self, timeout: float) -> bool:
         with self._cond:
-            if not self._items:
+            if not len(self):
                 self._cond.wait(timeout)
-            return bool(self._items)
+            return bool(len(self))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -47,7 +62,7 @@ class DropOldestQueue:
         return self._maxlen
 
 
-class FairQueue:
+class FairQueue(DropOldestQueue):
     """Thread-safe bounded queue shared by several sources, none of which can crowd out the others.
 
     Each source (``key(item)``, e.g. a robot id) has a FIFO of its own.
@@ -57,29 +72,25 @@ class FairQueue:
       each source with items earns ``quantum`` of cost per round and spends ``cost(item)`` per item.  A source
       sending batches 16 times larger is served 16 times less often, so none claims more than an equal share of
       the work while others wait.  ``quantum`` should be at least the largest cost, or such an item waits rounds.
-    Same interface as :class:`DropOldestQueue` (and ``add``/``draw`` of a FIFO sampler).
     """
 
     def __init__(self, maxlen: int, key, cost=lambda item: 1, quantum: float = 1):
-        if maxlen < 1:
-            raise ValueError(f"maxlen must be >= 1, got {maxlen}")
+        super().__init__(maxlen)
         if not quantum > 0:
             raise ValueError(f"quantum must be > 0, got {quantum}")
         self._queues: dict = {}  # source -> deque of items; a source with none is removed
         self._cost_held: dict = {}  # source -> total cost of its items
         self._deficit: dict = {}  # source -> cost it may still spend this round
         self._round: deque = deque()  # sources with items, in service order
-        self._maxlen, self._key, self._cost, self._quantum = maxlen, key, cost, quantum
+        self._key, self._cost, self._quantum = key, cost, quantum
         self._len = 0
-        self._cond = threading.Condition()
-        self.dropped = 0
 
     def put(self, item):
         """Append ``item``; returns the item evicted to make room, or None."""
         evicted = None
         with self._cond:
             if self._len >= self._maxlen:
-                evicted = self._pop(max(self._cost_held, key=self._cost_held.get))
+                evicted = self._pop_from(max(self._cost_held, key=self._cost_held.get))
                 self.dropped += 1
             source = self._key(item)
             if source not in self._queues:
@@ -91,7 +102,7 @@ class FairQueue:
             self._cond.notify()
         return evicted
 
-    def _pop(self, source):
+    def _pop_from(self, source):
         """Remove and return the oldest item of ``source`` (the lock held)."""
         queue = self._queues[source]
         item = queue.popleft()
@@ -102,44 +113,19 @@ class FairQueue:
             self._round.remove(source)
         return item
 
-    def _next(self):
+    def _pop(self):
         """Remove and return the next item in deficit-round-robin order (the lock held, the queue not empty)."""
         while True:
             source = self._round[0]
             cost = self._cost(self._queues[source][0])
             if self._deficit[source] >= cost:
                 self._deficit[source] -= cost
-                return self._pop(source)
+                return self._pop_from(source)
             self._deficit[source] += self._quantum
             self._round.rotate(-1)
 
-    def take(self, n: int) -> list:
-        """Up to ``n`` items (possibly none), without waiting."""
-        with self._cond:
-            return [self._next() for _ in range(min(n, self._len))]
-
-    def add(self, item):
-        return self.put(item)
-
-    def draw(self, n: int) -> list | None:
-        """``n`` items once there are that many, else None."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        with self._cond:
-            return [self._next() for _ in range(n)] if self._len >= n else None
-
-    def wait(self, timeout: float) -> bool:
-        with self._cond:
-            if not self._len:
-                self._cond.wait(timeout)
-            return bool(self._len)
-
     def __len__(self) -> int:
         return self._len
-
-    @property
-    def maxlen(self) -> int:
-        return self._maxlen
 
 
 class LabelMatcher:

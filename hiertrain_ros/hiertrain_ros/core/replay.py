@@ -55,20 +55,8 @@ class Sampler(ABC):
 class FifoSampler(DropOldestQueue, Sampler):
     """Each item once, oldest first, as soon as ``n`` are there.
 
-    Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).
+    Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).  ``add`` and ``draw`` are the queue's.
     """
-
-    def add(self, item):
-        """Append ``item``; returns the item evicted to make room, or None."""
-        return self.put(item)
-
-    def draw(self, n: int) -> list | None:
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        with self._cond:
-            if len(self._items) < n:
-                return None
-            return [self._items.popleft() for _ in range(n)]
 
 
 def tensor_bytes(item) -> int:
