@@ -480,6 +480,63 @@ def test_the_emulated_link_changes_rate_while_running():
         assert link.queue_bytes == 1_500_000 and "rate 1Mbit" in link.qdisc_stats()
 
 
+_SERVER = """
+import socket, sys
+s = socket.create_server((sys.argv[1], 5599))
+print("ready", flush=True)
+c, _ = s.accept()
+while c.recv(65536):
+    pass
+c.sendall(b"ok")
+"""
+_CLIENT = """
+import socket, sys, time
+c = socket.create_connection((sys.argv[1], 5599))
+t = time.monotonic()
+c.sendall(bytes(int(sys.argv[2])))
+c.shutdown(socket.SHUT_WR)
+c.recv(2)
+print(int(sys.argv[2]) * 8 / (time.monotonic() - t))
+"""
+
+
+def _goodput(mesh, src: str, dst: str, nbytes: int) -> float:
+    """Bits/s of one TCP transfer from ``src`` to ``dst`` over their own link."""
+    import subprocess
+    import sys
+
+    address = mesh.address(dst, src)
+    server = subprocess.Popen(mesh.exec_prefix(dst) + [sys.executable, "-c", _SERVER, address],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        client = subprocess.run(mesh.exec_prefix(src) + [sys.executable, "-c", _CLIENT, address, str(nbytes)],
+                                capture_output=True, text=True, timeout=60)
+        assert client.returncode == 0, client.stderr
+        return float(client.stdout)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_the_three_party_mesh_gives_each_pair_its_own_rate():
+    from hiertrain_ros.linkbench.netns import MeshEmulator, unavailable_reason
+
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"link emulation unavailable: {reason}")
+    rates = {("device", "edge"): 4e6, ("edge", "cloud"): 1e6, ("device", "cloud"): 2e6}
+    with MeshEmulator(rates) as mesh:
+        for (a, b), rate in rates.items():
+            for src, dst in ((a, b), (b, a)):  # shaped both ways: gradients come back over the links
+                got = _goodput(mesh, src, dst, int(rate / 8 * 1.5))  # 1.5 s of the link
+                assert 0.6 * rate < got < 1.05 * rate, (src, dst, got, rate)
+        mesh.set_rate("cloud", "edge", 2e6)
+        assert 1.2e6 < _goodput(mesh, "edge", "cloud", 375_000) < 2.1e6
+    with pytest.raises(ValueError, match="rate"):
+        MeshEmulator({("device", "edge"): 1e6})
+
+
 def test_outage_schedule_cuts_and_restores_on_time():
     from hiertrain_ros.cli.launch import OutageSchedule, parse_outages
 

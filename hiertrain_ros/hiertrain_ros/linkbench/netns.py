@@ -1,6 +1,7 @@
-"""An emulated edge->cloud link.
+"""An emulated edge->cloud link, and a three-party mesh (device, edge, cloud) for HierTrain.
 
-Two network namespaces, a veth pair, a tbf shaper, and a cgroup-v1 CPU quota for the edge process.
+Two network namespaces, a veth pair, a tbf shaper, and a cgroup-v1 CPU quota for the edge process; or three
+namespaces joined pairwise (:class:`MeshEmulator`).
 
 Everything is named with a per-process prefix and lives only inside the two
 namespaces (the /30 is assigned there, never on the host); :meth:`LinkEmulator.close`
@@ -199,3 +200,91 @@ class LinkEmulator:
     def qdisc_stats(self) -> str:
         return _run(self.exec_prefix("edge") + ["tc", "-s", "qdisc", "show", "dev", self.ifname["edge"]],
                     check=False).stdout.strip()
+
+
+class MeshEmulator:
+    """Three namespaces ``<prefix>-device``, ``-edge`` and ``-cloud``, each pair joined by a veth pair shaped both ways.
+
+    HierTrain's three workers (issue 16): device-edge, edge-cloud and device-cloud each get their own rate, the
+    same in both directions (gradients come back over the links).  Each pair has a /30 of its own, assigned only
+    inside the namespaces; :meth:`address` is where ``side`` is reached from ``peer``.
+    """
+
+    SIDES = ("device", "edge", "cloud")
+    PAIRS = (("device", "edge"), ("edge", "cloud"), ("device", "cloud"))
+
+    def __init__(self, rates_bps: dict[tuple[str, str], float], *, queue_s: float = 2.0, prefix: str | None = None):
+        if set(rates_bps) != set(self.PAIRS) or not all(r > 0 for r in rates_bps.values()):
+            raise ValueError(f"need a rate > 0 bits/s for each of {self.PAIRS}, got {rates_bps}")
+        pid = os.getpid()
+        self.prefix = prefix or f"hm{pid}"
+        self.rates = {pair: float(rate) for pair, rate in rates_bps.items()}
+        self.queue_s = queue_s
+        self.ns = {side: f"{self.prefix}-{side}" for side in self.SIDES}
+        third = pid % 250 + 1
+        self._if: dict[tuple[str, str], str] = {}  # (side, peer) -> the interface in side's namespace
+        self._addr: dict[tuple[str, str], str] = {}  # (side, peer) -> side's address on that pair
+        for k, (a, b) in enumerate(self.PAIRS):
+            for side, peer, host in ((a, b, 1), (b, a, 2)):
+                self._if[(side, peer)] = f"hm{pid}{side[0]}{peer[0]}"[:15]
+                self._addr[(side, peer)] = f"10.232.{third}.{4 * k + host}"
+        self._created: list[str] = []
+
+    def open(self) -> "MeshEmulator":
+        reason = unavailable_reason()
+        if reason:
+            raise LinkUnavailable(f"link emulation unavailable: {reason}")
+        try:
+            for side in self.SIDES:
+                _run(["ip", "netns", "add", self.ns[side]])
+                self._created.append(self.ns[side])
+                _run(self.exec_prefix(side) + ["ip", "link", "set", "lo", "up"])
+            for a, b in self.PAIRS:
+                _run(["ip", "link", "add", self._if[(a, b)], "netns", self.ns[a], "type", "veth",
+                      "peer", "name", self._if[(b, a)], "netns", self.ns[b]])
+                for side, peer in ((a, b), (b, a)):
+                    ex = self.exec_prefix(side)
+                    _run(ex + ["ip", "addr", "add", f"{self._addr[(side, peer)]}/30", "dev", self._if[(side, peer)]])
+                    _run(ex + ["ip", "link", "set", self._if[(side, peer)], "up"])
+                    self._shape(side, peer, "add")
+        except BaseException:
+            self.close()
+            raise
+        log.info("mesh %s: %s bit/s", self.prefix, {f"{a}-{b}": r for (a, b), r in self.rates.items()})
+        return self
+
+    def _pair(self, a: str, b: str) -> tuple[str, str]:
+        return (a, b) if (a, b) in self.rates else (b, a)
+
+    def _shape(self, side: str, peer: str, verb: str) -> None:
+        rate = self.rates[self._pair(side, peer)]
+        limit = int(max(rate / 8 * self.queue_s, 65536))
+        _run(self.exec_prefix(side) + ["tc", "qdisc", verb, "dev", self._if[(side, peer)], "root", "tbf",
+                                       "rate", f"{int(round(rate))}bit", "burst", str(TBF_BURST_BYTES),
+                                       "limit", str(limit)])
+
+    def close(self) -> None:
+        for ns in reversed(self._created):
+            _run(["ip", "netns", "del", ns], check=False)  # deletes the veth pairs with them
+        self._created.clear()
+
+    def __enter__(self) -> "MeshEmulator":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def exec_prefix(self, side: str) -> list[str]:
+        return ["ip", "netns", "exec", self.ns[side]]
+
+    def address(self, side: str, peer: str) -> str:
+        """Return the address at which ``peer`` reaches ``side`` (over their own link)."""
+        return self._addr[(side, peer)]
+
+    def set_rate(self, a: str, b: str, rate_bps: float) -> None:
+        """Change the rate of the a-b link, both directions, while running."""
+        if not rate_bps > 0:
+            raise ValueError(f"rate_bps must be > 0, got {rate_bps}")
+        self.rates[self._pair(a, b)] = float(rate_bps)
+        for side, peer in ((a, b), (b, a)):
+            self._shape(side, peer, "change")
