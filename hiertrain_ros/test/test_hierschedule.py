@@ -109,3 +109,18 @@ def test_measured_profile_feeds_the_scheduler():
     assert 0 < schedule(p).time_s <= min(all_on(p, role).time_s for role in ROLES)
     with pytest.raises(ValueError, match="another model"):
         problem_from_profiles({**roles, "edge": {**profile, "width": 0.5}}, Links(5e6, 1.5e6), 16)
+
+
+def test_split_forward_times_from_two_profiles_feed_the_epoch_estimate():
+    from hiertrain_ros.core.hierschedule import split_forward_times
+
+    def profile(*forward, width=0.25):
+        return {"arch": "vgg16", "width": width, "layers": [{"forward_s": f} for f in forward]}
+
+    edge, cloud = profile(1.0, 2.0, 3.0), profile(0.1, 0.2, 0.3)
+    assert split_forward_times(edge, cloud, 1, batch_size=10) == pytest.approx((10.0, 5.0, 6.0))
+    assert split_forward_times(edge, cloud, 2, batch_size=10) == pytest.approx((30.0, 3.0, 6.0))
+    with pytest.raises(ValueError, match="different models"):
+        split_forward_times(edge, profile(1.0, 2.0, 3.0, width=0.5), 1, 10)
+    with pytest.raises(ValueError, match="split_point"):
+        split_forward_times(edge, cloud, 3, 10)

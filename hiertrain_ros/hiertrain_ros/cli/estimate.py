@@ -13,6 +13,10 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=50000, help="samples per epoch (CIFAR-10: 50000)")
     p.add_argument("--batch-size", type=int, default=32)
     add_runtime_arguments(p)
+    p.add_argument("--edge-profile", metavar="FILE", help="the edge device's measured profile "
+                   "(hiertrain profile --measure --json FILE, run there); with --cloud-profile, replaces the "
+                   "FLOPS ratio and the timing here")
+    p.add_argument("--cloud-profile", metavar="FILE", help="the cloud's measured profile")
     p.add_argument("--json", default=None, help="write the estimates to this file")
     p.set_defaults(func=run)
 
@@ -40,6 +44,23 @@ def runtime_params(args, s_net: float):
                          s_cloud=args.cloud_flops or PAPER_CLOUD_FLOPS, s_net=s_net)
 
 
+def _profiles(args) -> tuple[dict, dict] | None:
+    """Return the (edge, cloud) profiles given, checked against the model options; None when there are none."""
+    import json
+    from pathlib import Path
+
+    if not (args.edge_profile or args.cloud_profile):
+        return None
+    if not (args.edge_profile and args.cloud_profile):
+        raise ValueError("--edge-profile and --cloud-profile go together")
+    profiles = tuple(json.loads(Path(f).read_text()) for f in (args.edge_profile, args.cloud_profile))
+    for name, profile in zip(("edge", "cloud"), profiles):
+        if (profile["arch"], profile["width"]) != (args.model, args.width):
+            raise ValueError(f"the {name} profile is of {profile['arch']} width {profile['width']}, "
+                             f"not {args.model} width {args.width}")
+    return profiles
+
+
 def parse_positions(value: str, arch: str) -> list[int]:
     from ..core.archs import positions
 
@@ -58,6 +79,7 @@ def parse_positions(value: str, arch: str) -> list[int]:
 
 def run(args) -> int:
     from ..core.models import build_model
+    from ..core.hierschedule import split_forward_times
     from ..core.runtime import estimate_epoch, measure_forward_times, parse_link
     from .common import print_table, spec_from_args, write_json
 
@@ -65,15 +87,19 @@ def run(args) -> int:
     params = runtime_params(args, s_net)
     chosen = parse_positions(args.position, args.model)
     model = build_model(args.model, num_classes=args.num_classes, width=args.width)
+    profiles = _profiles(args)
     rows, results, t_full = [], [], None
     for position in chosen:
         spec = spec_from_args(args, split_point=position)
-        t_edge, t_cloud, measured_full = measure_forward_times(
-            spec, args.batch_size, args.reps, args.device, model=model, include_full=t_full is None,
-            warmup=args.warmup)
-        t_full = t_full if measured_full is None else measured_full  # the full network is timed once
-        est = estimate_epoch(spec, args.samples, args.batch_size, params, (t_edge, t_cloud, t_full),
-                             args.edge_speed_ratio, model=model)
+        if profiles:
+            times, ratio = split_forward_times(*profiles, position, args.batch_size), 1.0
+        else:
+            t_edge, t_cloud, measured_full = measure_forward_times(
+                spec, args.batch_size, args.reps, args.device, model=model, include_full=t_full is None,
+                warmup=args.warmup)
+            t_full = t_full if measured_full is None else measured_full  # the full network is timed once
+            times, ratio = (t_edge, t_cloud, t_full), args.edge_speed_ratio
+        est = estimate_epoch(spec, args.samples, args.batch_size, params, times, ratio, model=model)
         results.append(est)
         rows.append({"pos": position, "edge_params": est["edge_params"],
                      "bits/sample": round(est["payload_bits_per_sample"], 1),
@@ -81,9 +107,11 @@ def run(args) -> int:
                      "cloud_fwd": est["t_cloud_fwd"], "cloud_bwd": est["t_cloud_bwd"],
                      "T_hier_s": est["T_hier"], "T_full_s": est["T_full"], "hier/full": est["ratio"],
                      "pipelined_T_hier_s": est["T_hier_pipelined"], "pipelined_T_full_s": est["T_full_pipelined"]})
+    speeds = (f"edge and cloud from the profiles {args.edge_profile} and {args.cloud_profile}" if profiles else
+              f"the paper's hardware as a preset: this machine as the cloud, the edge "
+              f"x{results[0]['edge_speed_ratio']:.4g} slower")
     print(f"# {args.model} width {args.width:g}, {args.samples} samples, batch {args.batch_size}, "
-          f"link {s_net:g} bit/s, alpha {params.alpha:g}, beta {params.beta:g}, "
-          f"edge x{results[0]['edge_speed_ratio']:.4g} slower than this machine; times in s per epoch")
+          f"link {s_net:g} bit/s, alpha {params.alpha:g}, beta {params.beta:g}, {speeds}; times in s per epoch")
     print_table(rows)
     write_json(args.json, {"model": args.model, "width": args.width, "link": args.link, "s_net": s_net,
                            "samples": args.samples, "batch_size": args.batch_size, "estimates": results})

@@ -17,6 +17,9 @@ def add_parser(sub) -> None:
     add_model_options(p, skip=("split_point",))
     p.add_argument("--position", default="all", help="separation position N (paper numbering) or 'all'")
     p.add_argument("--batch-size", type=int, default=32, help="samples sharing one 32-bit scale")
+    p.add_argument("--measure", action="store_true",
+                   help="time forward, backward and update per layer (between positions) on this machine instead; "
+                        "--json writes the profile that estimate and schedule read")
     p.add_argument("--json", default=None, help="write the table to this file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write Figs 5-7 style PNGs into DIR")
     p.set_defaults(func=run)
@@ -35,6 +38,17 @@ def run(args) -> int:
     from ..core.costs import cost_table
     from .common import print_table, write_json
 
+    if args.measure:
+        from ..core.hierschedule import profile_layers
+
+        profile = profile_layers(args.model, width=args.width, num_classes=args.num_classes,
+                                 batch_size=args.batch_size)
+        print_table([{"layer": layer["name"], "forward_ms/sample": 1e3 * layer["forward_s"],
+                      "backward_ms/sample": 1e3 * layer["backward_s"], "update_ms": 1e3 * layer["update_s"],
+                      "output_bits": layer["output_bits"], "param_bits": layer["param_bits"]}
+                     for layer in profile["layers"]])
+        write_json(args.json, profile)
+        return 0
     rows = cost_table(args.model, positions=_positions(args.position), bits=args.bits,
                       budget_bits=args.budget_bits, width=args.width, num_classes=args.num_classes,
                       batch_size=args.batch_size)

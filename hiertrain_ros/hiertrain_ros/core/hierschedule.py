@@ -298,3 +298,22 @@ def problem_from_profiles(profiles: Mapping[str, dict], links: Links, batch: int
     layers = {role: [Layer(lay["forward_s"], lay["backward_s"], lay["update_s"]) for lay in profile["layers"]]
               for role, profile in profiles.items()}
     return Problem(layers, sizes, links, batch)
+
+
+def split_forward_times(edge: dict, cloud: dict, split_point: int, batch_size: int) -> tuple[float, float, float]:
+    """Seconds per batch of (edge part, cloud part, whole model) forward from two measured profiles.
+
+    The edge part is layers 1..split_point on the edge's profile, the cloud part the rest and the whole model all
+    layers on the cloud's: the ``forward_times`` of :func:`core.runtime.estimate_epoch` (with an edge speed ratio
+    of 1, since the edge's own times are given).  The edge's compression convolution and exit are not in a
+    profile's layers: the edge time is short by their share.
+    """
+    if (edge["arch"], edge["width"], len(edge["layers"])) != (cloud["arch"], cloud["width"], len(cloud["layers"])):
+        raise ValueError("the edge and cloud profiles are of different models")
+    if not 1 <= split_point < len(edge["layers"]):
+        raise ValueError(f"split_point must be in 1..{len(edge['layers']) - 1}, got {split_point}")
+
+    def forward(profile, first, last):
+        return batch_size * sum(layer["forward_s"] for layer in profile["layers"][first:last])
+
+    return forward(edge, 0, split_point), forward(cloud, split_point, None), forward(cloud, 0, None)
