@@ -124,3 +124,31 @@ def test_split_forward_times_from_two_profiles_feed_the_epoch_estimate():
         split_forward_times(edge, profile(1.0, 2.0, 3.0, width=0.5), 1, 10)
     with pytest.raises(ValueError, match="split_point"):
         split_forward_times(edge, cloud, 3, 10)
+
+
+def test_cli_schedule_and_estimate_read_profile_files(tmp_path, capsys):
+    import json
+
+    from hiertrain_ros import cli
+
+    def profile(slowdown):
+        layers = [{"name": f"layer {i}", "forward_s": 1e-4 * slowdown, "backward_s": 2e-4 * slowdown,
+                   "update_s": 1e-3 * slowdown, "output_bits": 32.0 * 4096 / i, "param_bits": 32.0 * 1e4 * i}
+                  for i in range(1, 14)]
+        return {"arch": "vgg16", "width": 0.25, "num_classes": 10, "batch_size": 32, "sample_bits": 24576.0,
+                "layers": layers}
+
+    files = {}
+    for role, slowdown in (("device", 10), ("edge", 3), ("cloud", 1)):
+        files[role] = tmp_path / f"{role}.json"
+        files[role].write_text(json.dumps(profile(slowdown)))
+    out = tmp_path / "schedule.json"
+    assert cli.main(["schedule", *(f"--{r}={f}" for r, f in files.items()), "--bw-ec", "2e5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["per_iteration_s"]["HierTrain"] <= min(t for k, t in result["per_iteration_s"].items()
+                                                         if k.startswith("All-")) + 1e-9
+    assert "worker_o=" in capsys.readouterr().out
+    assert cli.main(["estimate", "--width", "0.25", "--position", "3", "--edge-profile", str(files["edge"]),
+                     "--cloud-profile", str(files["cloud"])]) == 0
+    assert "from the profiles" in capsys.readouterr().out
+    assert cli.main(["estimate", "--width", "0.25", "--position", "3", "--edge-profile", str(files["edge"])]) == 2
