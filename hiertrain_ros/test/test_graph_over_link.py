@@ -52,10 +52,11 @@ def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, r
     assert len(link["outages_s"]) == 1 and link["outages_s"][0][1] - link["outages_s"][0][0] >= cut_s - 0.1
     # The fallback answered during the cut, the cloud outside it; the output never went quiet.
     assert report["output_from_edge"] > 0 and report["output_from_cloud"] > 0, context
-    # Not the 0.3 s + one frame of test_outage.py: in 1 of 14 runs here, the output went quiet
-    # for 0.5 s about 2 s after the link came back, while the edge flushed its store.  The cause
-    # is not understood yet (see the README); this bound catches anything worse.
-    assert report["max_output_gap_s"] <= 0.6, context
+    # Issue 15's target: detection (0.25 s) plus a frame at 20 Hz, with margin.  The 0.5 s silences
+    # seen before came from the edge's UDP send buffer (fastdds_link.xml) and from Fast DDS shared
+    # memory (no longer used); in 20 fresh-clone runs since, the longest was 0.33 s (0.27 s when
+    # nothing else ran on the machine).
+    assert report["max_output_gap_s"] <= 0.35, context
     # Every batch trained by the cloud, once, except the last few still on their way at the stop
     # (stored batches go first, so after a long cut the newest wait a little longer).
     assert batches["edge"] > 20 and batches["cloud_trained_twice"] == 0, context
