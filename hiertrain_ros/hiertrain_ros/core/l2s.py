@@ -37,8 +37,11 @@ class SplitPolicy:
     def choose(self, t: int) -> Hashable:
         raise NotImplementedError
 
-    def observe(self, arm: Hashable, cost: float) -> None:
-        """Record the measured cost of the round that used ``arm`` (default: nothing to learn)."""
+    def observe(self, arm: Hashable, cost: float, offloaded: float | None = None) -> None:
+        """Record the measured cost of the round that used ``arm``, and of its offloaded part if measured.
+
+        The default learns nothing.
+        """
 
 
 class FixedPolicy(SplitPolicy):
@@ -201,9 +204,6 @@ def run_rounds(policy: SplitPolicy, rounds: int, cost: Callable[[int, Hashable],
         arm = policy.choose(t)
         total, offloaded = cost(t, arm)
         scale = 1 + noise * rng.standard_normal() if noise else 1.0
-        if isinstance(policy, LinUCBE):
-            policy.observe(arm, total * scale, offloaded * scale)
-        else:
-            policy.observe(arm, total * scale)
+        policy.observe(arm, total * scale, offloaded * scale)
         history.append((arm, total))
     return history
