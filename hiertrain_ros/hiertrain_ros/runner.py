@@ -290,7 +290,7 @@ class Monitor(Node):
         # length), the first 50; the edge's own answers tell a stalled edge from a stalled fallback.
         for key, t in (("output", times), ("edge", edge_times)):
             gaps = [(a, b - a) for a, b in zip(t, t[1:])]
-            result[f"max_{key}_gap_s"] = longest_gap(t)[0]
+            result[f"max_{key}_gap_s"] = max((g for _, g in gaps), default=0.0)
             result[f"{key}_gaps_over_0.3s"] = [(round(a - self.started, 3), round(g, 3))
                                                for a, g in gaps if g > 0.3][:50]
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
