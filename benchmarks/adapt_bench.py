@@ -183,6 +183,7 @@ def final_hierarchical(edge, cloud, held_out) -> dict:
 def run_nodes(mode: str, spec: SplitSpec, bag: Path, held_out, args, start: Path, seed: int, work: Path) -> dict:
     run = f"{bag.name.removeprefix('bag-')}-{mode}"  # scenario-seed-mode
     ckpt, report, logs = work / f"ckpt-{run}", work / f"replay-{run}.json", work / f"logs-{run}"
+    answers = work / f"answers-{run}.json"  # every frame's answers, for a look at the arbiter afterwards
     # Each run starts from the trained start: a checkpoint left in checkpoint_dir would win (nodes resume).
     shutil.rmtree(ckpt, ignore_errors=True)
     report.unlink(missing_ok=True)
@@ -195,7 +196,7 @@ def run_nodes(mode: str, spec: SplitSpec, bag: Path, held_out, args, start: Path
                  f"edge_node.replay_ratio={args.ratio}", f"cloud_node.latent_replay_mb={args.latent_mb}",
                  f"cloud_node.latent_ratio={args.ratio}", f"cloud_node.latent_staleness={args.latent_staleness}"]
     cmd = [sys.executable, "-m", "hiertrain_ros.cli", "replay", str(bag), "--seed", str(seed), "--json", str(report),
-           "--log-dir", str(logs)] + [a for s in sets for a in ("--set", s)]
+           "--log-dir", str(logs), "--answers", str(answers)] + [a for s in sets for a in ("--set", s)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if not report.exists():
         raise RuntimeError(f"{mode} seed {seed}: hiertrain replay wrote no report (exit {proc.returncode}):\n"

@@ -68,7 +68,7 @@ def main() -> None:
     edge = report["node_status"].get("edge_node", {})
     latencies = {}
     for key in ("edge", "cloud", "output"):
-        values = np.array([lat for _, _, lat in mon.predictions[key].values()])
+        values = np.array([answer[2] for answer in mon.predictions[key].values()])
         if values.size:
             latencies[key] = {"p50_ms": float(np.percentile(values, 50) * 1e3),
                               "p99_ms": float(np.percentile(values, 99) * 1e3), "n": int(values.size)}

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from rosbags.interfaces import MessageDefinitionFormat
 from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer, WriterError
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
@@ -35,6 +36,7 @@ TOPIC_LABELS = "/hiertrain/labels"
 TOPIC_TRUTH = "/hiertrain/eval/truth"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 LABEL_TYPE = "hiertrain_interfaces/msg/Label"
+AUTH_TYPE = "hiertrain_interfaces/msg/Auth"
 # Types published with sensor-data QoS (best effort); everything else goes reliable.
 SENSOR_TYPES = {IMAGE_TYPE, "sensor_msgs/msg/CompressedImage", "sensor_msgs/msg/PointCloud2",
                 "sensor_msgs/msg/LaserScan", "sensor_msgs/msg/Imu"}
@@ -239,7 +241,8 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
     store = typestore()
     Image, Header, Time = (store.types[n] for n in (IMAGE_TYPE, "std_msgs/msg/Header",
                                                     "builtin_interfaces/msg/Time"))
-    Label = store.types[LABEL_TYPE]
+    Label, Auth = store.types[LABEL_TYPE], store.types[AUTH_TYPE]
+    unsigned = Auth(sender="", nonce=np.empty(0, np.uint8), counter=0, mac=np.empty(0, np.uint8))  # players sign
     start = time.time_ns() if start_ns is None else int(start_ns)
     period = 1e9 / rate_hz
     frames = scenario_frames(data, subset, holdout_every, seed, scenario)  # bad input fails before the bag exists
@@ -260,7 +263,8 @@ def make_bag(out: str | Path, data: str = "fashion-mnist", subset: int = 1000, r
                           is_bigendian=0, step=w * 3,
                           data=np.ascontiguousarray(frame, dtype=np.uint8).reshape(-1))
             writer.write(TOPIC_IMAGE, t, store.serialize_cdr(image, IMAGE_TYPE))
-            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label, segment=segment)
+            label_msg = Label(header=Header(stamp=stamp, frame_id=""), class_id=label, segment=segment,
+                              auth=unsigned)
             writer.write(TOPIC_TRUTH if held else TOPIC_LABELS, t + label_delay_ns,
                          store.serialize_cdr(label_msg, LABEL_TYPE))
             n += 1
@@ -322,6 +326,35 @@ def deserialize(raw: bytes | memoryview, msgtype: str):
     with _store_lock:
         ensure_type(store, msgtype)
     return store.deserialize_cdr(raw, msgtype)
+
+
+def label_decoders(path: str | Path) -> dict:
+    """Topic -> function of raw CDR -> (stamp ns, class_id, segment), for each of the bag's Label topics.
+
+    Each reads with the bag's own definition of the type when the bag holds one: a bag written before a field was
+    added to ``Label.msg`` (``segment``, ``auth``) still plays; the player re-encodes (and signs) what it reads.
+    """
+    out = {}
+    with open_bag(path) as reader:
+        for conn in reader.connections:
+            if conn.msgtype != LABEL_TYPE or conn.topic in out:
+                continue
+            store = typestore()
+            if conn.msgdef.format == MessageDefinitionFormat.MSG and conn.msgdef.data:
+                store = get_typestore(Stores.EMPTY)
+                try:
+                    store.register(get_types_from_msg(conn.msgdef.data, conn.msgtype))
+                except Exception as exc:  # rosbags raises several kinds for a definition it cannot parse
+                    raise ValueError(f"{path}: cannot read the definition of {conn.msgtype} on {conn.topic}: "
+                                     f"{_one_line(exc)}") from None
+
+            def decode(raw, store=store):
+                msg = store.deserialize_cdr(raw, LABEL_TYPE)
+                return (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, int(msg.class_id),
+                        int(getattr(msg, "segment", 0)))
+
+            out[conn.topic] = decode
+    return out
 
 
 def bag_topics(path: str | Path) -> dict[str, str]:

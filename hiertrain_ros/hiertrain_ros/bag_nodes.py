@@ -35,10 +35,12 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
-from . import bag_files
+from builtin_interfaces.msg import Time
+
+from . import bag_files, conversions
 from .bag_files import TOPIC_IMAGE, TOPIC_LABELS
 from .ros_common import (BEST_EFFORT_RECORD_QOS, BEST_EFFORT_WATCH_QOS, CAMERA_QOS, PLAY_QOS, RECORD_QOS, TOPICS,
-                         StopFlag)
+                         MessageAuth, Rejections, StopFlag)
 
 # Fast DDS's default shared-memory segment (512 KiB) cannot carry a 640x480 rgb8 frame
 # (921,654 bytes): such a sample goes over UDP in 64 KiB fragments, and with best effort a
@@ -173,10 +175,12 @@ class Player(Node):
     """Publishes a bag's messages (raw CDR) on their topics; see the module doc for lockstep."""
 
     def __init__(self, path, *, topics=None, remap: dict | None = None, lockstep: bool = False,
-                 name: str = "hiertrain_player"):
+                 name: str = "hiertrain_player", key_file: str = ""):
         """``remap`` plays a bag topic under another name ({bag topic: topic}), as ``ros2 bag play --remap`` does.
 
-        ``pubs``, ``published`` and the lockstep protocol use the played names.
+        ``pubs``, ``published`` and the lockstep protocol use the played names.  Labels are re-encoded with this
+        package's current ``Label`` (a bag from before a field was added still plays) and, with ``key_file``,
+        signed as the camera would sign them.
         """
         super().__init__(name)
         self.path = Path(path)
@@ -199,6 +203,9 @@ class Player(Node):
         self.pubs = {self.played_as[t]: self.create_publisher(message_class(ty), self.played_as[t], play_qos(ty))
                      for t, ty in self.types.items()}
         self.published: Counter = Counter()
+        self._labels = {self.played_as[t]: decode for t, decode in bag_files.label_decoders(self.path).items()
+                        if t in self.types}
+        self.auth = MessageAuth(self, key_file, name, Rejections(self)) if TOPIC_LABELS in self._labels else None
         self.lockstep = lockstep
         self._cond = threading.Condition()
         self.consumed = 0
@@ -302,6 +309,18 @@ class Player(Node):
             self.destroy_client(client)
 
     # -- playing ----------------------------------------------------------------------------------
+    def _outgoing(self, topic: str, raw: bytes):
+        """Return what to publish on ``topic`` (its played name) for a bag message: its bytes, or a label re-made."""
+        decode = self._labels.get(topic)
+        if decode is None:
+            return raw
+        try:
+            stamp, class_id, segment = decode(raw)
+        except Exception as exc:  # rosbags' CDR decoder raises several kinds on a malformed message
+            raise ValueError(f"{self.path}: a malformed label on {topic}: {exc}") from None
+        msg = conversions.label_msg(Time(sec=stamp // 1_000_000_000, nanosec=stamp % 1_000_000_000), class_id, segment)
+        return self.auth.sign("labels", msg) if topic == TOPIC_LABELS else msg
+
     def wait_acked(self, timeout: float) -> list[str]:
         """Wait up to ``timeout`` s until every matched reader acknowledged the reliable topics; returns the rest.
 
@@ -338,7 +357,7 @@ class Player(Node):
                     delay = t0 + (timestamp - first) / 1e9 / rate - time.monotonic()
                     if delay > 0:
                         time.sleep(delay)
-                self.pubs[topic].publish(bytes(raw))
+                self.pubs[topic].publish(self._outgoing(topic, bytes(raw)))
                 self.published[topic] += 1
             passes += 1
             if not loop or (stop is not None and stop.is_set()):
@@ -403,7 +422,7 @@ class Player(Node):
         sent_frames: set[int] = set()
 
         def send_label(raw) -> None:
-            self.pubs[TOPIC_LABELS].publish(raw)
+            self.pubs[TOPIC_LABELS].publish(self._outgoing(TOPIC_LABELS, raw))
             self.published[TOPIC_LABELS] += 1
             self.labels_sent += 1
             if self.labels_sent % batch_size == 0:
@@ -446,7 +465,7 @@ class Player(Node):
                 else:
                     pending[stamp].append(raw)
             else:
-                self.pubs[topic].publish(raw)
+                self.pubs[topic].publish(self._outgoing(topic, raw))
                 self.published[topic] += 1
         for labels in pending.values():  # labels of frames the bag does not hold
             for label in labels:

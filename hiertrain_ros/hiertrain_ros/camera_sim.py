@@ -17,7 +17,7 @@ from .core.config import CameraConfig
 from .core.data import load_dataset
 from .core.frames import resize_nearest
 from .core.scenarios import load_scenario, plain, stream
-from .ros_common import CAMERA_QOS, RECORD_QOS, TOPICS, declare_config, run_node
+from .ros_common import CAMERA_QOS, RECORD_QOS, TOPICS, MessageAuth, Rejections, declare_config, run_node
 
 
 class CameraSim(Node):
@@ -32,6 +32,7 @@ class CameraSim(Node):
         self.frames = stream(self.scenario, load_dataset(cfg.data, "train"), load_dataset(cfg.data, "test"),
                              cfg.holdout_every, cfg.seed)
         self.sent = self.held_out = 0
+        self.auth = MessageAuth(self, cfg.auth_key_file, self.get_name(), Rejections(self))
         self.image_pub = self.create_publisher(Image, TOPICS["image"], CAMERA_QOS)
         self.label_pub = self.create_publisher(Label, TOPICS["labels"], RECORD_QOS)
         self.truth_pub = self.create_publisher(Label, TOPICS["truth"], RECORD_QOS)
@@ -55,7 +56,10 @@ class CameraSim(Node):
         stamp = self.get_clock().now().to_msg()
         self.image_pub.publish(conversions.image_msg(resize_nearest(item.frame, cfg.height_px, cfg.width_px), stamp))
         label = conversions.label_msg(stamp, item.label, item.segment)
-        (self.truth_pub if item.held_out else self.label_pub).publish(label)
+        if item.held_out:
+            self.truth_pub.publish(label)
+        else:
+            self.label_pub.publish(self.auth.sign("labels", label))
         self.held_out += item.held_out
         self.sent += 1
 

@@ -25,7 +25,7 @@ from .core.models import build_cloud
 from .core.replay import LatentReplay, ReplayPacer
 from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
-from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, run_node, seconds_since
+from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
 
 
@@ -54,6 +54,7 @@ class CloudNode(TrainerNode):
         self.replay_steps = 0
         self.predictions = 0
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
+        self.auth = MessageAuth(self, cfg.auth_key_file, self.get_fully_qualified_name(), self.rejections)
 
         self.prediction_pub = self.publisher(Prediction, TOPICS["cloud_prediction"], RECORD_QOS)
         self.metrics_pub = self.publisher(TrainingMetrics, TOPICS["cloud_metrics"], RECORD_QOS)
@@ -96,6 +97,8 @@ class CloudNode(TrainerNode):
         self.ledger.restore(state)
 
     def on_features(self, msg: FeatureBatch) -> None:
+        if not self.auth.check("features", msg):
+            return
         try:
             payload, purpose = conversions.payload_from_msg(msg, self.config.max_batch_samples)
             self.router.trainer_for(payload).check(payload, train=purpose == conversions.PURPOSE_TRAIN)
@@ -180,8 +183,8 @@ class CloudNode(TrainerNode):
         # Alive means able to serve: not before an edge's feature stream is matched.
         if self.features_sub.get_publisher_count() == 0:
             return
-        self.heartbeat_pub.publish(conversions.heartbeat_msg(
-            self.get_clock().now().to_msg(), self.trainer.step, self._last_seq(), self.ledger.acks()))
+        self.heartbeat_pub.publish(self.auth.sign("heartbeat", conversions.heartbeat_msg(
+            self.get_clock().now().to_msg(), self.trainer.step, self._last_seq(), self.ledger.acks())))
 
     def _last_seq(self) -> int:
         return max(self.ledger.last_seqs().values(), default=0)

@@ -23,8 +23,8 @@ from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.models import build_edge
 from .core.replay import ReplayPacer, make_sampler
 from .core.training import EdgeTrainer
-from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, resolve_robot_id, run_node,
-                         seconds_since, stamp_ns)
+from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
+                         run_node, seconds_since, stamp_ns)
 from .trainer_node import TrainerNode
 
 
@@ -59,6 +59,7 @@ class EdgeNode(TrainerNode):
         # would then wait on for a whole training step (issue 15).
         self._consumed_lock = threading.Lock()
         self._last_heartbeat = None
+        self.auth = MessageAuth(self, cfg.auth_key_file, self.robot_id, self.rejections)
 
         self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
@@ -124,6 +125,8 @@ class EdgeNode(TrainerNode):
         self._count_consumed(self.frames % self.config.predict_every != 0)
 
     def on_label(self, msg: Label) -> None:
+        if not self.auth.check("labels", msg):
+            return
         try:
             stamp, label = conversions.label_from_msg(msg, self.config.num_classes)
         except ValueError as exc:
@@ -134,6 +137,8 @@ class EdgeNode(TrainerNode):
             self.train_buffer.add(matched)
 
     def on_heartbeat(self, msg: Heartbeat) -> None:
+        if not self.auth.check("heartbeat", msg):
+            return
         self._last_heartbeat = self.get_clock().now()
         try:
             for batch in self.unacked.ack(conversions.acks_for(msg, self.robot_id)):
@@ -205,7 +210,7 @@ class EdgeNode(TrainerNode):
         for bits, msg in self.unacked.due():
             self.outbox.put(bits, msg, resend=True)
         for msg in self.outbox.pop_sendable(self.bucket, max_bulk=min(4, self.unacked.room())):
-            self.feature_pub.publish(msg)
+            self.feature_pub.publish(self.auth.sign("features", msg))  # a resend is signed anew
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)

@@ -15,7 +15,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from .core.config import FallbackConfig
 from .core.fallback import FallbackArbiter
 from .core.metrics import PATHS
-from .ros_common import (LATCHED_QOS, RECORD_QOS, TOPICS, Rejections, declare_config, diagnostic,
+from .ros_common import (LATCHED_QOS, RECORD_QOS, TOPICS, MessageAuth, Rejections, declare_config, diagnostic,
                          heartbeat_qos, resolve_robot_id, run_node, stamp_ns)
 
 REASONS = ("sole", "calibrated", "recent_accuracy")  # Prediction.REASON_*, in order
@@ -30,9 +30,10 @@ class FallbackNode(Node):
                                        recent_window=cfg.recent_window, calibration_bins=cfg.calibration_bins,
                                        calibration_horizon=cfg.calibration_horizon,
                                        calibration_min=cfg.calibration_min, calibration_z=cfg.calibration_z,
-                                       history=cfg.metrics_history,
+                                       override_guard=cfg.override_guard, history=cfg.metrics_history,
                                        serve=self._with_reason)
         self.rejections = Rejections(self)
+        self.auth = MessageAuth(self, cfg.auth_key_file, self.get_fully_qualified_name(), self.rejections)
         self.served = {Prediction.SOURCE_EDGE: 0, Prediction.SOURCE_CLOUD: 0}
         self._alive = None
 
@@ -62,13 +63,17 @@ class FallbackNode(Node):
         return msg
 
     def on_label(self, msg: Label) -> None:
+        if not self.auth.check("labels", msg):
+            return
         stamp = stamp_ns(msg.header.stamp)
         if msg.class_id < 0 or stamp <= 0:
             self.rejections("label", f"class_id {msg.class_id} at stamp {stamp}: needs a class >= 0 and a frame stamp")
             return
         self.arbiter.on_label(stamp, msg.class_id, msg.segment)
 
-    def on_heartbeat(self, _msg: Heartbeat) -> None:
+    def on_heartbeat(self, msg: Heartbeat) -> None:
+        if not self.auth.check("heartbeat", msg):  # a forged heartbeat must not keep a dead cloud alive
+            return
         # A cloud whose answers cannot reach us yet (its prediction publisher not matched: a
         # restarted cloud still being discovered) is not up: waiting for its answers would only
         # delay the edge's by the grace period.
@@ -125,6 +130,7 @@ class FallbackNode(Node):
         values = {"segment": now["segment"], "policy": self.config.arbiter,
                   "recovery_frames_last_change": "" if last is None else last}
         values.update({f"served_{name}": n for name, n in zip(REASONS, now["reasons"])})
+        values.update({f"overrides_{k}": _fmt(v) if isinstance(v, float) else v for k, v in now["overrides"].items()})
         for p in PATHS:
             values[f"{p}_prequential"] = _fmt(now["accuracy"][p][0])
             values[f"{p}_scored"] = now["accuracy"][p][1]

@@ -12,7 +12,7 @@ from launch_ros.substitutions import FindPackageShare
 DEFAULT_PARAMS_FILE = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "config", "edge_cloud.yaml"])
 # Launch arguments that, when given, override the params file's value for every node, as
 # ``hiertrain launch --set NAME=VALUE`` does.
-OVERRIDES = ("model", "split_point")
+OVERRIDES = ("model", "split_point", "auth_key_file")
 
 
 def declare_params() -> list:

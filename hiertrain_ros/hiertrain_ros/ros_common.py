@@ -223,6 +223,65 @@ class Rejections:
         return sum(self.counts.values())
 
 
+class MessageAuth:
+    """Signs what a node sends and checks what it receives, for the messages that change state (issue 15).
+
+    The kinds are the topics' keys: ``features``, ``labels`` and ``heartbeat``.  With a key file
+    (``auth_key_file``), outgoing messages get their ``auth`` field (:class:`core.auth.Signer`: HMAC-SHA256
+    over the message serialized with that field empty), and incoming ones without a valid, new signature are
+    refused and counted (``rejected_<kind>_<reason>`` on /diagnostics).  Without a key nothing is signed or
+    checked, and the node warns once: anyone on the DDS domain can then feed it.  A key file that cannot be
+    used is a clear error.
+    """
+
+    def __init__(self, node, key_file: str, sender: str, rejections: Rejections):
+        from .core.auth import Signer, Verifier, load_key
+
+        self.enabled = bool(key_file)
+        self._rejections = rejections
+        self._lock = threading.Lock()  # the counter and the replay window, from any callback or worker thread
+        if self.enabled:
+            key = load_key(key_file)  # ValueError naming the file
+            self._signer, self._verifier = Signer(key, sender), Verifier(key)
+        else:
+            node.get_logger().warning("auth_key_file is empty: messages are neither signed nor checked, so any "
+                                      "participant on this DDS domain can send features, labels and heartbeats "
+                                      "(see docs/security.md)")
+
+    def sign(self, kind: str, msg):
+        """Return ``msg`` signed (as is without a key)."""
+        if self.enabled:
+            from hiertrain_interfaces.msg import Auth
+            from rclpy.serialization import serialize_message
+
+            msg.auth = Auth()
+            with self._lock:
+                nonce, counter, mac = self._signer.sign(kind, serialize_message(msg))
+            msg.auth = Auth(sender=self._signer.sender, nonce=list(nonce), counter=counter, mac=list(mac))
+        return msg
+
+    def check(self, kind: str, msg) -> bool:
+        """Return whether to take ``msg``; a refused one is counted and logged."""
+        if not self.enabled:
+            return True
+        from hiertrain_interfaces.msg import Auth
+        from rclpy.serialization import serialize_message
+
+        auth = msg.auth
+        msg.auth = Auth()
+        try:
+            payload = serialize_message(msg)
+            with self._lock:
+                self._verifier.check(kind, auth.sender, bytes(auth.nonce), auth.counter, bytes(auth.mac), payload)
+        except ValueError as exc:
+            reason = str(exc).rsplit(": ", 1)[-1]  # core.auth's reasons: unsigned, bad MAC, replayed
+            self._rejections(f"{kind}_{reason.lower().replace(' ', '_')}", exc)
+            return False
+        finally:
+            msg.auth = auth
+        return True
+
+
 def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 

@@ -70,6 +70,18 @@ class Graph:
         self.procs: dict[str, subprocess.Popen] = {}
         self._overlays = tempfile.TemporaryDirectory(prefix="hiertrain-")
 
+    def param(self, node: str, name: str, default=None):
+        """Return the value ``node`` gets for parameter ``name``: an override, else the params file's."""
+        for scope in (node, "*"):
+            if name in self.overrides.get(scope, {}):
+                return self.overrides[scope][name]
+        sections = yaml.safe_load(self.params_file.read_text()) or {}
+        for scope in (node, "/**"):
+            values = (sections.get(scope) or {}).get("ros__parameters") or {}
+            if name in values:
+                return values[name]
+        return default
+
     def command(self, name: str) -> list[str]:
         cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file)]
         overrides = {**self.overrides.get("*", {}), **self.overrides.get(name, {})}
@@ -144,7 +156,8 @@ class Monitor(Node):
         self.segments: dict[int, int] = {}  # held-out frame stamp -> its scenario segment
         self.labels: dict[int, tuple[int, int]] = {}  # labelled frame stamp -> (class, segment)
         self.metrics_window = metrics_window  # labelled (held-out) frames per point of the adaptation metrics
-        self.predictions: dict[str, dict[int, tuple[int, int, float]]] = {"edge": {}, "cloud": {}, "output": {}}
+        # stamp -> (class, source, latency, confidence, reason) per path
+        self.predictions: dict[str, dict[int, tuple]] = {"edge": {}, "cloud": {}, "output": {}}
         # Timing lists hold when the *sender* published (DDS source timestamp), on this
         # process's monotonic clock: what a node did, not when this monitor got round to it.
         self._wall_minus_mono = time.time() - time.monotonic()
@@ -198,7 +211,8 @@ class Monitor(Node):
 
     def _on_prediction(self, key: str, msg: Prediction, info) -> None:
         with self._lock:
-            self.predictions[key][stamp_ns(msg.header.stamp)] = (msg.class_id, msg.source, msg.latency)
+            self.predictions[key][stamp_ns(msg.header.stamp)] = (msg.class_id, msg.source, msg.latency,
+                                                                    msg.confidence, msg.reason)
             self.counts[f"{key}_predictions"] += 1
             if key == "output":
                 self.output_times.append((self._sent(info), msg.source))

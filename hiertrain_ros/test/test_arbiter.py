@@ -101,6 +101,31 @@ def test_a_thin_lucky_bin_does_not_overrule_a_clearly_better_record():
     assert stream(make(calibration_z=0.0)[0]) == ("cloud", REASON_CALIBRATED)
 
 
+def test_overrides_that_do_not_pay_off_stop_until_they_would_again():
+    def stream(arb):
+        for s in range(60):  # both right when both are sure ...
+            frame(arb, s, 1, (1, 0.9), (1, 0.9))
+        for s in range(60, 120):  # ... both wrong when both are unsure ...
+            frame(arb, s, 1, (2, 0.35), (2, 0.35))
+        for s in range(120, 150):  # ... and lately the edge has been the better path
+            frame(arb, s, 1, (1, 0.65), (2, 0.65))
+        # Per path, a sure cloud (0.9) beats an unsure edge (0.35), but on exactly those frames the
+        # edge is right: the two paths' errors are correlated, which per-path tables cannot see.
+        return [frame(arb, s, 3, (3, 0.35), (4, 0.9)) for s in range(200, 203)]
+
+    arb = make()[0]
+    assert stream(arb) == [("cloud", REASON_CALIBRATED)] + [("edge", REASON_RECENT_ACCURACY)] * 2
+    assert arb.overrides["blocked"] == 2 and arb.overrides["lost"] > 2 and arb.overrides["won"] == 0
+    assert arb.adaptation()["overrides"] == arb.overrides
+    # The blocked overrides are still scored: once they would have paid off, overriding resumes.
+    for s in range(300, 304):
+        frame(arb, s, 4, (3, 0.35), (4, 0.9))
+    assert arb.overrides["won"] >= arb.overrides["lost"]
+    assert frame(arb, 400, 4, (3, 0.35), (4, 0.9)) == ("cloud", REASON_CALIBRATED)
+    # Without the guard the bins keep overriding.
+    assert stream(make(override_guard=False)[0]) == [("cloud", REASON_CALIBRATED)] * 3
+
+
 def test_serves_the_edge_at_once_during_an_outage_whatever_its_record():
     arb, clock = make()
     history(arb, 30, edge_right=False, cloud_right=True)

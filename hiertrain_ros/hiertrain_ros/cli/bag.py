@@ -50,6 +50,8 @@ def add_parser(sub) -> None:
                     help="at the end, wait up to S seconds until the subscribers acknowledged every reliable "
                          "message (as ros2 bag play --wait-for-all-acked)")
     pl.add_argument("--timeout", type=float, default=30.0, help="lockstep: seconds to wait for each answer")
+    pl.add_argument("--auth-key-file", default="", metavar="FILE",
+                    help="sign the labels with this key, as the nodes' auth_key_file (docs/security.md)")
     pl.add_argument("--json", default=None, help="write the summary to this file")
 
     i = bag_sub.add_parser("info", help="topics, types, counts and duration of a bag")
@@ -125,7 +127,7 @@ def _play(args) -> int:
     rclpy.init(signal_handler_options=rclpy.signals.SignalHandlerOptions.NO)
     spinner = None
     try:
-        player = Player(args.bag, topics=args.topics, remap=remap, lockstep=args.lockstep)
+        player = Player(args.bag, topics=args.topics, remap=remap, lockstep=args.lockstep, key_file=args.auth_key_file)
         spinner = Spinner(player)
         if args.lockstep:
             if args.loop or args.max or args.rate != 1.0:

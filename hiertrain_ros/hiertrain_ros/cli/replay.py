@@ -33,6 +33,9 @@ def add_parser(sub) -> None:
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for each lockstep answer")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
     p.add_argument("--json", default=None, help="write the report to this file")
+    p.add_argument("--answers", default=None, metavar="FILE",
+                   help="write every frame's label and each path's answer to this JSON (offline analysis of the "
+                        "arbiter, for example)")
     p.set_defaults(func=run)
 
 
@@ -79,6 +82,24 @@ def digest(frame_stamps: list[int], predictions: dict) -> str:
     return h.hexdigest()[:16]
 
 
+def frame_answers(labels: dict, truth: dict, segments: dict, predictions: dict) -> dict:
+    """Every frame's truth and answers, in stamp order: for ``--answers``."""
+    fields = ("class_id", "source", "latency", "confidence", "reason")
+    frames = []
+    for stamp in sorted(set(labels) | set(truth) | {s for by_stamp in predictions.values() for s in by_stamp}):
+        if stamp in labels:
+            frame = {"stamp": stamp, "label": labels[stamp][0], "segment": labels[stamp][1]}
+        elif stamp in truth:
+            frame = {"stamp": stamp, "truth": truth[stamp], "segment": segments.get(stamp, 0)}
+        else:
+            frame = {"stamp": stamp}
+        for path, by_stamp in predictions.items():
+            if stamp in by_stamp:
+                frame[path] = dict(zip(fields, by_stamp[stamp]))
+        frames.append(frame)
+    return {"fields": list(fields), "frames": frames}
+
+
 def run(args) -> int:
     import tempfile
     import time
@@ -112,7 +133,8 @@ def run(args) -> int:
     print(f"hiertrain replay {args.bag}: {info['messages']} messages, {', '.join(NODES)} "
           f"with {graph.params_file} (logs in {log_dir})", flush=True)
     try:
-        player = Player(args.bag, remap=remap, lockstep=True)
+        # The player stands in for the camera: it signs the labels with the camera's key, if any.
+        player = Player(args.bag, remap=remap, lockstep=True, key_file=graph.param("camera_sim", "auth_key_file", ""))
         spinner = Spinner(player)
         graph.start()
         total = counts[bag_files.TOPIC_IMAGE]
@@ -140,6 +162,7 @@ def run(args) -> int:
         with mon._lock:
             truth = dict(mon.truth)
             predictions = {k: dict(v) for k, v in mon.predictions.items() if k in ("edge", "cloud")}
+            answers = frame_answers(mon.labels, mon.truth, mon.segments, mon.predictions) if args.answers else None
         monitor.close()
         stop.restore()
 
@@ -171,5 +194,6 @@ def run(args) -> int:
     print("drops: " + ", ".join(f"{k} {v}" for k, v in report["drops"].items()))
     print(f"predictions digest: {report['predictions_digest']}")
     write_json(args.json, report)
+    write_json(args.answers, answers)
     bad_exit = not all(c in (0, -2, 130) for c in codes.values())
     return 1 if bad_exit or any(report["drops"].values()) else 0

@@ -30,6 +30,8 @@ class ModelParams(SplitSpec):
     torch_threads: int = 1        # CPU threads for this node's torch work; 0 = torch's default
     init_from: str = ""           # trained weights to start from (hiertrain train --save DIR, or a whole model's
                                   # state_dict); "" = random; a checkpoint in checkpoint_dir wins (resume)
+    auth_key_file: str = ""          # shared key (>= 32 bytes) signing and checking features, labels, heartbeats;
+                                     # "" = none (docs/security.md)
 
     LIVE = ()
 
@@ -172,6 +174,9 @@ class FallbackConfig:
     calibration_horizon: float = 500.0  # labelled frames over which the table forgets (the models keep learning)
     calibration_min: float = 5.0      # labelled frames both paths' bins need before confidence decides
     calibration_z: float = 2.0        # and their estimates must differ by this many standard errors (0: any)
+    override_guard: bool = True       # bins overrule the more accurate path only while that has paid off
+    auth_key_file: str = ""          # shared key (>= 32 bytes) signing and checking features, labels, heartbeats;
+                                     # "" = none (docs/security.md)
     metrics_hz: float = 1.0           # adaptation metrics (topic and /diagnostics) per second
     metrics_history: int = 20000      # scored answers kept for the recovery figure on /diagnostics
 
@@ -198,6 +203,8 @@ class CameraConfig:
     max_frames: int = 0             # stop after this many frames; 0 = run forever (or to the scenario's end)
     seed: int = 0
     scenario: str = ""              # a scenario YAML or a shipped name (domain_shift); "" = the dataset as is
+    auth_key_file: str = ""          # shared key (>= 32 bytes) signing and checking features, labels, heartbeats;
+                                     # "" = none (docs/security.md)
 
     LIVE = ("rate_hz",)
 
