@@ -14,6 +14,7 @@ setup(
         ("share/" + package_name + "/launch", glob("launch/*.launch.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/" + package_name + "/config/scenarios", glob("config/scenarios/*.yaml")),
+        ("share/" + package_name + "/config/sros2", glob("config/sros2/*.xml")),
     ],
     # torch/torchvision and the ROS 2 wheels are installed by scripts/setup.sh (pip) or rosdep (apt).
     install_requires=["setuptools", "numpy", "pyyaml", "tqdm"],

@@ -59,7 +59,7 @@ class EdgeNode(TrainerNode):
         # would then wait on for a whole training step (issue 15).
         self._consumed_lock = threading.Lock()
         self._last_heartbeat = None
-        self.auth = MessageAuth(self, cfg.auth_key_file, self.robot_id, self.rejections)
+        self.auth = MessageAuth(self, cfg.auth_key_file, self.robot_id or self.get_name(), self.rejections)
 
         self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)

@@ -131,6 +131,7 @@ class FallbackNode(Node):
                   "recovery_frames_last_change": "" if last is None else last}
         values.update({f"served_{name}": n for name, n in zip(REASONS, now["reasons"])})
         values.update({f"overrides_{k}": _fmt(v) if isinstance(v, float) else v for k, v in now["overrides"].items()})
+        values.update({f"rejected_{k}": n for k, n in self.rejections.counts.items()})
         for p in PATHS:
             values[f"{p}_prequential"] = _fmt(now["accuracy"][p][0])
             values[f"{p}_scored"] = now["accuracy"][p][1]

@@ -13,24 +13,32 @@ DEFAULT_PARAMS_FILE = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "
 # Launch arguments that, when given, override the params file's value for every node, as
 # ``hiertrain launch --set NAME=VALUE`` does.
 OVERRIDES = ("model", "split_point", "auth_key_file")
+# What a launch file that includes others passes on to them.
+SHARED = ("params_file", *OVERRIDES, "enclave")
 
 
 def declare_params() -> list:
-    """params_file, and the OVERRIDES, empty unless given."""
+    """params_file, the OVERRIDES (empty unless given) and the SROS2 enclave prefix."""
     return [DeclareLaunchArgument("params_file", default_value=DEFAULT_PARAMS_FILE,
                                   description="ROS params YAML for every node"),
             *(DeclareLaunchArgument(name, default_value="", description=f"overrides the params file's {name}")
-              for name in OVERRIDES)]
+              for name in OVERRIDES),
+            DeclareLaunchArgument("enclave", default_value="",
+                                  description="SROS2: each node runs in the enclave ENCLAVE/<node name> (e.g. "
+                                              "/hiertrain; docs/security.md); empty: none")]
 
 
 def configured_node(**node_kwargs) -> OpaqueFunction:
     """Return a Node with ``params_file`` plus the OVERRIDES the user gave, decided at launch time.
 
-    The overrides are typed by YAML rules, as ``-p NAME:=VALUE`` is.
+    The overrides are typed by YAML rules, as ``-p NAME:=VALUE`` is.  With ``enclave:=PREFIX`` the node gets
+    ``--enclave PREFIX/<name>`` (the enclaves of config/sros2/policy.xml).
     """
     def build(context):
         given = {name: LaunchConfiguration(name) for name in OVERRIDES if LaunchConfiguration(name).perform(context)}
         params = [LaunchConfiguration("params_file")] + ([given] if given else [])
-        return [Node(parameters=params, **node_kwargs)]
+        enclave = LaunchConfiguration("enclave").perform(context).rstrip("/")
+        extra = {"ros_arguments": ["--enclave", f"{enclave}/{node_kwargs['name']}"]} if enclave else {}
+        return [Node(parameters=params, **node_kwargs, **extra)]
 
     return OpaqueFunction(function=build)

@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import os
 import signal
+import struct
 import sys
 import threading
 from collections import Counter
@@ -223,12 +224,50 @@ class Rejections:
         return sum(self.counts.values())
 
 
+def message_bytes(msg, skip: str = "auth") -> bytes:
+    """Return a canonical encoding of a message's fields, but ``skip``, for its MAC.
+
+    Not the CDR that rclpy publishes: CDR leaves its alignment padding uninitialised, so the same message
+    serializes to different bytes (measured: the bytes after a string differed between two calls).  Here every
+    scalar has a fixed width (a float32 field's value rounded to float32, as sent) and every string, array and
+    sequence a length prefix, in the type's field order, so equal messages give equal bytes and different ones
+    different bytes.
+    """
+    out = bytearray()
+
+    def put(value, kind: str = "") -> None:
+        if hasattr(value, "get_fields_and_field_types"):
+            for name, field_kind in value.get_fields_and_field_types().items():
+                if not (value is msg and name == skip):
+                    put(getattr(value, name), field_kind)
+        elif isinstance(value, (bool, int)):
+            out.extend(b"i" + int(value).to_bytes(9, "little", signed=True))
+        elif isinstance(value, float):
+            # As the wire has it: a float32 field holds whatever Python float it was given until it is sent.
+            out.extend(b"f" + struct.pack("<f" if kind == "float" else "<d", value))
+        elif isinstance(value, str):
+            data = value.encode()
+            out.extend(b"s" + len(data).to_bytes(8, "little") + data)
+        elif isinstance(value, (bytes, bytearray)) or hasattr(value, "tobytes"):  # array.array, numpy arrays
+            data = value.tobytes() if hasattr(value, "tobytes") else bytes(value)
+            out.extend(b"a" + len(data).to_bytes(8, "little") + data)
+        elif isinstance(value, (list, tuple)):
+            out.extend(b"l" + len(value).to_bytes(8, "little"))
+            for item in value:
+                put(item)
+        else:
+            raise TypeError(f"cannot encode a {type(value).__name__} field for a MAC")
+
+    put(msg)
+    return bytes(out)
+
+
 class MessageAuth:
     """Signs what a node sends and checks what it receives, for the messages that change state (issue 15).
 
     The kinds are the topics' keys: ``features``, ``labels`` and ``heartbeat``.  With a key file
     (``auth_key_file``), outgoing messages get their ``auth`` field (:class:`core.auth.Signer`: HMAC-SHA256
-    over the message serialized with that field empty), and incoming ones without a valid, new signature are
+    over :func:`message_bytes`), and incoming ones without a valid, new signature are
     refused and counted (``rejected_<kind>_<reason>`` on /diagnostics).  Without a key nothing is signed or
     checked, and the node warns once: anyone on the DDS domain can then feed it.  A key file that cannot be
     used is a clear error.
@@ -252,11 +291,9 @@ class MessageAuth:
         """Return ``msg`` signed (as is without a key)."""
         if self.enabled:
             from hiertrain_interfaces.msg import Auth
-            from rclpy.serialization import serialize_message
 
-            msg.auth = Auth()
             with self._lock:
-                nonce, counter, mac = self._signer.sign(kind, serialize_message(msg))
+                nonce, counter, mac = self._signer.sign(kind, message_bytes(msg))
             msg.auth = Auth(sender=self._signer.sender, nonce=list(nonce), counter=counter, mac=list(mac))
         return msg
 
@@ -264,21 +301,15 @@ class MessageAuth:
         """Return whether to take ``msg``; a refused one is counted and logged."""
         if not self.enabled:
             return True
-        from hiertrain_interfaces.msg import Auth
-        from rclpy.serialization import serialize_message
-
         auth = msg.auth
-        msg.auth = Auth()
         try:
-            payload = serialize_message(msg)
             with self._lock:
-                self._verifier.check(kind, auth.sender, bytes(auth.nonce), auth.counter, bytes(auth.mac), payload)
+                self._verifier.check(kind, auth.sender, bytes(auth.nonce), auth.counter, bytes(auth.mac),
+                                     message_bytes(msg))
         except ValueError as exc:
             reason = str(exc).rsplit(": ", 1)[-1]  # core.auth's reasons: unsigned, bad MAC, replayed
             self._rejections(f"{kind}_{reason.lower().replace(' ', '_')}", exc)
             return False
-        finally:
-            msg.auth = auth
         return True
 
 

@@ -13,11 +13,11 @@ from launch.actions import DeclareLaunchArgument, IncludeLaunchDescription
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from hiertrain_ros.launch_params import OVERRIDES, declare_params
+from hiertrain_ros.launch_params import SHARED, declare_params
 
 
 def generate_launch_description():
-    params = {name: LaunchConfiguration(name) for name in ("params_file", *OVERRIDES)}
+    params = {name: LaunchConfiguration(name) for name in SHARED}
     camera = {name: LaunchConfiguration(name) for name in ("camera_topic", "use_camera_sim")}
     launch_dir = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "launch"])
     return LaunchDescription([

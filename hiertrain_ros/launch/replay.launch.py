@@ -16,11 +16,11 @@ from launch.actions import DeclareLaunchArgument, ExecuteProcess, IncludeLaunchD
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.substitutions import FindPackageShare
 
-from hiertrain_ros.launch_params import OVERRIDES, declare_params
+from hiertrain_ros.launch_params import SHARED, declare_params
 
 
 def generate_launch_description():
-    params = {name: LaunchConfiguration(name) for name in ("params_file", *OVERRIDES)}
+    params = {name: LaunchConfiguration(name) for name in SHARED}
     launch_dir = PathJoinSubstitution([FindPackageShare("hiertrain_ros"), "launch"])
     play = ExecuteProcess(
         cmd=["ros2", "bag", "play", LaunchConfiguration("bag"), "--rate", LaunchConfiguration("rate"),

@@ -49,6 +49,13 @@ def test_the_replay_window_takes_late_messages_once_and_refuses_older_ones():
     assert bounded.accept("a", 1)  # "a" was forgotten (least recently used)
 
 
+def test_a_stream_met_midway_refuses_what_came_before():
+    window = ReplayWindow(window=1024)
+    assert window.accept("s", 50)  # this receiver started after the sender's first 49 messages
+    assert not any(window.accept("s", c) for c in range(1, 50))  # a recording of those is refused
+    assert window.accept("s", 52) and window.accept("s", 51) and not window.accept("s", 51)
+
+
 def test_key_files_are_checked(tmp_path):
     (tmp_path / "key").write_bytes(KEY)
     assert load_key(tmp_path / "key") == KEY
@@ -57,3 +64,24 @@ def test_key_files_are_checked(tmp_path):
         load_key(tmp_path / "short")
     with pytest.raises(ValueError, match="cannot read"):
         load_key(tmp_path / "missing")
+
+
+def test_message_bytes_are_canonical_and_leave_out_the_signature():
+    from builtin_interfaces.msg import Time
+    from hiertrain_interfaces.msg import Auth, FeatureBatch
+    from rclpy.serialization import deserialize_message, serialize_message
+
+    from hiertrain_ros.ros_common import message_bytes
+
+    msg = FeatureBatch(robot_id="r1", seq=7, shape=[2, 1, 1, 1], data=b"\x01\x02", labels=[3, 4],
+                       frame_stamps=[Time(sec=1), Time(sec=2)], scale=0.1)  # float32 on the wire
+    unsigned = message_bytes(msg)
+    msg.auth = Auth(sender="r1", nonce=[1] * 16, counter=1, mac=[2] * 32)
+    received = deserialize_message(serialize_message(msg), FeatureBatch)
+    assert message_bytes(received) == message_bytes(msg) == unsigned  # the same fields, whatever CDR's padding
+    for field, value in (("seq", 8), ("robot_id", "r2"), ("labels", [3, 5]), ("scale", 0.5)):
+        changed = deserialize_message(serialize_message(msg), FeatureBatch)
+        setattr(changed, field, value)
+        assert message_bytes(changed) != unsigned, field
+    changed.frame_stamps[1].nanosec = 1
+    assert message_bytes(changed) != unsigned

@@ -105,10 +105,11 @@ class OpaqueFunction(Action):
 
 
 class Node(Action):
-    def __init__(self, package, executable, name, parameters=(), remappings=(), condition=None):
+    def __init__(self, package, executable, name, parameters=(), remappings=(), ros_arguments=(), condition=None):
         super().__init__(condition)
         self.package, self.executable, self.name = package, executable, name
         self.parameters, self.remappings = list(parameters), list(remappings)
+        self.ros_arguments = list(ros_arguments)
 
 
 class LaunchDescription:
@@ -189,7 +190,7 @@ def _node_ros_args(node: Node, context: dict, tmp_path: Path) -> list[str]:
     A substitution is a params file path; a dict's substitution values are typed by YAML rules and written to a file
     under the node's name; then the remaps.
     """
-    args = []
+    args = [perform(a, context) for a in node.ros_arguments]
     for i, params in enumerate(node.parameters):
         if isinstance(params, dict):
             values = {k: v if isinstance(v, (bool, int, float)) else yaml.safe_load(perform(v, context))
@@ -307,3 +308,17 @@ def test_replay_launch_plays_the_bag_into_edge_and_cloud_without_the_simulator(s
                                      "--remap", "/camera/image_raw:=/robot/cam"]]
     with pytest.raises(ValueError, match="bag"):
         ros2_launch("replay.launch.py", tmp_path)
+
+
+def test_the_enclave_argument_puts_each_node_in_its_sros2_enclave(stand_ins, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    policy = ET.parse(PACKAGE / "config" / "sros2" / "policy.xml").getroot()
+    enclaves = {e.get("path") for e in policy.iter("enclave")}
+    for file in ("edge_cloud.launch.py", "replay.launch.py"):
+        extra = {"bag": "/data/bag"} if file.startswith("replay") else {}
+        nodes = ros2_launch(file, tmp_path, enclave="/hiertrain", **extra)["nodes"]
+        for name, (_, args) in nodes.items():
+            assert args[:2] == ["--enclave", f"/hiertrain/{name}"] and args[1] in enclaves, (file, name, args)
+        plain = ros2_launch(file, tmp_path, **extra)["nodes"]
+        assert not [name for name, (_, args) in plain.items() if "--enclave" in args]

@@ -1,7 +1,8 @@
 """Message authentication for the pip wheels, whose Fast DDS has no DDS Security (issue 15).
 
 HMAC-SHA256 with a shared key file, over: the message kind, the sender, a nonce drawn once per sender run, a
-per-message counter, and the serialized message (with its authentication fields empty).  Checked with
+per-message counter, and the message's fields but the authentication ones, encoded canonically
+(``ros_common.message_bytes``: not CDR, whose padding bytes are not deterministic).  Checked with
 ``hmac.compare_digest``.  The counter and the nonce are inside the MAC, so a recorded message sent again is
 refused by :class:`ReplayWindow`: per (kind, sender, nonce), a sliding window of the counters seen (as IPsec's
 anti-replay window), which also accepts messages that DDS delivers a little out of order, once each.
@@ -58,8 +59,12 @@ class Signer:
 class ReplayWindow:
     """Accepts each (kind, sender, nonce, counter) once, within a window of the newest ``window`` counters.
 
+    A receiver that meets a stream midway (it started after the sender) takes every counter below the first one it
+    sees as seen: otherwise a recording of the messages it missed could be played to it.  So a message that
+    overtakes the first one is refused too; DDS delivers one writer's reliable messages in order.
+
     At most ``max_streams`` (kind, sender, nonce) streams are remembered, the least recently used forgotten first;
-    a forgotten stream's old messages would be taken again, so keep it above the number of live senders.
+    a forgotten stream is met midway again, so keep it above the number of live senders.
     """
 
     def __init__(self, window: int = 1024, max_streams: int = 256):
@@ -67,10 +72,11 @@ class ReplayWindow:
         self._streams: OrderedDict = OrderedDict()  # stream -> (highest counter, bitmask of the window below it)
 
     def accept(self, stream: tuple, counter: int) -> bool:
-        highest, seen = self._streams.get(stream, (0, 0))
+        full = (1 << self.window) - 1
+        highest, seen = self._streams.get(stream, (counter - 1, full))  # met now: everything before counts as seen
         if counter > highest:
             shift = counter - highest
-            seen = ((seen << shift) | 1) & ((1 << self.window) - 1) if shift < self.window else 1
+            seen = ((seen << shift) | 1) & full if shift < self.window else 1
             highest = counter
         else:
             age = highest - counter

@@ -110,7 +110,7 @@ class FallbackArbiter:
         self.calibration_z = calibration_z
         self.override_guard = override_guard
         self.overrides = {"won": 0.0, "lost": 0.0, "blocked": 0}  # won/lost decay like the reliability tables
-        self._keep = 1.0 - 1.0 / calibration_horizon
+        self._guard_keep = 1.0 - 1.0 / calibration_horizon
         self._override_of: OrderedDict = OrderedDict()  # stamp -> [path the bins picked, {path: correct}]
         self.metrics = Prequential(recent_window=recent_window, history=history, on_score=self._calibrate)
         self.reasons = [0, 0, 0]  # outputs served per REASON_*
@@ -135,6 +135,9 @@ class FallbackArbiter:
         if path is None:
             return
         self.reliability[path].update(outcome.confidence, outcome.correct)
+        if path == EDGE:  # once per labelled frame, as the tables
+            for k in ("won", "lost"):
+                self.overrides[k] *= self._guard_keep
         override = self._override_of.get(outcome.stamp)
         if override is None:
             return
@@ -142,8 +145,6 @@ class FallbackArbiter:
         correct[outcome.path] = outcome.correct
         if len(correct) == 2:  # both paths scored: did the override pay off?
             del self._override_of[outcome.stamp]
-            for k in ("won", "lost"):
-                self.overrides[k] *= self._keep
             leader = "cloud" if picked == "edge" else "edge"
             if correct[picked] != correct[leader]:
                 self.overrides["won" if correct[picked] else "lost"] += 1.0
