@@ -65,3 +65,35 @@ def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, r
     dropped = re.search(r"dropped (\d+)", link["qdisc"])
     assert dropped and int(dropped.group(1)) == 0, context
     assert link["uplink_bps_while_up"] <= link["rate_bps"], context
+
+
+def test_internet_transport_trains_through_a_30_s_cut_with_no_batch_lost(tmp_path, ros_env):
+    """Issue 15's internet transport: TCP to the cloud node's discovery server, the robot dialling out.
+
+    Nothing on the robot listens on the network (config/fastdds_tcp_robot.xml: a TCP client and UDP bound to
+    127.0.0.1), so the cloud's TCP port is the only way across the link, and discovery uses no multicast.
+    """
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"link emulation unavailable: {reason}")
+    report_file = tmp_path / "report.json"
+    port = 20000 + int(ros_env["ROS_DOMAIN_ID"])
+    settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6,
+                "fallback_node.arbiter": "cloud_first"}
+    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--tcp-port", str(port), "--duration", "95",
+                       "--outage", "20:30", "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
+    for key, value in settings.items():
+        cmd += ["--set", f"{key}={value}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=95 + 150)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "over TCP to the discovery server at 10.231." in proc.stdout  # the cloud's end of the veth
+    report = json.loads(report_file.read_text())
+    batches = report["batches"]
+    context = f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} link {json.dumps(report['link'])}"
+    assert len(report["link"]["outages_s"]) == 1
+    # The cloud answered (so discovery and data crossed over TCP) and the edge answered during the cut.
+    assert report["output_from_edge"] > 0 and report["output_from_cloud"] > 0, context
+    assert report["counts"]["cloud_metrics"] > 20, context
+    # Every batch trained once (the last few may still be on their way at the stop).
+    assert batches["edge"] > 20 and batches["cloud_trained_twice"] == 0, context
+    assert all(age < 10.0 for age in batches["not_trained_by_cloud_age_s"]), context

@@ -22,6 +22,10 @@ def add_parser(sub) -> None:
                         "such as 4g@0,3g@60,1e6@120 changes the rate while running")
     p.add_argument("--outage", action="append", default=[], metavar="START:SECONDS",
                    help="with --link: cut the link START s after the start, for SECONDS (repeatable)")
+    p.add_argument("--tcp-port", type=int, default=0, metavar="PORT",
+                   help="edge_cloud only: the internet transport. The cloud node is Fast DDS's discovery server "
+                        "over TCP on this port, and the robot's nodes dial out to it (config/fastdds_tcp_*.xml; "
+                        "docs/security.md)")
     p.set_defaults(func=run)
 
 
@@ -30,6 +34,7 @@ def add_parser(sub) -> None:
 LINK_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": None, "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET",
             "FASTRTPS_DEFAULT_PROFILES_FILE": None}
 LINK_PROFILE = "fastdds_link.xml"
+TCP_PROFILES = {"cloud": "fastdds_tcp_cloud.xml", "robot": "fastdds_tcp_robot.xml"}
 LARGEST_MESSAGE_BYTES = 256 * 1024  # the tbf queue holds two of these (a 64-frame training batch is 131 kB)
 
 
@@ -93,8 +98,11 @@ def run(args) -> int:
         outages = parse_outages(args.outage)
         if outages and not args.link:
             raise ValueError("--outage needs --link")
-        if args.link and args.graph != "edge_cloud":
-            raise ValueError("--link needs the edge_cloud graph (an edge side and a cloud side)")
+        for given, option in ((args.link, "--link"), (args.tcp_port, "--tcp-port")):
+            if given and args.graph != "edge_cloud":
+                raise ValueError(f"{option} needs the edge_cloud graph (an edge side and a cloud side)")
+        if args.tcp_port and not 0 < args.tcp_port < 65536:
+            raise ValueError(f"--tcp-port must be in 1..65535, got {args.tcp_port}")
         schedule = parse_link_schedule(args.link) if args.link else []
         link = _open_link(schedule) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
@@ -117,12 +125,24 @@ def run(args) -> int:
             os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(config_file(LINK_PROFILE))
             wrap = {"cloud_node": link.exec_prefix("cloud")}
             counters0 = link.counters("edge")
+        if args.tcp_port:
+            # The robot's nodes and this monitor are the discovery server's clients; the cloud node is the server.
+            address = link.addr["cloud"] if link is not None else "127.0.0.1"
+            for key in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE"):
+                os.environ.pop(key, None)
+            os.environ.update({"HIERTRAIN_CLOUD_ADDRESS": address, "HIERTRAIN_CLOUD_PORT": str(args.tcp_port),
+                               "FASTDDS_DEFAULT_PROFILES_FILE": str(config_file(TCP_PROFILES["robot"])),
+                               "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"})  # the profile decides
+            wrap["cloud_node"] = [*wrap.get("cloud_node", ()), "env",
+                                  f"FASTDDS_DEFAULT_PROFILES_FILE={config_file(TCP_PROFILES['cloud'])}"]
         from ..runner import Graph, MonitorThread
 
         graph = Graph(nodes, args.params_file, overrides, log_dir=args.log_dir, wrap=wrap, remaps=remaps)
         monitor = MonitorThread()
         print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}"
-              + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else ""), flush=True)
+              + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else "")
+              + (f", over TCP to the discovery server at {os.environ['HIERTRAIN_CLOUD_ADDRESS']}:{args.tcp_port}"
+                 if args.tcp_port else ""), flush=True)
         graph.start()
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
