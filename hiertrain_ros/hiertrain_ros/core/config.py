@@ -169,7 +169,7 @@ class FallbackConfig:
     poll_hz: float = 50.0
     arbiter: str = "best"             # both answers in time: "best" = the likelier right one (calibrated
                                       # confidence, else recent accuracy); "cloud_first" = always the cloud's
-    recent_window: int = 100          # labelled frames in each path's recent (prequential) accuracy
+    recent_window: int = 200          # labelled frames in each path's recent (prequential) accuracy: the leader
     calibration_bins: int = 10        # confidence bins of each path's reliability table
     calibration_horizon: float = 500.0  # labelled frames over which the table forgets (the models keep learning)
     calibration_min: float = 5.0      # labelled frames both paths' bins need before confidence decides

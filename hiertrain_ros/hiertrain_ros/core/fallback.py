@@ -80,7 +80,7 @@ class Reliability:
 class FallbackArbiter:
     def __init__(self, heartbeat_timeout_s: float = 0.3, cloud_grace_s: float = 0.25,
                  max_pending: int = 1000, clock=time.monotonic, robot_id: str = "", policy: str = "best",
-                 recent_window: int = 100, calibration_bins: int = 10, calibration_horizon: float = 500.0,
+                 recent_window: int = 200, calibration_bins: int = 10, calibration_horizon: float = 500.0,
                  calibration_min: float = 5.0, calibration_z: float = 2.0, override_guard: bool = True,
                  history: int = 0, serve=None):
         """Take ``serve(prediction, reason)``, which returns what goes out for a chosen answer.
