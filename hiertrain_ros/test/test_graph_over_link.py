@@ -86,7 +86,7 @@ def test_internet_transport_trains_through_a_30_s_cut_with_no_batch_lost(tmp_pat
         cmd += ["--set", f"{key}={value}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=95 + 150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "over TCP to the discovery server at 10.231." in proc.stdout  # the cloud's end of the veth
+    assert "over TCP+TLS to the discovery server at 10.231." in proc.stdout  # the cloud's end of the veth
     report = json.loads(report_file.read_text())
     batches = report["batches"]
     context = f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} link {json.dumps(report['link'])}"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("launch", help="start the edge/cloud/fallback graph as processes (Ctrl-C stops it)")
@@ -26,6 +31,9 @@ def add_parser(sub) -> None:
                    help="edge_cloud only: the internet transport. The cloud node is Fast DDS's discovery server "
                         "over TCP on this port, and the robot's nodes dial out to it (config/fastdds_tcp_*.xml; "
                         "docs/security.md)")
+    p.add_argument("--tls-dir", default=None, metavar="DIR",
+                   help="with --tcp-port: the TLS certificates (scripts/make_tls_certs.sh DIR); default: a throwaway "
+                        "set made for this run")
     p.set_defaults(func=run)
 
 
@@ -36,6 +44,22 @@ LINK_ENV = {"FASTDDS_BUILTIN_TRANSPORTS": None, "ROS_AUTOMATIC_DISCOVERY_RANGE":
 LINK_PROFILE = "fastdds_link.xml"
 TCP_PROFILES = {"cloud": "fastdds_tcp_cloud.xml", "robot": "fastdds_tcp_robot.xml"}
 LARGEST_MESSAGE_BYTES = 256 * 1024  # the tbf queue holds two of these (a 64-frame training batch is 131 kB)
+
+
+def _tls_dir(given: str | None) -> str:
+    """Return the TLS certificates' folder: ``given``, checked, or a throwaway set made now."""
+    names = ("ca.crt", "cloud.crt", "cloud.key", "robot.crt", "robot.key", "dh.pem")
+    if given:
+        missing = [n for n in names if not (Path(given) / n).is_file()]
+        if missing:
+            raise ValueError(f"--tls-dir {given} lacks {', '.join(missing)} (scripts/make_tls_certs.sh makes them)")
+        return str(Path(given).resolve())
+    script = Path(__file__).resolve().parents[3] / "scripts" / "make_tls_certs.sh"
+    if not script.exists():
+        raise ValueError("--tcp-port needs --tls-dir here (scripts/make_tls_certs.sh in the source makes one)")
+    out = tempfile.mkdtemp(prefix="hiertrain-tls-")
+    subprocess.run(["bash", str(script), out], check=True, capture_output=True)
+    return out
 
 
 def parse_outages(items: list[str]) -> list[tuple[float, float]]:
@@ -103,6 +127,9 @@ def run(args) -> int:
                 raise ValueError(f"{option} needs the edge_cloud graph (an edge side and a cloud side)")
         if args.tcp_port and not 0 < args.tcp_port < 65536:
             raise ValueError(f"--tcp-port must be in 1..65535, got {args.tcp_port}")
+        if args.tls_dir and not args.tcp_port:
+            raise ValueError("--tls-dir needs --tcp-port")
+        tls_dir = _tls_dir(args.tls_dir) if args.tcp_port else None
         schedule = parse_link_schedule(args.link) if args.link else []
         link = _open_link(schedule) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
@@ -131,6 +158,7 @@ def run(args) -> int:
             for key in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTRTPS_DEFAULT_PROFILES_FILE"):
                 os.environ.pop(key, None)
             os.environ.update({"HIERTRAIN_CLOUD_ADDRESS": address, "HIERTRAIN_CLOUD_PORT": str(args.tcp_port),
+                               "HIERTRAIN_TLS_DIR": tls_dir,
                                "FASTDDS_DEFAULT_PROFILES_FILE": str(config_file(TCP_PROFILES["robot"])),
                                "ROS_AUTOMATIC_DISCOVERY_RANGE": "SYSTEM_DEFAULT"})  # the profile decides
             wrap["cloud_node"] = [*wrap.get("cloud_node", ()), "env",
@@ -141,8 +169,8 @@ def run(args) -> int:
         monitor = MonitorThread()
         print(f"hiertrain launch {args.graph}: {', '.join(graph.nodes)} with {graph.params_file}"
               + (f", cloud behind a {link.rate_bps:.4g} bit/s link" if link else "")
-              + (f", over TCP to the discovery server at {os.environ['HIERTRAIN_CLOUD_ADDRESS']}:{args.tcp_port}"
-                 if args.tcp_port else ""), flush=True)
+              + (f", over TCP+TLS to the discovery server at {os.environ['HIERTRAIN_CLOUD_ADDRESS']}:{args.tcp_port}"
+                 f" (certificates in {tls_dir})" if args.tcp_port else ""), flush=True)
         graph.start()
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
@@ -168,6 +196,8 @@ def run(args) -> int:
     finally:
         if link is not None:
             link.close()
+        if tls_dir and not args.tls_dir:
+            shutil.rmtree(tls_dir, ignore_errors=True)  # the throwaway certificates and keys
     _print_report(report, print_table)
     print_adaptation(report["adaptation"])
     write_json(args.json, report)
