@@ -259,3 +259,25 @@ def test_replay_same_seed_gives_identical_numbers(tmp_path, ros_env):
     for p in ("edge", "cloud"):  # the output's choice may depend on when labels arrive
         assert preq[p] == second["adaptation"]["prequential"][p]
     assert sum(row["held_out"] for row in first["accuracy_over_time"]) == 40
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_labels_of_a_bag_from_before_the_auth_field_still_decode(tmp_path, storage):
+    """A user's bag whose Label has no ``auth`` (nor ``segment``): the player reads it with the bag's definition."""
+    import numpy as np
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg("std_msgs/Header header\nint16 class_id\n", bag_files.LABEL_TYPE))
+    Label, Header, Time = (store.types[n] for n in (bag_files.LABEL_TYPE, "std_msgs/msg/Header",
+                                                    "builtin_interfaces/msg/Time"))
+    out = tmp_path / "old"
+    with Writer(out, version=Writer.VERSION_LATEST, storage_plugin=bag_files.storage_plugin(storage)) as writer:
+        conn = writer.add_connection(bag_files.TOPIC_LABELS, bag_files.LABEL_TYPE, typestore=store)
+        for i in range(3):
+            msg = Label(header=Header(stamp=Time(sec=7, nanosec=i), frame_id=""), class_id=np.int16(i + 4))
+            writer.write(conn, i, store.serialize_cdr(msg, bag_files.LABEL_TYPE))
+    decode = bag_files.label_decoders(out)[bag_files.TOPIC_LABELS]
+    got = [decode(raw) for _, _, _, raw in bag_files.read_messages(out)]
+    assert got == [(7_000_000_000 + i, i + 4, 0) for i in range(3)]
