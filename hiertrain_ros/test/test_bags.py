@@ -231,18 +231,26 @@ def test_recording_cut_short_by_sigint_is_readable(tmp_path, rcl_node, storage):
 @pytest.mark.system
 @pytest.mark.slow
 def test_replay_same_seed_gives_identical_numbers(tmp_path, ros_env):
+    """Also with authentication on in the second run: the player signs the labels, and every node takes them."""
     bag = tmp_path / "small"
     bag_files.make_bag(bag, subset=200, rate_hz=30.0, storage="mcap", holdout_every=5)
+    key = tmp_path / "key"
+    key.write_bytes(bytes(range(32)))
     reports = []
-    for run in range(2):
+    for run, extra in enumerate((["--answers", str(tmp_path / "answers.json")], ["--set", f"auth_key_file={key}"])):
         report_file = tmp_path / f"replay{run}.json"
         proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--seed", "3", "--set", "width=0.125",
                                            "--set", "edge_node.batch_size=16", "--json", str(report_file),
-                                           "--log-dir", str(tmp_path / f"logs{run}")],
+                                           "--log-dir", str(tmp_path / f"logs{run}")] + extra,
                               capture_output=True, text=True, timeout=240)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         reports.append(json.loads(report_file.read_text()))
     first, second = reports
+    # Nothing refused with the key, and every frame's answers recorded without it.
+    assert not [k for node in second["node_status"].values() for k in node if k.startswith("rejected_")]
+    frames = json.loads((tmp_path / "answers.json").read_text())["frames"]
+    assert sum("label" in f for f in frames) == 160 and sum("truth" in f for f in frames) == 40
+    assert all({"edge", "cloud", "output"} <= set(f) for f in frames if "label" in f)
     assert first["drops"] == second["drops"] == {"frames_not_consumed": 0, "held_out_truth_missing": 0,
                                                  "edge_predictions_missing": 0, "cloud_predictions_missing": 0,
                                                  "lockstep_timeouts": 0}
