@@ -116,6 +116,7 @@ def run(args) -> int:
     from ..ros_common import config_file
     from .common import print_adaptation, print_table, write_json
 
+    tls_dir = None
     try:
         overrides = parse_overrides(args.set)
         nodes, remaps = graph_nodes(args.graph, args.camera_topic, args.camera_sim)
@@ -133,6 +134,8 @@ def run(args) -> int:
         schedule = parse_link_schedule(args.link) if args.link else []
         link = _open_link(schedule) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
+        if tls_dir and not args.tls_dir:
+            shutil.rmtree(tls_dir, ignore_errors=True)
         print(f"hiertrain launch: {exc}", file=sys.stderr)
         return 3 if isinstance(exc, LinkUnavailable) else 2
     from ..ros_common import StopFlag
