@@ -350,8 +350,7 @@ def label_decoders(path: str | Path) -> dict:
 
             def decode(raw, store=store):
                 msg = store.deserialize_cdr(raw, LABEL_TYPE)
-                return (msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec, int(msg.class_id),
-                        int(getattr(msg, "segment", 0)))
+                return header_stamp_ns(raw), int(msg.class_id), int(getattr(msg, "segment", 0))
 
             out[conn.topic] = decode
     return out

@@ -26,6 +26,8 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.signals import SignalHandlerOptions
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from .core.auth import Refused, Signer, Verifier, load_key
+
 # Camera frames: best effort as sensor data, but a deeper history than the sensor-data
 # profile's 5 so that a busy moment of the subscriber's executor does not cost frames
 # (the edge's own bounded queue decides what to drop).
@@ -274,8 +276,6 @@ class MessageAuth:
     """
 
     def __init__(self, node, key_file: str, sender: str, rejections: Rejections):
-        from .core.auth import Signer, Verifier, load_key
-
         self.enabled = bool(key_file)
         self._rejections = rejections
         self._lock = threading.Lock()  # the counter and the replay window, from any callback or worker thread
@@ -306,9 +306,8 @@ class MessageAuth:
             with self._lock:
                 self._verifier.check(kind, auth.sender, bytes(auth.nonce), auth.counter, bytes(auth.mac),
                                      message_bytes(msg))
-        except ValueError as exc:
-            reason = str(exc).rsplit(": ", 1)[-1]  # core.auth's reasons: unsigned, bad MAC, replayed
-            self._rejections(f"{kind}_{reason.lower().replace(' ', '_')}", exc)
+        except Refused as exc:
+            self._rejections(f"{kind}_{exc.reason.lower().replace(' ', '_')}", exc)
             return False
         return True
 

@@ -90,6 +90,14 @@ class ReplayWindow:
         return True
 
 
+class Refused(ValueError):
+    """A message the :class:`Verifier` does not take; ``reason`` is "unsigned", "bad MAC" or "replayed"."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 class Verifier:
     """Checks messages signed by any holder of the key; counts what it refuses, by reason."""
 
@@ -99,7 +107,7 @@ class Verifier:
         self.refused: dict[str, int] = {}
 
     def check(self, kind: str, sender: str, nonce: bytes, counter: int, mac: bytes, payload: bytes) -> None:
-        """Return if the message is authentic and new; else ``ValueError`` saying why (and count it)."""
+        """Return if the message is authentic and new; else :class:`Refused` saying why (and count it)."""
         reason = None
         if len(nonce) != NONCE_BYTES or counter < 1:
             reason = "unsigned"
@@ -109,4 +117,4 @@ class Verifier:
             reason = "replayed"
         if reason:
             self.refused[reason] = self.refused.get(reason, 0) + 1
-            raise ValueError(f"{kind} from {sender!r}: {reason}")
+            raise Refused(f"{kind} from {sender!r}: {reason}", reason)
