@@ -22,27 +22,35 @@ HIERTRAIN = [sys.executable, "-c", "import sys; from hiertrain_ros.cli import ma
 RATE_HZ = 20.0
 
 
-# (cut length, run length): 30 s outlasts DDS's 20 s lease, so the participants must find each
-# other again; the run leaves time to send what the edge stored during the cut.
-@pytest.mark.parametrize("cut_s, duration_s", [(8, 50), (30, 95)])
-def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env, cut_s, duration_s,
-                                                                      record_property):
+def launch_over_3g(tmp_path, cut_s: float, duration_s: float, extra: list[str] = ()) -> tuple[str, dict]:
+    """Run ``hiertrain launch edge_cloud`` with the cloud behind emulated 3G, cut at 20 s for ``cut_s``.
+
+    Returns its output and its report; skips where link emulation is unavailable.
+    """
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"link emulation unavailable: {reason}")
     report_file = tmp_path / "report.json"
-    # cloud_first: this test is about the link, and under the "best" arbiter whether the cloud's
+    # cloud_first: these tests are about the link, and under the "best" arbiter whether the cloud's
     # answers are served at all depends on which path happens to be more accurate (in one CI run
     # the random-start cloud never was: 0 outputs from it).
     settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6,
                 "fallback_node.arbiter": "cloud_first"}
-    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--duration", str(duration_s),
+    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", *extra, "--duration", str(duration_s),
                        "--outage", f"20:{cut_s}", "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
     for key, value in settings.items():
         cmd += ["--set", f"{key}={value}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 150)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(report_file.read_text())
+    return proc.stdout, json.loads(report_file.read_text())
+
+
+# (cut length, run length): 30 s outlasts DDS's 20 s lease, so the participants must find each
+# other again; the run leaves time to send what the edge stored during the cut.
+@pytest.mark.parametrize("cut_s, duration_s", [(8, 50), (30, 95)])
+def test_graph_keeps_answering_through_a_link_cut_and_loses_no_batch(tmp_path, ros_env, cut_s, duration_s,
+                                                                      record_property):
+    _, report = launch_over_3g(tmp_path, cut_s, duration_s)
     link, batches = report["link"], report["batches"]
     record_property("max_output_gap_s", report["max_output_gap_s"])  # in --junitxml (issue 15)
     record_property("max_edge_gap_s", report["max_edge_gap_s"])
@@ -73,21 +81,8 @@ def test_internet_transport_trains_through_a_30_s_cut_with_no_batch_lost(tmp_pat
     Nothing on the robot listens on the network (config/fastdds_tcp_robot.xml: a TCP client and UDP bound to
     127.0.0.1), so the cloud's TCP port is the only way across the link, and discovery uses no multicast.
     """
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(f"link emulation unavailable: {reason}")
-    report_file = tmp_path / "report.json"
-    port = 20000 + int(ros_env["ROS_DOMAIN_ID"])
-    settings = {"camera_sim.rate_hz": RATE_HZ, "edge_node.batch_size": 8, "edge_node.link_budget_bps": 0.9e6,
-                "fallback_node.arbiter": "cloud_first"}
-    cmd = HIERTRAIN + ["launch", "edge_cloud", "--link", "3g", "--tcp-port", str(port), "--duration", "95",
-                       "--outage", "20:30", "--json", str(report_file), "--log-dir", str(tmp_path / "logs")]
-    for key, value in settings.items():
-        cmd += ["--set", f"{key}={value}"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=95 + 150)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "over TCP+TLS to the discovery server at 10.231." in proc.stdout  # the cloud's end of the veth
-    report = json.loads(report_file.read_text())
+    stdout, report = launch_over_3g(tmp_path, 30, 95, ["--tcp-port", str(20000 + int(ros_env["ROS_DOMAIN_ID"]))])
+    assert "over TCP+TLS to the discovery server at 10.231." in stdout  # the cloud's end of the veth
     batches = report["batches"]
     context = f"{json.dumps(batches)} gaps {report['output_gaps_over_0.3s']} link {json.dumps(report['link'])}"
     assert len(report["link"]["outages_s"]) == 1
