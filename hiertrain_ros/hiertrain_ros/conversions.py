@@ -18,6 +18,8 @@ from .core.frames import decode_frame
 
 PURPOSE_TRAIN = FeatureBatch.PURPOSE_TRAIN
 PURPOSE_INFER = FeatureBatch.PURPOSE_INFER
+_CODING_IDS = {"none": FeatureBatch.CODING_NONE, "zstd": FeatureBatch.CODING_ZSTD}
+_CODING_NAMES = {v: k for k, v in _CODING_IDS.items()}
 
 
 def frame_from_msg(msg: Image) -> np.ndarray:
@@ -67,6 +69,7 @@ def feature_msg(payload: codec.FeaturePayload, stamp, purpose: int) -> FeatureBa
     msg.scale = float(payload.scale)
     msg.zero_point = float(payload.zero_point)
     msg.shape = array.array("I", payload.shape)
+    msg.coding = _CODING_IDS[payload.coding]
     msg.data = array.array("B", payload.data)
     msg.labels = array.array("h", np.asarray(payload.labels, dtype=np.int16).tobytes())
     msg.frame_stamps = [Time(sec=s, nanosec=n) for s, n in payload.frame_stamps]
@@ -77,12 +80,14 @@ def payload_from_msg(msg: FeatureBatch, max_samples: int | None = None) -> tuple
     """Return (validated payload, purpose) of a feature message of at most ``max_samples`` samples."""
     if msg.purpose not in (PURPOSE_TRAIN, PURPOSE_INFER):
         raise ValueError(f"purpose must be TRAIN or INFER, got {msg.purpose}")
+    if msg.coding not in _CODING_NAMES:
+        raise ValueError(f"coding must be NONE or ZSTD, got {msg.coding}")
     payload = codec.FeaturePayload(
         shape=tuple(int(d) for d in msg.shape), bits=int(msg.bits), scale=float(msg.scale),
         zero_point=float(msg.zero_point), data=bytes(msg.data), labels=np.asarray(msg.labels, dtype=np.int16),
         split_point=int(msg.split_point), encoder_version=int(msg.encoder_version), seq=int(msg.seq),
         model_hash=int(msg.model_hash), frame_stamps=tuple((t.sec, t.nanosec) for t in msg.frame_stamps),
-        robot_id=msg.robot_id)
+        robot_id=msg.robot_id, coding=_CODING_NAMES[msg.coding])
     codec.validate(payload)
     n, stamps = payload.num_samples, len(payload.frame_stamps)
     if max_samples is not None and n > max_samples:

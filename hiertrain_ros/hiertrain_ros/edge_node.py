@@ -93,7 +93,7 @@ class EdgeNode(TrainerNode):
                          name_of=lambda msg: f"{msg.seq:020d}")
 
     def make_trainer(self, spec, optim):
-        return EdgeTrainer(build_edge(spec, seed=self.config.seed), spec, optim)
+        return EdgeTrainer(build_edge(spec, seed=self.config.seed), spec, optim, coding=self.config.coding)
 
     def input_shape(self) -> tuple:
         return (3, INPUT_SIZE, INPUT_SIZE)

@@ -11,6 +11,7 @@ import tracemalloc
 import numpy as np
 import pytest
 import torch
+import zstandard
 from builtin_interfaces.msg import Time
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -110,6 +111,9 @@ def feature_batches(draw):
     size = codec.packed_size(declared, msg.bits) if declared <= 4096 else draw(st.integers(0, 64))
     size = max(0, size + draw(st.sampled_from([0, 0, 0, 1, -1])))
     msg.data = draw(st.binary(min_size=size, max_size=size))
+    msg.coding = draw(st.sampled_from([FeatureBatch.CODING_NONE] * 3 + [FeatureBatch.CODING_ZSTD] * 2 + [2, 255]))
+    if msg.coding == FeatureBatch.CODING_ZSTD and draw(st.booleans()):  # a real frame, of the right size or not
+        msg.data = zstandard.ZstdCompressor().compress(bytes(msg.data) + bytes(draw(st.sampled_from([0, 0, 1, 4096]))))
     msg.scale = draw(FLOATS)
     msg.zero_point = draw(FLOATS)
     n_labels = (shape[0] if shape and shape[0] <= 64 else n) + draw(st.sampled_from([0, 0, 0, 1, -1]))
@@ -272,7 +276,10 @@ def _bad_features(n, real: FeatureBatch):
              dict(labels=[99] * shape[0]), dict(data=b""),
              dict(frame_stamps=[Time()] * (shape[0] - 1)),  # a training batch: none, or one per sample
              dict(shape=[over, *shape[1:]], labels=[0] * over,  # valid, but above the cloud's max_batch_samples
-                  data=bytes(codec.packed_size(over * math.prod(shape[1:]), real.bits)))]
+                  data=bytes(codec.packed_size(over * math.prod(shape[1:]), real.bits)),
+                  coding=FeatureBatch.CODING_NONE),
+             dict(coding=9), dict(coding=FeatureBatch.CODING_NONE),  # the zstd frame taken for packed codes
+             dict(data=zstandard.ZstdCompressor().compress(bytes(1 << 24)))]  # a 16 MiB frame in 500 bytes
     # (A wrong split_point alone is not refused at the door: see test_cloud_refuses_wrong_split_point_at_the_door.)
     # A fresh seq each, so that no batch is dropped as a duplicate before its defect is looked at.
     return [mutate(seq=10**12 + i, **kinds[i % len(kinds)]) for i in range(n)]
@@ -322,6 +329,7 @@ def test_live_nodes_survive_and_count_malformed_messages(ros_env, tmp_path):
         wait_for(lambda: image_pub.get_subscription_count() >= 1 and label_pub.get_subscription_count() >= 2
                  and feature_pub.get_subscription_count() >= 2, 10, "subscribers of the hostile publishers")
         before = _diagnostics(diag)
+        assert real[0].coding == FeatureBatch.CODING_ZSTD  # the default: the cloud has been training coded batches
 
         n = 280
         flood_start = time.monotonic()

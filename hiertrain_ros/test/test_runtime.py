@@ -248,7 +248,8 @@ def test_in_process_trainer_default_callables():
                                epochs=2, batch_size=8, s_net=1e6)
     seconds = trainer.measure_epoch(2)
     info = trainer.results[2]
-    assert info["wire_bits"] == 2 * (8 * 16384 + 32)  # two batches of 8 x 16384 bits + one scale each
+    # Two batches of 8 x 16384 bits + one scale each, before the default zstd coding shrinks them.
+    assert 0 < info["wire_bits"] < 2 * (8 * 16384 + 32)
     assert info["epoch1_link_s"] == pytest.approx(info["wire_bits"] / 1e6)
     assert seconds == pytest.approx(info["epoch1_compute_s"] + info["epoch1_link_s"])
     accuracy = trainer.train_accuracy(2)

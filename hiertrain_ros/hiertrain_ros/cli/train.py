@@ -15,6 +15,8 @@ def add_parser(sub) -> None:
     p.add_argument("--subset", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-subset", type=int, default=None, help="evaluate on the first N test images only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--coding", default="zstd", choices=("zstd", "none"),
+                   help="lossless coding of the edge's feature codes; counted in wire_bits/sample")
     p.add_argument("--json", default=None, help="write the results to this file")
     p.add_argument("--save", default=None, metavar="DIR",
                    help="write the trained weights here for the nodes' init_from (edge.pt and cloud.pt; "
@@ -34,7 +36,7 @@ def run(args) -> int:
     train = load_dataset(args.data, "train").subset(args.subset)
     test = load_dataset(args.data, "test").subset(args.test_subset)
     config = TrainConfig(**asdict(spec_from_args(args, num_classes=train.num_classes)), mode=args.mode,
-                         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+                         epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, coding=args.coding)
     with tqdm(total=config.epochs * len(train), unit="img", desc=f"{args.mode} {args.model}") as bar:
         def progress(done, total, loss):
             bar.update(done - bar.n)

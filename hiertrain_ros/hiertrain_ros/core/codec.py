@@ -3,7 +3,8 @@
 ``encode`` quantizes a non-negative (post-ReLU) feature batch to ``bits`` bits,
 ``scale = (max - min) / (2**bits - 1)`` and ``zero_point = min``, and packs the
 codes densely, first value in the most significant bits of a byte (two 4-bit
-values per byte).  ``decode`` validates a payload before allocating anything
+values per byte); with ``coding="zstd"`` the packed bytes are then coded
+losslessly (core.coding).  ``decode`` validates a payload before allocating anything
 from it and returns the dequantized batch.
 """
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from . import coding as lossless
 
 if TYPE_CHECKING:
     import torch
@@ -59,6 +62,7 @@ class FeaturePayload:
     model_hash: int = 0  # model_hash() of the model id the encoder was built for; 0 = not stated
     frame_stamps: tuple = field(default=())  # (sec, nanosec) per sample; opaque to the core
     robot_id: str = ""  # the edge that made the batch; (robot_id, seq) identifies it
+    coding: str = "none"  # how ``data`` holds the packed codes: "none" or "zstd" (core.coding)
 
     @property
     def num_samples(self) -> int:
@@ -66,7 +70,7 @@ class FeaturePayload:
 
     @property
     def wire_bits(self) -> int:
-        """Bits of codes plus the one 32-bit scale of the batch."""
+        """Bits of (coded) codes plus the one 32-bit scale of the batch."""
         return len(self.data) * 8 + 32
 
 
@@ -123,8 +127,9 @@ def unpack(data: bytes, bits: int, num_values: int) -> np.ndarray:
     return out.reshape(-1)[:num_values]
 
 
-def encode(features: torch.Tensor, *, bits: int, split_point: int, labels=None, **meta) -> FeaturePayload:
-    """Quantize and pack an N x C x H x W batch.  ``labels`` default to -1 (unlabelled)."""
+def encode(features: torch.Tensor, *, bits: int, split_point: int, labels=None, coding: str = "none",
+           **meta) -> FeaturePayload:
+    """Quantize, pack and code an N x C x H x W batch.  ``labels`` default to -1 (unlabelled)."""
     if features.dim() != 4:
         raise ValueError(f"features must be N x C x H x W, got shape {tuple(features.shape)}")
     codes, scale, zero_point = quantize(features, bits)
@@ -133,8 +138,8 @@ def encode(features: torch.Tensor, *, bits: int, split_point: int, labels=None, 
     if labels.size != n:
         raise ValueError(f"need one label per sample ({n}), got {labels.size}")
     return FeaturePayload(shape=tuple(int(d) for d in features.shape), bits=bits, scale=scale,
-                          zero_point=zero_point, data=pack(codes, bits), labels=labels,
-                          split_point=split_point, **meta)
+                          zero_point=zero_point, data=lossless.compress(pack(codes, bits), coding), labels=labels,
+                          split_point=split_point, coding=coding, **meta)
 
 
 def validate(payload: FeaturePayload) -> None:
@@ -157,7 +162,9 @@ def validate(payload: FeaturePayload) -> None:
     if not top <= MAX_FEATURE:
         raise ValueError(f"scale/zero_point decode to values up to {top:.3g}, the limit is {MAX_FEATURE:g}")
     expected = packed_size(n, payload.bits)
-    if len(payload.data) != expected:
+    if payload.coding != "none":
+        lossless.check(payload.data, payload.coding, expected)  # the header only: nothing decompressed yet
+    elif len(payload.data) != expected:
         raise ValueError(f"data is {len(payload.data)} bytes, shape {tuple(shape)} at {payload.bits} bits "
                          f"needs {expected}")
     if len(payload.labels) != shape[0]:
@@ -172,5 +179,6 @@ def decode(payload: FeaturePayload) -> torch.Tensor:
     """Return validated, dequantized float32 batch of ``payload.shape``."""
     validate(payload)
     n = math.prod(payload.shape)
-    codes = unpack(payload.data, payload.bits, n).reshape(payload.shape)
+    packed = lossless.decompress(payload.data, payload.coding, packed_size(n, payload.bits))
+    codes = unpack(packed, payload.bits, n).reshape(payload.shape)
     return dequantize(codes, payload.scale, payload.zero_point)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 from .archs import ARCHS, SplitSpec  # noqa: F401 (ARCHS re-exported)
 from .codec import MAX_ROBOT_ID
+from .coding import CODINGS, DEFAULT_CODING
 from .optim import OptimConfig, paper_optim
 from .replay import MEMORY_POLICIES, STALENESS
 
@@ -91,6 +92,8 @@ class EdgeConfig(ModelParams):
     pending_size: int = 256         # frames waiting for their label, and labels for their frame
     predict_every: int = 1          # early-exit prediction (and cloud features) for every k-th frame
     infer_batch: int = 16           # most frames predicted in one forward pass
+    coding: str = DEFAULT_CODING    # lossless coding of the feature codes on the link: "zstd" or "none"
+                                    # (core.coding); the cloud decodes whichever a batch declares
     link_budget_bps: float = 0.0    # bits/s the edge may offer the link; 0 = unlimited
     outbox_bits: float = 64e6       # store-and-forward limit for training batches (bits)
     outbox_age_s: float = 600.0     # training batches older than this are dropped
@@ -124,6 +127,8 @@ class EdgeConfig(ModelParams):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
+        if self.coding not in CODINGS:
+            raise ValueError(f"coding must be one of {CODINGS}, got {self.coding!r}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checkpoint, codec
+from .coding import CODINGS, DEFAULT_CODING
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
 from .optim import OptimConfig, paper_optim  # noqa: F401 (re-exported: trainers take them)
@@ -138,9 +139,13 @@ class EdgeTrainer(_Trainer):
 
     role = "edge"
 
-    def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig, policy: SplitPolicy | None = None):
+    def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig, policy: SplitPolicy | None = None,
+                 coding: str = DEFAULT_CODING):
         super().__init__(edge, optim, spec.model_id)
+        if coding not in CODINGS:
+            raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
         self.spec = spec
+        self.coding = coding
         self.policy = policy or FixedSplit(spec.split_point, spec.bits)
         # Batch sequence numbers must never repeat, across restarts too (the cloud would take a
         # new batch for one it already trained): count on from the wall clock in microseconds.
@@ -149,7 +154,7 @@ class EdgeTrainer(_Trainer):
     def _payload(self, features: torch.Tensor, labels, **meta) -> codec.FeaturePayload:
         self.seq += 1
         return codec.encode(features, bits=self.spec.bits, split_point=self.spec.split_point, labels=labels,
-                            seq=self.seq, model_hash=self.model_hash, **meta)
+                            coding=self.coding, seq=self.seq, model_hash=self.model_hash, **meta)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[StepResult, codec.FeaturePayload]:
         self._follow(self.policy.choose(SplitContext(step=self.step)))
@@ -322,6 +327,7 @@ class TrainConfig(SplitSpec):
     batch_size: int = 32
     seed: int = 0
     optim: OptimConfig | None = None  # None: the paper's optimizer for arch
+    coding: str = DEFAULT_CODING  # lossless coding of the edge's codes (core.coding); the wire bits count it
 
     def __post_init__(self):
         super().__post_init__()
@@ -329,14 +335,17 @@ class TrainConfig(SplitSpec):
             raise ValueError(f"mode must be 'hierarchical' or 'full-cloud', got {self.mode!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        if self.coding not in CODINGS:
+            raise ValueError(f"coding must be one of {CODINGS}, got {self.coding!r}")
 
     def spec(self, num_classes: int) -> SplitSpec:
         return replace(self.model_spec(), num_classes=num_classes)
 
 
-def make_trainers(spec: SplitSpec, optim: OptimConfig, *, seed: int | None = 0) -> tuple[EdgeTrainer, CloudTrainer]:
+def make_trainers(spec: SplitSpec, optim: OptimConfig, *, seed: int | None = 0,
+                  coding: str = DEFAULT_CODING) -> tuple[EdgeTrainer, CloudTrainer]:
     """Both trainers, with the same weights the edge and cloud nodes build for ``seed``."""
-    return (EdgeTrainer(build_edge(spec, seed=seed), spec, optim),
+    return (EdgeTrainer(build_edge(spec, seed=seed), spec, optim, coding=coding),
             CloudTrainer(build_cloud(spec, seed=seed), spec, optim))
 
 
@@ -371,7 +380,7 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
     optim = config.optim or paper_optim(config.arch, steps)
     spec = config.spec(train.num_classes)
     if config.mode == "hierarchical":
-        edge, cloud = make_trainers(spec, optim, seed=config.seed)
+        edge, cloud = make_trainers(spec, optim, seed=config.seed, coding=config.coding)
     else:
         full = FullCloudTrainer(build_model(config.arch, num_classes=train.num_classes, width=config.width),
                                 optim, f"{config.arch}-w{config.width:g}-c{train.num_classes}-full")
