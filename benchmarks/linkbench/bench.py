@@ -41,6 +41,7 @@ class BenchConfig(SplitSpec):
     modes: tuple = MODES
     window: int = 2                       # un-acknowledged batches on the wire
     jpeg_quality: int = 90
+    coding: str = "zstd"                  # hierarchical and split: the edge's lossless coding (core.coding)
     cloud_threads: int = 1                # torch threads of the cloud (the box has 2 cores)
     epoch_samples: int = 50000            # the epoch the per-epoch figures are scaled to (CIFAR-10)
     data: str = "fashion-mnist"
@@ -74,7 +75,8 @@ class BenchConfig(SplitSpec):
     def worker(self, mode: str, **kw) -> WorkerConfig:
         return WorkerConfig(mode=mode, **asdict(self.model_spec()), samples=self.samples,
                             batch_size=self.batch_size, seed=self.seed, window=self.window,
-                            jpeg_quality=self.jpeg_quality, data=self.data, done_timeout_s=self.mode_timeout_s, **kw)
+                            jpeg_quality=self.jpeg_quality, coding=self.coding, data=self.data,
+                            done_timeout_s=self.mode_timeout_s, **kw)
 
 
 def cpu_flops(threads: int, size: int = 384, seconds: float = 0.3) -> float:

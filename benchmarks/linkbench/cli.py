@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="some of: hierarchical fullcloud-raw fullcloud-jpeg split edge-only (default all)")
     link.add_argument("--window", type=int, default=2, help="un-acknowledged batches allowed on the wire")
     link.add_argument("--jpeg-quality", type=int, default=90)
+    link.add_argument("--coding", default="zstd", choices=("zstd", "none"),
+                      help="hierarchical and split: lossless coding of the feature codes (the edge node's coding)")
     link.add_argument("--cloud-threads", type=int, default=1, help="torch threads of the cloud process")
     link.add_argument("--epoch-samples", type=int, default=50000,
                       help="epoch size the per-epoch columns are scaled to (CIFAR-10: 50000)")
@@ -68,7 +70,7 @@ def config_from_args(args):
                       samples=args.samples, batch_size=args.batch_size, width=args.width, bits=args.bits,
                       budget_bits=args.budget_bits, edge_cpu_quota=args.edge_cpu_quota,
                       modes=tuple(args.modes or default_modes), window=args.window,
-                      jpeg_quality=args.jpeg_quality, cloud_threads=args.cloud_threads,
+                      jpeg_quality=args.jpeg_quality, coding=args.coding, cloud_threads=args.cloud_threads,
                       epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir, alpha=args.alpha,
                       camera_hz=args.camera_hz)
     return cfg, positions

@@ -36,7 +36,7 @@ def node_overrides(cfg, rate_bps: float) -> dict:
         # predict_every > max_frames: no answers, so no inference features share the link. The
         # bucket offers the link its nominal rate, as a robot configured for this uplink would.
         "edge_node": {"batch_size": cfg.batch_size, "predict_every": CAMERA_MARGIN * cfg.samples + 1,
-                      "torch_threads": 1,
+                      "torch_threads": 1, "coding": cfg.coding,
                       "buffer_size": max(512, cfg.samples), "link_budget_bps": float(rate_bps)},
         "cloud_node": {"torch_threads": cfg.cloud_threads},
     }

@@ -42,6 +42,7 @@ class WorkerConfig(SplitSpec):
     seed: int = 0
     window: int = 2            # un-acknowledged batches allowed on the wire
     jpeg_quality: int = 90
+    coding: str = "zstd"       # split: the edge's lossless coding of the feature codes (core.coding)
     threads: int = 1           # torch intra-op threads of this process
     data: str = "fashion-mnist"
     ifname: str = ""           # this side's veth (edge: tx counters are read from it)
@@ -232,7 +233,7 @@ def run_edge(cfg: WorkerConfig) -> dict:
             from hiertrain_ros.core.splitlearning import SplitEdgeTrainer
 
             edge_model, _ = build_split(spec, seed=cfg.seed)
-            trainer = SplitEdgeTrainer(edge_model, spec, optim)
+            trainer = SplitEdgeTrainer(edge_model, spec, optim, coding=cfg.coding)
             pub = node.create_publisher(FeatureBatch, FEATURES_TOPIC, _qos(cfg))
             grads: "queue.Queue" = queue.Queue()
             ready = threading.Event()

@@ -38,6 +38,9 @@ def test_features_flow_cloud_learns_and_images_stay_on_the_edge(system):
     assert all(scored[p]["frames"] > 50 and scored[p]["accuracy"] is not None for p in ("edge", "cloud", "output"))
     live = mon.live_adaptation
     assert live is not None and list(live.paths) == ["edge", "cloud", "output"] and min(live.frames) > 0
+    # The features travelled zstd-coded (the default) and the cloud learnt from them; the edge times its coding.
+    edge = mon.status["edge_node"]
+    assert edge["coding"] == "zstd" and float(edge["encode_ms"]) > 0, edge
 
     # Privacy boundary, read from the live graph: only the edge reads the camera, and the
     # cloud subscribes to no image topic at all.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -146,6 +147,7 @@ class EdgeTrainer(_Trainer):
             raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
         self.spec = spec
         self.coding = coding
+        self.encode_s, self.encoded = 0.0, 0  # time spent quantizing, packing and coding payloads
         self.policy = policy or FixedSplit(spec.split_point, spec.bits)
         # Batch sequence numbers must never repeat, across restarts too (the cloud would take a
         # new batch for one it already trained): count on from the wall clock in microseconds.
@@ -153,8 +155,12 @@ class EdgeTrainer(_Trainer):
 
     def _payload(self, features: torch.Tensor, labels, **meta) -> codec.FeaturePayload:
         self.seq += 1
-        return codec.encode(features, bits=self.spec.bits, split_point=self.spec.split_point, labels=labels,
-                            coding=self.coding, seq=self.seq, model_hash=self.model_hash, **meta)
+        start = time.perf_counter()
+        payload = codec.encode(features, bits=self.spec.bits, split_point=self.spec.split_point, labels=labels,
+                               coding=self.coding, seq=self.seq, model_hash=self.model_hash, **meta)
+        self.encode_s += time.perf_counter() - start  # part of the edge's stage: the link waits on it
+        self.encoded += 1
+        return payload
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, **meta) -> tuple[StepResult, codec.FeaturePayload]:
         self._follow(self.policy.choose(SplitContext(step=self.step)))
@@ -385,16 +391,18 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
         full = FullCloudTrainer(build_model(config.arch, num_classes=train.num_classes, width=config.width),
                                 optim, f"{config.arch}-w{config.width:g}-c{train.num_classes}-full")
     total, done, start = config.epochs * len(train), 0, time.perf_counter()
-    wire_bits = 0
+    wire_bits = uncoded_bits = 0
     for epoch in range(config.epochs):
         for images, labels in batches(train, config.batch_size, shuffle=True, seed=config.seed + epoch):
             if config.mode == "hierarchical":
                 edge_result, payload = edge.train_step(images, labels)
                 result = cloud.train_step(payload)
                 wire_bits += payload.wire_bits
+                uncoded_bits += codec.packed_size(math.prod(payload.shape), payload.bits) * 8 + 32
             else:
                 result = full.train_step(images, labels)
                 wire_bits += images.shape[0] * images[0].numel() * 8
+                uncoded_bits = wire_bits
             done += len(labels)
             if progress is not None:
                 progress(done, total, result.loss)
@@ -410,4 +418,5 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
             checkpoint.save(full.model.state_dict(), saved[0])
     return {"config": {**asdict(config), "optim": asdict(optim)}, "train_samples": len(train),
             "test_samples": len(test), "train_seconds": train_seconds,
-            "wire_bits_per_sample": wire_bits / total, "saved": [str(p) for p in saved], **metrics}
+            "wire_bits_per_sample": wire_bits / total, "uncoded_bits_per_sample": uncoded_bits / total,
+            "saved": [str(p) for p in saved], **metrics}
