@@ -30,6 +30,7 @@ setup(
             "cloud_node = hiertrain_ros.cloud_node:main",
             "fallback_node = hiertrain_ros.fallback_node:main",
             "camera_sim = hiertrain_ros.camera_sim:main",
+            "hier_worker_node = hiertrain_ros.hier_worker_node:main",
         ],
     },
 )

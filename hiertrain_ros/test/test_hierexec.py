@@ -58,7 +58,7 @@ def test_lenet5_hybrid_step_equals_whole_batch_sgd(policy):
 ])
 def test_bn_models_equal_sgd_with_running_statistics(arch, policy):
     """With BN on running statistics (and Dropout off) every layer is per sample: the equality is exact."""
-    workers, reference, _ = _run(arch, policy, det=True)
+    workers, reference, _ = _run(arch, policy, steps=2, det=True)
     assert _max_diff(workers[policy.mapping[0]].state_dict(), reference.state_dict()) < ATOL
 
 
@@ -116,3 +116,98 @@ def test_a_missing_packet_is_named_not_a_hang():
 
     with pytest.raises(RuntimeError, match="device waits for ACTIVATION .*from cloud"):
         hybrid_step(workers, codes, labels, transport=drop_activations)
+
+
+# -- three real worker processes on DDS -------------------------------------------------------------------------
+
+DDS_POLICY = Policy(("edge", "device", "cloud"), 1, 3, 4, 3, 5, 0.0)  # worker_o on the edge: all three work
+
+
+def _start_workers(tmp_path, policy, roles=("device", "edge", "cloud"), **params):
+    import os
+    import subprocess
+    import sys
+
+    from hiertrain_ros.ros_common import large_data_env
+
+    values = {"mapping": ",".join(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l, "b_o": policy.b_o,
+              "b_s": policy.b_s, "b_l": policy.b_l, "lr": LR, "momentum": MOMENTUM, **params}
+    args = [f"{k}:={v}" for k, v in values.items()]
+    env = {**os.environ, **large_data_env()}
+    procs = {}
+    for role in roles:
+        cmd = [sys.executable, "-m", "hiertrain_ros.hier_worker_node", "--ros-args", "-r", f"__node:=hier_{role}",
+               "-p", f"role:={role}"]
+        for arg in args:
+            cmd += ["-p", arg]
+        with open(tmp_path / f"{role}.log", "wb") as log:
+            procs[role] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return procs
+
+
+def _stop(procs):
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _logs(tmp_path):
+    return {log.stem: log.read_text(errors="replace") for log in tmp_path.glob("*.log")}
+
+
+@pytest.mark.system
+def test_three_workers_on_dds_equal_single_process_sgd(ros_env, tmp_path):
+    dump = tmp_path / "weights.pt"
+    procs = _start_workers(tmp_path, DDS_POLICY, steps=3, seed=0, data_seed=1, dump_path=str(dump),
+                           peer_timeout_s=20.0)
+    try:
+        codes = {role: proc.wait(timeout=90) for role, proc in procs.items()}
+    finally:
+        _stop(procs)
+    assert codes == {"device": 0, "edge": 0, "cloud": 0}, _logs(tmp_path)
+    weights = torch.load(dump)
+    batches = [synthetic_batch(1, k, 12) for k in range(3)]
+    reference = sgd_reference(model_layers("lenet5", seed=0), batches, lr=LR, momentum=MOMENTUM).state_dict()
+    assert _max_diff(weights, reference) < ATOL
+    assert _max_diff(weights, torch.nn.ModuleList(model_layers("lenet5", seed=0)).state_dict()) > 1e-3  # it trained
+
+
+@pytest.mark.system
+def test_a_killed_worker_is_a_clear_error_not_a_hang(ros_env, tmp_path):
+    import signal
+    import time
+
+    from waiting import wait_for
+
+    timeout_s = 3.0
+    procs = _start_workers(tmp_path, DDS_POLICY, steps=1_000_000, peer_timeout_s=timeout_s)
+    try:
+        wait_for(lambda: "step 5:" in (tmp_path / "edge.log").read_text(errors="replace")
+                 or any(p.poll() is not None for p in procs.values()), 60, "worker_o (edge) at step 5",
+                 lambda: str(_logs(tmp_path)))
+        assert all(p.poll() is None for p in procs.values()), _logs(tmp_path)
+        procs["cloud"].send_signal(signal.SIGKILL)
+        killed = time.monotonic()
+        edge = procs["edge"].wait(timeout=timeout_s + 10)
+        edge_s = time.monotonic() - killed
+        device = procs["device"].wait(timeout=timeout_s + 10)  # its messages come from worker_o, now gone too
+    finally:
+        _stop(procs)
+    logs = _logs(tmp_path)
+    assert edge == 1 and device == 1, logs
+    assert edge_s < timeout_s + 5
+    assert "from cloud within 3.0 s: the cloud worker is gone or stalled" in logs["edge"], logs["edge"]
+    assert "from edge within 3.0 s" in logs["device"], logs["device"]
+
+
+@pytest.mark.system
+def test_a_worker_that_never_comes_is_named(ros_env, tmp_path):
+    procs = _start_workers(tmp_path, DDS_POLICY, roles=("device", "edge"), steps=3, startup_timeout_s=2.0)
+    try:
+        codes = {role: proc.wait(timeout=30) for role, proc in procs.items()}
+    finally:
+        _stop(procs)
+    logs = _logs(tmp_path)
+    assert codes == {"device": 1, "edge": 1}, logs
+    assert "found no cloud worker within 2.0 s" in logs["device"], logs["device"]

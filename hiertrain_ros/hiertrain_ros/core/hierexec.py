@@ -338,6 +338,107 @@ class HierWorker:
         return self.layers.state_dict()
 
 
+# -- a worker process's settings ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The ROS parameters of ``hier_worker_node`` (one per field); the same policy on all three workers."""
+
+    LIVE = ()
+
+    role: str = "device"
+    mapping: str = "device,edge,cloud"  # the roles of worker_o, worker_s, worker_l
+    m_s: int = 1
+    m_l: int = 2
+    b_o: int = 4
+    b_s: int = 4
+    b_l: int = 4
+    arch: str = "lenet5"
+    width: float = 0.125
+    num_classes: int = 10
+    seed: int = 0             # the initial weights, the same on every worker
+    data_seed: int = 1        # the device's synthetic batches
+    steps: int = 3
+    lr: float = 0.05
+    momentum: float = 0.0
+    activation_bits: int = 0  # 8: forward activations through the package's 8-bit codec (the JALAD baseline)
+    deterministic: bool = False  # BN on running statistics and no Dropout: the iteration equals whole-batch SGD
+    peer_timeout_s: float = 10.0     # the longest wait for one message after the first step
+    startup_timeout_s: float = 60.0  # the longest wait for the other two workers to appear, and in the first step
+    dump_path: str = ""       # worker_o writes the final weights here (torch.save of the layers' state_dict)
+    topic_prefix: str = "hiertrain/hier"
+    auth_key_file: str = ""  # sign and check every HierTensor (core.auth), as the other nodes do
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if sorted(self.roles) != sorted(ROLES):
+            raise ValueError(f"mapping must name each of {ROLES} once (worker_o,worker_s,worker_l), got "
+                             f"{self.mapping!r}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.activation_bits not in (0, 8):
+            raise ValueError(f"activation_bits must be 0 or 8, got {self.activation_bits}")
+        for name in ("peer_timeout_s", "startup_timeout_s", "lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return tuple(r.strip() for r in self.mapping.split(","))
+
+    @property
+    def policy(self) -> Policy:
+        return Policy(self.roles, self.m_s, self.m_l, self.b_o, self.b_s, self.b_l, float("nan"))
+
+    @property
+    def batch(self) -> int:
+        return self.b_o + self.b_s + self.b_l
+
+    def worker(self) -> HierWorker:
+        layers = model_layers(self.arch, width=self.width, num_classes=self.num_classes, seed=self.seed)
+        worker = HierWorker(self.role, self.policy, layers, lr=self.lr, momentum=self.momentum,
+                            activation_bits=self.activation_bits)
+        if self.deterministic:
+            deterministic(worker.layers)
+        return worker
+
+
+class PeerTimeout(RuntimeError):
+    """A worker waited longer than its peer timeout for a message: the peer is gone or stalled."""
+
+
+def run_steps(worker: HierWorker, steps: int, send: Callable[[Packet], None],
+              receive: Callable[[Need, int, float], Packet | None], timeout_s: float,
+              batches: Callable[[int], tuple[torch.Tensor, torch.Tensor]] | None = None,
+              on_step: Callable[[int, float | None], None] | None = None,
+              first_timeout_s: float | None = None) -> None:
+    """Drive one worker for ``steps`` iterations: ``receive(need, step, timeout)`` returns the packet or None.
+
+    None (nothing within ``timeout_s``; ``first_timeout_s`` in step 0, where the peers may still be warming up)
+    is a :class:`PeerTimeout` naming the peer and the message.
+    """
+    for step in range(steps):
+        wait_s = first_timeout_s if step == 0 and first_timeout_s else timeout_s
+        run = worker.iteration(step, send, batches(step) if worker.role == "device" else None)
+        packet, loss = None, None
+        while True:
+            try:
+                need = run.send(packet)
+            except StopIteration as done:
+                loss = done.value
+                break
+            packet = receive(need, step, wait_s)
+            if packet is None:
+                raise PeerTimeout(f"the {worker.role} worker (task {worker.task.upper()}) got no "
+                                  f"{need.describe(step)} within {wait_s} s: the {need.sender} worker is gone "
+                                  "or stalled")
+        if on_step:
+            on_step(step, loss)
+
+
 # -- all three in one process -----------------------------------------------------------------------------------
 
 def make_workers(policy: Policy, layers_fn: Callable[[], Sequence[nn.Module]], **kwargs) -> dict[str, HierWorker]:

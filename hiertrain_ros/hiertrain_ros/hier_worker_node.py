@@ -1,0 +1,160 @@
+"""One HierTrain worker (issue 16): device, edge server or cloud, in a hybrid-parallel training run.
+
+The three workers run the same policy (``mapping``, ``m_s``, ``m_l``, ``b_o``, ``b_s``, ``b_l``) and exchange
+``hiertrain_interfaces/msg/HierTensor`` messages on one RELIABLE topic per receiver (``<topic_prefix>/<role>``).
+The device holds the data (reproducible synthetic batches) and hands out the shares; what each worker computes
+is :mod:`core.hierexec`.  After ``steps`` iterations worker_o writes the weights to ``dump_path`` and every
+worker exits 0.  A message that does not come within ``peer_timeout_s`` (or a peer that does not appear, or send
+its first-step message, within ``startup_timeout_s``) is logged, naming the peer and the message, and the
+process exits 1: never a hang.
+"""
+
+from __future__ import annotations
+
+import array
+import sys
+import threading
+import time
+
+import rclpy
+from hiertrain_interfaces.msg import HierTensor
+from rclpy.duration import Duration
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
+
+from .core.hierexec import Need, Packet, PeerTimeout, WorkerConfig, run_steps, synthetic_batch
+from .core.hierschedule import ROLES
+from .ros_common import MessageAuth, Rejections, StopFlag, declare_config
+
+# Every message of a step must arrive: reliable, and deep enough that a burst (one PARAM_GRADIENT and one
+# PARAMETERS per layer) never overwrites one not yet acknowledged.
+HIER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+def to_msg(packet: Packet) -> HierTensor:
+    return HierTensor(sender=packet.sender, receiver=packet.receiver, step=packet.step, kind=packet.kind,
+                      layer=packet.layer, bits=packet.bits, scale=float(packet.scale),
+                      zero_point=float(packet.zero_point), shape=list(packet.shape),
+                      data=array.array("B", packet.data))
+
+
+def from_msg(msg: HierTensor) -> Packet:
+    return Packet(msg.sender, msg.receiver, int(msg.step), int(msg.kind), int(msg.layer), int(msg.bits),
+                  float(msg.scale), float(msg.zero_point), tuple(int(d) for d in msg.shape), bytes(msg.data))
+
+
+class HierWorkerNode(Node):
+    def __init__(self, name: str = "hier_worker"):
+        super().__init__(name)
+        self.config = cfg = declare_config(self, WorkerConfig)
+        import torch
+
+        torch.set_num_threads(1)  # three workers share the host's cores (or a CPU quota each)
+        self.worker = cfg.worker()
+        self.peers = [r for r in ROLES if r != cfg.role]
+        self.auth = MessageAuth(self, cfg.auth_key_file, cfg.role, Rejections(self))
+        self.pubs = {peer: self.create_publisher(HierTensor, f"{cfg.topic_prefix}/{peer}", HIER_QOS)
+                     for peer in self.peers}
+        self.inbox: dict[tuple, Packet] = {}
+        self.arrived = threading.Condition()
+        self.sub = self.create_subscription(HierTensor, f"{cfg.topic_prefix}/{cfg.role}", self.on_message, HIER_QOS)
+        self.result: int | None = None  # the exit code once the run is over
+        self.step_times: list[float] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.get_logger().info(f"{cfg.role} is worker_{self.worker.task} of {cfg.mapping}: m_s={cfg.m_s}, "
+                               f"m_l={cfg.m_l}, split ({cfg.b_o}, {cfg.b_s}, {cfg.b_l}), {cfg.arch}, "
+                               f"{cfg.steps} steps")
+        self.thread.start()
+
+    def on_message(self, msg: HierTensor) -> None:
+        if msg.receiver != self.config.role or not self.auth.check("hier", msg):
+            return
+        packet = from_msg(msg)
+        with self.arrived:
+            self.inbox[(packet.sender, packet.step, packet.kind, packet.layer)] = packet
+            self.arrived.notify_all()
+
+    def receive(self, need: Need, step: int, timeout_s: float) -> Packet | None:
+        key = (need.sender, step, need.kind, need.layer)
+        with self.arrived:
+            self.arrived.wait_for(lambda: key in self.inbox, timeout=timeout_s)
+            return self.inbox.pop(key, None)
+
+    def send(self, packet: Packet) -> None:
+        msg = to_msg(packet)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.pubs[packet.receiver].publish(self.auth.sign("hier", msg))
+
+    def wait_for_peers(self) -> None:
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        while True:
+            missing = [peer for peer, pub in self.pubs.items() if pub.get_subscription_count() < 1]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise PeerTimeout(f"the {self.config.role} worker found no {' and no '.join(missing)} worker "
+                                  f"within {self.config.startup_timeout_s} s (nothing subscribed to "
+                                  f"{', '.join(self.pubs[m].topic_name for m in missing)})")
+            time.sleep(0.05)
+
+    def on_step(self, step: int, loss: float | None) -> None:
+        self.step_times.append(time.monotonic())
+        if loss is not None and (step < 10 or step % 100 == 0):
+            self.get_logger().info(f"step {step}: loss {loss:.4f}")
+
+    def run(self) -> None:
+        cfg = self.config
+        try:
+            self.wait_for_peers()
+            self.step_times.append(time.monotonic())
+            run_steps(self.worker, cfg.steps, self.send, self.receive, cfg.peer_timeout_s,
+                      lambda step: synthetic_batch(cfg.data_seed, step, cfg.batch, cfg.num_classes), self.on_step,
+                      first_timeout_s=cfg.startup_timeout_s)
+            if cfg.dump_path and self.worker.task == "o":
+                import torch
+
+                torch.save(self.worker.state_dict(), cfg.dump_path)
+            intervals = sorted(b - a for a, b in zip(self.step_times[1:], self.step_times[2:]))  # after step 0
+            per_step = intervals[len(intervals) // 2] if intervals else float("nan")
+            # The last messages (worker_o's parameters) must reach the others before this process goes.
+            for peer, pub in self.pubs.items():
+                if not pub.wait_for_all_acked(Duration(seconds=cfg.peer_timeout_s)):
+                    raise PeerTimeout(f"the {cfg.role} worker's last messages to {peer} were not acknowledged "
+                                      f"within {cfg.peer_timeout_s} s")
+            self.get_logger().info(f"done: {cfg.steps} steps, {per_step * 1e3:.2f} ms per iteration (median "
+                                   "after the first)")
+            self.result = 0
+        except Exception as exc:  # a peer gone, a bad message: a clear error and a non-zero exit
+            self.get_logger().error(f"HierTrain worker failed: {exc}")
+            self.result = 1
+
+    def close(self) -> None:
+        pass
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
+    stop = StopFlag()
+    node, code = None, 130
+    try:
+        node = HierWorkerNode()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        while not stop.is_set() and rclpy.ok() and node.result is None:
+            executor.spin_once(timeout_sec=0.05)
+        if node.result is not None:
+            code = node.result
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
