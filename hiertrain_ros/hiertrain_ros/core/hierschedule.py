@@ -232,7 +232,8 @@ def profile_layers(arch: str, *, width: float = 1.0, num_classes: int = 10, batc
     """Measure the model's layers on this machine: the profile JSON ``hiertrain schedule`` reads.
 
     A layer is the stretch between two of the package's separation positions (the last one runs to the output),
-    so that every HierTrain split is also a split this package can make.  Each time is the median of
+    so that every HierTrain split is also a split this package can make (``lenet5``: LeNet-5's 5 layers, the
+    paper's small model, :func:`.hierexec.lenet5_layers`).  Each time is the median of
     ``repeats`` after one warm-up; forward and backward are per sample at ``batch_size``, the update (plain SGD)
     per step.
     """
@@ -241,13 +242,19 @@ def profile_layers(arch: str, *, width: float = 1.0, num_classes: int = 10, batc
 
     from .models import _units, build_model
 
-    model = build_model(arch, num_classes=num_classes, width=width).train()
-    units, ends = _units(arch, model)
-    cuts = sorted({0, *ends, len(units)})
+    if arch == "lenet5":  # the paper's small model (core.hierexec), its 5 layers
+        from .hierexec import lenet5_layers
+
+        parts = [(f"layer {i}", part.train()) for i, part in enumerate(lenet5_layers(num_classes), 1)]
+    else:
+        model = build_model(arch, num_classes=num_classes, width=width).train()
+        units, ends = _units(arch, model)
+        cuts = sorted({0, *ends, len(units)})
+        parts = [(f"layer {i} (units {a + 1}-{b})", nn.Sequential(*units[a:b]))
+                 for i, (a, b) in enumerate(zip(cuts, cuts[1:]), start=1)]
     x = torch.randn(batch_size, 3, 32, 32)
     layers = []
-    for index, (a, b) in enumerate(zip(cuts, cuts[1:]), start=1):
-        part = nn.Sequential(*units[a:b])
+    for name, part in parts:
         params = [p for p in part.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(params, lr=0.0) if params else None
         forward, backward, update = [], [], []
@@ -266,7 +273,7 @@ def profile_layers(arch: str, *, width: float = 1.0, num_classes: int = 10, batc
                 forward.append(t1 - t0)
                 backward.append(t2 - t1)
                 update.append(t3 - t2 if optimizer is not None else 0.0)
-        layers.append({"name": f"layer {index} (units {a + 1}-{b})",
+        layers.append({"name": name,
                        "forward_s": statistics.median(forward) / batch_size,
                        "backward_s": statistics.median(backward) / batch_size,
                        "update_s": statistics.median(update),
