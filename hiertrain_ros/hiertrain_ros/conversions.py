@@ -100,8 +100,8 @@ def payload_from_msg(msg: FeatureBatch, max_samples: int | None = None) -> tuple
 
 
 def prediction_msg(stamp, frame_id: str, class_id: int, confidence: float, source: int,
-                   latency: float, robot_id: str) -> Prediction:
-    msg = Prediction(robot_id=robot_id)
+                   latency: float, robot_id: str, *, exit_index: int = 0, reason: int = 0) -> Prediction:
+    msg = Prediction(robot_id=robot_id, exit_index=int(exit_index), reason=int(reason))
     msg.header.stamp = stamp
     msg.header.frame_id = frame_id
     msg.class_id = int(class_id)

@@ -1,7 +1,8 @@
 """Edge node.
 
-Trains the edge part from the early exit, publishes quantized features, answers every k-th frame with the early exit.
-Heavy work runs in a worker thread.
+Trains the edge part from its exits, publishes quantized features, answers every k-th frame progressively: the first
+edge exit that is sure enough answers, and only the frames the offload policy names go to the cloud for its answer
+(``always``: all of them).  Heavy work runs in a worker thread.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from .core.config import EdgeConfig
 from .core.data import frames_to_tensor
 from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
-from .core.models import build_edge
+from .core.fallback import NOT_OFFLOADED
+from .core.progressive import progressive_edge
 from .core.replay import ReplayPacer, make_sampler
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
@@ -55,6 +57,8 @@ class EdgeNode(TrainerNode):
         self.unacked = AckTracker(cfg.unacked_max, cfg.resend_after_s)
         self.bucket = self._bucket()
         self.frames = self.consumed = self.features_sent = 0
+        self.offloaded = self.kept = 0  # inference frames whose features went to the cloud / stayed here
+        self.exit_answers = [0] * cfg.exits  # inference frames answered per edge exit (unsure ones: the last)
         # The camera callback and the worker both count; not the trainer's lock, which the callback
         # would then wait on for a whole training step (issue 15).
         self._consumed_lock = threading.Lock()
@@ -93,7 +97,11 @@ class EdgeNode(TrainerNode):
                          name_of=lambda msg: f"{msg.seq:020d}")
 
     def make_trainer(self, spec, optim):
-        return EdgeTrainer(build_edge(spec, seed=self.config.seed), spec, optim, coding=self.config.coding)
+        cfg = self.config
+        edge = progressive_edge(spec, seed=cfg.seed, exits=cfg.exits, placement=cfg.exit_placement,
+                                head=cfg.exit_head)
+        return EdgeTrainer(edge, spec, optim, coding=cfg.coding, offload=cfg.offload_policy,
+                           c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
 
     def input_shape(self) -> tuple:
         return (3, INPUT_SIZE, INPUT_SIZE)
@@ -106,6 +114,9 @@ class EdgeNode(TrainerNode):
 
     def on_config_changed(self) -> None:
         self.bucket = self._bucket()
+        cfg = self.config
+        if self.trainer is not None:
+            self.trainer.set_answering(cfg.offload_policy, cfg.confidence_threshold, cfg.confidence_measure)
 
     # -- executor callbacks: validate and enqueue only ------------------------------------------
     def on_image(self, msg: Image) -> None:
@@ -175,14 +186,22 @@ class EdgeNode(TrainerNode):
         headers = [h for h, _ in items]
         stamps = [(h.stamp.sec, h.stamp.nanosec) for h in headers]
         with self._lock:
-            classes, confidence, payload = self.trainer.infer(torch.stack([s for _, s in items]),
-                                                              frame_stamps=tuple(stamps), robot_id=self.robot_id)
-        for header, c, p in zip(headers, classes, confidence):
+            answers = self.trainer.answer(torch.stack([s for _, s in items]), frame_stamps=tuple(stamps),
+                                          robot_id=self.robot_id)
+        for header, c, p, exit_index, sent in zip(headers, answers.classes, answers.confidence, answers.exit_index,
+                                                  answers.offloaded):
+            # A frame kept here says so: the fallback serves it at once instead of waiting for the cloud.
             self.prediction_pub.publish(conversions.prediction_msg(
                 header.stamp, header.frame_id, c, p, Prediction.SOURCE_EDGE, seconds_since(self, header.stamp),
-                self.robot_id))
-        msg = conversions.feature_msg(payload, headers[-1].stamp, conversions.PURPOSE_INFER)
-        self.outbox.put(payload.wire_bits, msg, urgent=True)
+                self.robot_id, exit_index=exit_index, reason=0 if sent else NOT_OFFLOADED))
+            self.exit_answers[exit_index] += 1
+        sent = int(answers.offloaded.sum())
+        self.offloaded += sent
+        self.kept += len(items) - sent
+        if answers.payload is not None:
+            last = [h for h, s in zip(headers, answers.offloaded) if s][-1]
+            msg = conversions.feature_msg(answers.payload, last.stamp, conversions.PURPOSE_INFER)
+            self.outbox.put(answers.payload.wire_bits, msg, urgent=True)
         self._count_consumed(True, len(items))
 
     def _train(self, items, replay_only: bool = False) -> None:
@@ -233,6 +252,8 @@ class EdgeNode(TrainerNode):
                 "spill_errors": self.outbox.spill_errors, "spill_recovered": self.outbox.recovered,
                 "spill_torn": getattr(self.spill, "torn", 0), "spill_foreign": getattr(self.spill, "foreign", 0),
                 "features_sent": self.features_sent, "coding": self.config.coding,
+                "offload_policy": self.config.offload_policy, "frames_offloaded": self.offloaded,
+                "frames_kept": self.kept, "exit_answers": ",".join(map(str, self.exit_answers)),
                 "encode_ms": round(1e3 * self.trainer.encode_s / max(1, self.trainer.encoded), 3),
                 "unacked": len(self.unacked), "acked_seq": self.unacked.acked_seq, "resent": self.unacked.resent,
                 "frames_never_labelled": self.matcher.frames_expired,

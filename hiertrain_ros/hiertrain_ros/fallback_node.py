@@ -13,7 +13,7 @@ from rclpy.node import Node
 from rclpy.event_handler import SubscriptionEventCallbacks
 
 from .core.config import FallbackConfig
-from .core.fallback import FallbackArbiter
+from .core.fallback import NOT_OFFLOADED, FallbackArbiter
 from .core.metrics import PATHS
 from .ros_common import (LATCHED_QOS, RECORD_QOS, TOPICS, MessageAuth, Rejections, declare_config, diagnostic,
                          heartbeat_qos, resolve_robot_id, run_node, stamp_ns)
@@ -84,7 +84,9 @@ class FallbackNode(Node):
             self.poll()
 
     def on_edge(self, msg: Prediction) -> None:
-        self._publish(self.arbiter.on_edge(stamp_ns(msg.header.stamp), msg, msg.class_id, msg.confidence))
+        # An answer the edge did not offload goes out now: no cloud answer will come for it.
+        self._publish(self.arbiter.on_edge(stamp_ns(msg.header.stamp), msg, msg.class_id, msg.confidence,
+                                           offloaded=msg.reason != NOT_OFFLOADED))
 
     def on_cloud(self, msg: Prediction) -> None:
         self._publish(self.arbiter.on_cloud(stamp_ns(msg.header.stamp), msg, msg.robot_id, msg.class_id,
@@ -130,6 +132,7 @@ class FallbackNode(Node):
         values = {"segment": now["segment"], "policy": self.config.arbiter,
                   "recovery_frames_last_change": "" if last is None else last}
         values.update({f"served_{name}": n for name, n in zip(REASONS, now["reasons"])})
+        values["served_not_offloaded"] = self.arbiter.not_offloaded  # edge answers kept on the edge (in sole)
         values.update({f"overrides_{k}": _fmt(v) if isinstance(v, float) else v for k, v in now["overrides"].items()})
         values.update({f"rejected_{k}": n for k, n in self.rejections.counts.items()})
         for p in PATHS:

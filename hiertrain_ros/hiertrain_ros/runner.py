@@ -156,7 +156,7 @@ class Monitor(Node):
         self.segments: dict[int, int] = {}  # held-out frame stamp -> its scenario segment
         self.labels: dict[int, tuple[int, int]] = {}  # labelled frame stamp -> (class, segment)
         self.metrics_window = metrics_window  # labelled (held-out) frames per point of the adaptation metrics
-        # stamp -> (class, source, latency, confidence, reason) per path
+        # stamp -> (class, source, latency, confidence, reason, exit_index) per path
         self.predictions: dict[str, dict[int, tuple]] = {"edge": {}, "cloud": {}, "output": {}}
         # Timing lists hold when the *sender* published (DDS source timestamp), on this
         # process's monotonic clock: what a node did, not when this monitor got round to it.
@@ -164,6 +164,7 @@ class Monitor(Node):
         self.started = time.monotonic()
         self.output_times: list[tuple[float, int]] = []  # (publish time, source)
         self.edge_times: list[float] = []  # publish times of the edge's answers
+        self.answered_at: dict[str, dict[int, float]] = {"edge": {}, "output": {}}  # frame stamp -> publish time
         self.counts: Counter = Counter()
         self.feature_bytes = 0
         self.cloud_losses: list[float] = []
@@ -212,16 +213,19 @@ class Monitor(Node):
     def _on_prediction(self, key: str, msg: Prediction, info) -> None:
         with self._lock:
             self.predictions[key][stamp_ns(msg.header.stamp)] = (msg.class_id, msg.source, msg.latency,
-                                                                    msg.confidence, msg.reason)
+                                                                    msg.confidence, msg.reason, msg.exit_index)
             self.counts[f"{key}_predictions"] += 1
             if key == "output":
                 self.output_times.append((self._sent(info), msg.source))
             elif key == "edge":
                 self.edge_times.append(self._sent(info))
+            if key in self.answered_at:
+                self.answered_at[key][stamp_ns(msg.header.stamp)] = self._sent(info)
 
     def _on_features(self, msg: FeatureBatch) -> None:
         with self._lock:
             self.counts["feature_batches"] += 1
+            self.counts["infer_batches" if msg.purpose == FeatureBatch.PURPOSE_INFER else "train_batches"] += 1
             self.feature_bytes += len(msg.data)
 
     def _on_metrics(self, role: str, msg: TrainingMetrics, info) -> None:

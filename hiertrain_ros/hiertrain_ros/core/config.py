@@ -17,6 +17,12 @@ from .coding import CODINGS, DEFAULT_CODING
 from .optim import OptimConfig, paper_optim
 from .replay import MEMORY_POLICIES, STALENESS
 
+# core.progressive's choices, here without torch (test_progressive checks they agree).
+EXIT_PLACEMENTS = ("linear", "pareto")
+CONFIDENCE_MEASURES = ("max_softmax", "entropy")
+OFFLOAD_POLICIES = ("always", "unsure", "never")
+MAX_EXITS = 3
+
 
 @dataclass(frozen=True)
 class ModelParams(SplitSpec):
@@ -113,8 +119,17 @@ class EdgeConfig(ModelParams):
     replay_memory_mb: float = 4.0   # the memory's limit (a 32x32 RGB float frame is 12 KB: 4 MB = 325 frames)
     replay_ratio: float = 0.5       # share of each training batch replayed; new frames are still trained once
     replay_idle_hz: float = 0.0     # replay-only steps per second at most while too few new frames come; 0 = off
+    exits: int = 1                  # edge exits, 1..3 (at most split_point); the last reads the compressed
+                                    # features and the others sit before it (progressive answering, issue 12)
+    exit_placement: str = "linear"  # where the earlier exits go: "linear" or "pareto" (core.progressive)
+    exit_head: str = ""             # "" = the one-layer head; else "module:factory", called with
+                                    # (channels, height, width, classes)
+    confidence_threshold: float = 0.9  # c_thr: the first edge exit at least this sure answers the frame
+    confidence_measure: str = "max_softmax"  # or "entropy" (one minus the normalised entropy)
+    offload_policy: str = "always"  # inference features to the cloud: "always" (every answered frame),
+                                    # "unsure" (only frames no edge exit is c_thr sure about), "never"
 
-    LIVE = ("predict_every", "link_budget_bps")
+    LIVE = ("predict_every", "link_budget_bps", "confidence_threshold", "confidence_measure", "offload_policy")
 
     def __post_init__(self):
         super().__post_init__()
@@ -129,6 +144,18 @@ class EdgeConfig(ModelParams):
         _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
         if self.coding not in CODINGS:
             raise ValueError(f"coding must be one of {CODINGS}, got {self.coding!r}")
+        if not 1 <= self.exits <= min(MAX_EXITS, self.split_point):
+            raise ValueError(f"exits must be in 1..{min(MAX_EXITS, self.split_point)} (at most 3, and at most "
+                             f"split_point {self.split_point}), got {self.exits}")
+        for name, allowed in (("exit_placement", EXIT_PLACEMENTS), ("confidence_measure", CONFIDENCE_MEASURES),
+                              ("offload_policy", OFFLOAD_POLICIES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        module, sep, factory = self.exit_head.partition(":")
+        if self.exit_head and not (sep and module and factory):
+            raise ValueError(f"exit_head must be '' or 'module:factory', got {self.exit_head!r}")
+        if not 0 <= self.confidence_threshold <= 1:
+            raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,13 @@ counting the overrides it blocked, so it reopens when the bins would have paid o
 paths' errors are correlated (the cloud continues from the edge's features), which per-path tables
 cannot see, and on the adaptation bench that cost the output up to 1.25 points against the edge.
 
+Progressive answering (issue 12): an edge answer whose frame the edge did not offload (its
+``Prediction.reason`` is ``NOT_OFFLOADED`` on the edge's topic: an edge exit was sure, or the policy is
+``never``) goes out at once as ``REASON_SOLE``: no cloud answer will come, so waiting ``cloud_grace_s``
+would only delay it.  The edge says so itself rather than the arbiter comparing the confidence with a
+threshold: the arbiter does not know the edge's ``c_thr``, measure or policy, which can change while it
+runs.  Edge answers with any other reason wait as before.
+
 Policy ``cloud_first`` serves the cloud whenever its answer is in time (the rule before
 labels were used).  Labels come in through :meth:`on_label`; every answer (the edge's, the
 cloud's, even a late one, and the output's) is scored prequentially in ``metrics``.
@@ -44,6 +51,7 @@ from .metrics import Prequential, recovery
 
 EDGE, CLOUD = 0, 1  # Prediction.SOURCE_*
 REASON_SOLE, REASON_CALIBRATED, REASON_RECENT_ACCURACY = 0, 1, 2  # Prediction.REASON_*
+NOT_OFFLOADED = 3  # Prediction.reason on the edge's topic only: the frame stayed on the edge, no cloud answer comes
 POLICIES = ("best", "cloud_first")
 PRIOR_WEIGHT = 2.0  # labelled frames' worth of the path's recent accuracy in each bin's estimate
 
@@ -114,6 +122,7 @@ class FallbackArbiter:
         self._override_of: OrderedDict = OrderedDict()  # stamp -> [path the bins picked, {path: correct}]
         self.metrics = Prequential(recent_window=recent_window, history=history, on_score=self._calibrate)
         self.reasons = [0, 0, 0]  # outputs served per REASON_*
+        self.not_offloaded = 0  # edge answers served at once: their frames were not offloaded
 
     def heartbeat(self) -> None:
         with self._lock:
@@ -192,15 +201,23 @@ class FallbackArbiter:
         with self._lock:
             self.metrics.label(stamp, class_id, segment)
 
-    def on_edge(self, stamp, prediction, class_id: int | None = None, confidence: float = 0.0) -> list:
-        """Return the outputs to publish now.  Without ``class_id`` the answer is served but not scored."""
+    def on_edge(self, stamp, prediction, class_id: int | None = None, confidence: float = 0.0,
+                offloaded: bool = True) -> list:
+        """Return the outputs to publish now.  Without ``class_id`` the answer is served but not scored.
+
+        ``offloaded=False``: the edge kept the frame (no cloud answer will come), so its answer goes out now.
+        """
         with self._lock:
             # A waiting answer is scored once its frame is decided: the choice must not learn
             # from the label of the very frame it chooses for.
             answer = (prediction, class_id, confidence)
-            if stamp in self._answered or not self.cloud_alive():
+            if stamp in self._answered or not self.cloud_alive() or not offloaded:
                 self._record("edge", stamp, answer)
-                return [] if stamp in self._answered else [self._emit(stamp, answer, REASON_SOLE)]
+                if stamp in self._answered:
+                    return []
+                if not offloaded:
+                    self.not_offloaded += 1
+                return [self._emit(stamp, answer, REASON_SOLE)]
             self._pending[stamp] = (self._clock() + self.grace, answer)
             out = []
             while len(self._pending) > self._max:

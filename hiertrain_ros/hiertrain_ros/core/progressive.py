@@ -9,6 +9,10 @@
 - :func:`decide` is the progressive decision: the first exit whose confidence (max softmax, or one minus the
   normalised entropy) reaches ``c_thr`` answers; none does: offload.
 - :func:`load_head` loads a user's exit head from ``module:factory``.
+- :func:`progressive_edge` builds the edge part with k exits (placement, head) as the edge node does: k = 1 with
+  the default head is exactly ``build_edge(spec, seed=seed)``.
+- ``OFFLOAD_POLICIES``: which inference frames the edge sends to the cloud (``always``: every one, as before
+  progressive answering; ``unsure``: those no edge exit is sure about; ``never``: none).
 - :func:`offload_cost` prices one offloaded sample: cloud compute time and bytes on the wire.
 - :func:`split_by_memory` and :func:`split_by_latency` choose the split as EdgeLessPart §II does: the deepest
   position whose edge part needs at most a share of the whole model's training memory (the paper: 70 %), or
@@ -28,6 +32,7 @@ import torch
 
 PLACEMENTS = ("linear", "pareto")
 CONFIDENCE = ("max_softmax", "entropy")
+OFFLOAD_POLICIES = ("always", "unsure", "never")
 MAX_EXITS = 3
 PARETO_SHAPE = math.log(5, 4)  # 80 % of the mass in the first 20 % (the paper's reference [22])
 PARETO_RANGE = 10.0            # bounded Pareto on [1, 10], mapped onto the part's compute
@@ -126,6 +131,17 @@ def load_head(path: str):
     if not callable(factory):
         raise ValueError(f"exit head {path!r}: {module_name} has no callable {attr!r}")
     return factory
+
+
+def progressive_edge(spec, *, seed: int | None = None, exits: int = 1, placement: str = "linear",
+                     head: str = ""):
+    """Return the edge part with ``exits`` exits placed by ``placement``, each a ``head`` ("": the one-layer head)."""
+    from .models import build_edge, linear_exit
+
+    taps = edge_exits(spec, exits, placement) if exits != 1 else ()
+    if exits == 1 and placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+    return build_edge(spec, seed=seed, exits=taps, exit_head=load_head(head) if head else linear_exit)
 
 
 def offload_cost(cloud_s: float, wire_bytes: float, *, price_per_cloud_hour: float,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, codec
+from . import checkpoint, codec, progressive
 from .coding import CODINGS, DEFAULT_CODING
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
@@ -132,21 +132,37 @@ class StepResult:
     samples: int
 
 
+@dataclass(frozen=True)
+class EdgeAnswers:
+    """The edge's progressive answers to an inference batch (see :meth:`EdgeTrainer.answer`)."""
+
+    classes: np.ndarray     # per frame: the answering exit's class (an unsure frame: the last exit's guess)
+    confidence: np.ndarray  # max softmax of that exit, as every Prediction reports it
+    exit_index: np.ndarray  # the edge exit that answered, 0 = the first (an unsure frame: the last)
+    sure: np.ndarray        # some edge exit reached c_thr
+    offloaded: np.ndarray   # the frame's features are in ``payload``: the cloud will answer it too
+    payload: codec.FeaturePayload | None  # features of the offloaded frames, in order; None: none is
+
+
 class EdgeTrainer(_Trainer):
     """Trains the edge part from the early-exit (edge) loss and emits the batch's payload.
 
     Before each training step it asks its split policy (default: the spec's split, fixed).
+    Inference answers progressively (:meth:`answer`): ``offload`` (core.progressive.OFFLOAD_POLICIES) says
+    which frames' features go to the cloud, ``c_thr`` and ``measure`` when an edge exit is sure.
     """
 
     role = "edge"
 
     def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig, policy: SplitPolicy | None = None,
-                 coding: str = DEFAULT_CODING):
+                 coding: str = DEFAULT_CODING, *, offload: str = "always", c_thr: float = 0.9,
+                 measure: str = "max_softmax"):
         super().__init__(edge, optim, spec.model_id)
         if coding not in CODINGS:
             raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
         self.spec = spec
         self.coding = coding
+        self.set_answering(offload, c_thr, measure)
         self.encode_s, self.encoded = 0.0, 0  # time spent quantizing, packing and coding payloads
         self.policy = policy or FixedSplit(spec.split_point, spec.bits)
         # Batch sequence numbers must never repeat, across restarts too (the cloud would take a
@@ -188,6 +204,46 @@ class EdgeTrainer(_Trainer):
         features, logits = self.model(images)
         classes, confidence = _predictions(logits)
         return classes, confidence, self._payload(features, None, **meta)
+
+    def set_answering(self, offload: str, c_thr: float, measure: str) -> None:
+        """Change the offload policy, threshold and confidence measure (one assignment: safe while answering)."""
+        if offload not in progressive.OFFLOAD_POLICIES:
+            raise ValueError(f"offload policy must be one of {progressive.OFFLOAD_POLICIES}, got {offload!r}")
+        if measure not in progressive.CONFIDENCE:
+            raise ValueError(f"confidence measure must be one of {progressive.CONFIDENCE}, got {measure!r}")
+        if not 0 <= c_thr <= 1:
+            raise ValueError(f"c_thr must be in [0, 1], got {c_thr}")
+        self.answering = (offload, float(c_thr), measure)
+
+    @torch.no_grad()
+    def answer(self, images: torch.Tensor, frame_stamps: tuple = (), **meta) -> EdgeAnswers:
+        """Answer a batch progressively and build the payload of the frames the cloud should answer.
+
+        Per frame the first exit at least ``c_thr`` sure answers (core.progressive.decide); a frame no exit is
+        sure about gets the last exit's guess.  ``always`` offloads every frame, ``unsure`` those no exit is sure
+        about, ``never`` none.  ``frame_stamps`` (one per image) are cut down to the offloaded frames'.
+        """
+        offload, c_thr, measure = self.answering
+        if frame_stamps and len(frame_stamps) != len(images):
+            raise ValueError(f"need one frame stamp per image ({len(images)}), got {len(frame_stamps)}")
+        self.model.eval()
+        features, exits = self.model.forward_exits(images)
+        decisions = progressive.decide(exits, c_thr, measure)
+        last = len(exits) - 1
+        exit_index = np.array([last if d.exit is None else d.exit for d in decisions], dtype=np.int64)
+        sure = np.array([d.exit is not None for d in decisions], dtype=bool)
+        probs = torch.stack([F.softmax(z.float(), dim=1) for z in exits])  # exits x N x classes
+        rows = torch.arange(len(images))
+        confidence, classes = probs[torch.from_numpy(exit_index), rows].max(dim=1)
+        offloaded = {"always": np.ones_like(sure), "unsure": ~sure, "never": np.zeros_like(sure)}[offload]
+        payload = None
+        if offloaded.any():
+            kept = np.flatnonzero(offloaded)
+            if frame_stamps:
+                meta["frame_stamps"] = tuple(frame_stamps[i] for i in kept)
+            chosen = features if offloaded.all() else features[torch.from_numpy(kept)]
+            payload = self._payload(chosen, None, **meta)
+        return EdgeAnswers(classes.numpy(), confidence.numpy(), exit_index, sure, offloaded, payload)
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "seq": self.seq}

@@ -1,0 +1,170 @@
+"""Progressive answering on the edge (issue 12), without ROS.
+
+The edge's exits built from the config, the per-frame decision through EdgeTrainer on fixed logits, which
+frames' features go to the cloud under each offload policy, the arbiter serving a kept frame at once, and no
+gradient crossing the split with several exits.
+"""
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from hiertrain_ros.core import codec, config, progressive
+from hiertrain_ros.core.archs import SplitSpec
+from hiertrain_ros.core.config import EdgeConfig
+from hiertrain_ros.core.fallback import REASON_SOLE, FallbackArbiter
+from hiertrain_ros.core.models import build_cloud, build_edge
+from hiertrain_ros.core.progressive import progressive_edge
+from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer, OptimConfig
+from hiertrain_ros.ros_common import config_file
+
+SPEC = SplitSpec("vgg16", 3, width=0.125)
+SURE, UNSURE = [9.0, 0.0, 0.0], [0.2, 0.1, 0.0]  # max softmax 0.9998 and 0.37
+
+
+def _images(n=3, seed=0):
+    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+def _fixed(trainer: EdgeTrainer, *exit_logits) -> None:
+    """Make the trainer's edge answer with these logits (features from the real model)."""
+    real = trainer.model.forward_exits
+    trainer.model.forward_exits = lambda x: (real(x)[0], [torch.tensor(z) for z in exit_logits])
+
+
+def test_the_default_edge_is_todays_model_and_answers_as_todays_infer():
+    cfg = EdgeConfig(width=0.125)
+    assert (cfg.exits, cfg.offload_policy, cfg.exit_head) == (1, "always", "")
+    default = progressive_edge(SPEC, seed=0, exits=cfg.exits, placement=cfg.exit_placement, head=cfg.exit_head)
+    today = build_edge(SPEC, seed=0)
+    assert list(default.state_dict()) == list(today.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), today.state_dict().values()))
+    edge = EdgeTrainer(default, SPEC, OptimConfig())
+    images, stamps = _images(5), tuple((i, 0) for i in range(5))
+    classes, confidence, payload = edge.infer(images, frame_stamps=stamps)
+    got = edge.answer(images, frame_stamps=stamps)
+    assert np.array_equal(got.classes, classes) and np.allclose(got.confidence, confidence)
+    assert (got.exit_index == 0).all() and got.offloaded.all()
+    assert got.payload.frame_stamps == stamps and got.payload.data == payload.data
+    assert got.payload.shape == payload.shape and got.payload.scale == payload.scale
+
+
+def test_the_first_sure_exit_answers_and_only_unsure_frames_are_offloaded():
+    edge = EdgeTrainer(progressive_edge(SPEC, seed=0, exits=2), SPEC, OptimConfig(), offload="unsure", c_thr=0.9)
+    # Frame 0: the first exit is sure; frame 1: only the second; frame 2: neither.
+    _fixed(edge, [SURE, UNSURE, UNSURE], [[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [0.0, 0.3, 0.0]])
+    stamps = ((1, 0), (2, 0), (3, 0))
+    got = edge.answer(_images(), frame_stamps=stamps, robot_id="r1")
+    assert got.exit_index.tolist() == [0, 1, 1]  # the unsure frame: the last exit's guess, served meanwhile
+    assert got.classes.tolist() == [0, 2, 1]
+    assert got.sure.tolist() == [True, True, False] and got.offloaded.tolist() == [False, False, True]
+    expected = [torch.softmax(torch.tensor(z), 0).max().item() for z in (SURE, [0.0, 0.0, 9.0], [0.0, 0.3, 0.0])]
+    assert got.confidence.tolist() == pytest.approx(expected)
+    # Only the unsure frame's features travel, under its own stamp; the cloud decodes them.
+    assert got.payload.shape[0] == 1 and got.payload.frame_stamps == ((3, 0),) and got.payload.robot_id == "r1"
+    assert (got.payload.labels == -1).all()
+    assert build_cloud(SPEC)(codec.decode(got.payload)).shape == (1, 10)
+
+    edge.set_answering("always", 0.9, "max_softmax")  # today's: every frame goes, the answers are the same
+    always = edge.answer(_images(), frame_stamps=stamps)
+    assert always.offloaded.all() and always.payload.frame_stamps == stamps
+    assert always.exit_index.tolist() == [0, 1, 1] and always.classes.tolist() == [0, 2, 1]
+    edge.set_answering("never", 0.9, "max_softmax")
+    never = edge.answer(_images(), frame_stamps=stamps)
+    assert never.payload is None and not never.offloaded.any() and never.exit_index.tolist() == [0, 1, 1]
+    edge.set_answering("unsure", 0.0, "max_softmax")  # c_thr 0: the first exit answers everything
+    everything = edge.answer(_images(), frame_stamps=stamps)
+    assert everything.payload is None and everything.exit_index.tolist() == [0, 0, 0]
+
+
+def test_the_entropy_measure_decides_but_the_reported_confidence_stays_max_softmax():
+    edge = EdgeTrainer(progressive_edge(SPEC, seed=0, exits=1), SPEC, OptimConfig(), offload="unsure", c_thr=0.9,
+                       measure="entropy")
+    spread = [3.0, 0.0, 0.0]  # max softmax 0.909 (sure by that), entropy measure 0.666 (unsure)
+    _fixed(edge, [spread, SURE])
+    got = edge.answer(_images(2))
+    assert got.offloaded.tolist() == [True, False] and got.exit_index.tolist() == [0, 0]
+    assert got.confidence[0] == pytest.approx(0.9094, abs=1e-4)
+    edge.set_answering("unsure", 0.9, "max_softmax")
+    assert not edge.answer(_images(2)).offloaded.any()
+
+
+def test_bad_answering_settings_are_refused_naming_the_value():
+    edge_model = build_edge(SPEC, seed=0)
+    for kw, name in ((dict(offload="sometimes"), "sometimes"), (dict(c_thr=1.5), "1.5"),
+                     (dict(measure="margin"), "margin")):
+        with pytest.raises(ValueError, match=name):
+            EdgeTrainer(edge_model, SPEC, OptimConfig(), **kw)
+    with pytest.raises(ValueError, match="frame stamp"):
+        EdgeTrainer(edge_model, SPEC, OptimConfig()).answer(_images(2), frame_stamps=((1, 0),))
+
+
+def test_edge_config_checks_the_progressive_settings():
+    assert (config.EXIT_PLACEMENTS, config.CONFIDENCE_MEASURES, config.OFFLOAD_POLICIES, config.MAX_EXITS) == (
+        progressive.PLACEMENTS, progressive.CONFIDENCE, progressive.OFFLOAD_POLICIES, progressive.MAX_EXITS)
+    EdgeConfig(exits=3, exit_placement="pareto", offload_policy="unsure", confidence_measure="entropy",
+               exit_head="hiertrain_ros.core.models:linear_exit", confidence_threshold=0.8)
+    for bad, shown in ((dict(exits=0), "0"), (dict(exits=4), "4"), (dict(exits=3, split_point=2), "split_point 2"),
+                       (dict(exit_placement="cubic"), "cubic"), (dict(confidence_measure="margin"), "margin"),
+                       (dict(offload_policy="sometimes"), "sometimes"), (dict(exit_head="nocolon"), "nocolon"),
+                       (dict(confidence_threshold=1.2), "1.2")):
+        with pytest.raises(ValueError, match=shown):
+            EdgeConfig(**bad)
+    assert {"confidence_threshold", "confidence_measure", "offload_policy"} <= set(EdgeConfig.LIVE)
+    # The shipped params file names every new setting, at the dataclass's default.
+    edge = yaml.safe_load(config_file("edge_cloud.yaml").read_text())["edge_node"]["ros__parameters"]
+    defaults = {f.name: f.default for f in fields(EdgeConfig)}
+    for name in ("exits", "exit_placement", "exit_head", "confidence_threshold", "confidence_measure",
+                 "offload_policy"):
+        assert edge[name] == defaults[name], name
+
+
+def test_exits_from_the_config_build_with_a_user_head_and_a_bad_head_fails_clearly():
+    spec = SplitSpec("vgg16", 7, width=0.125)
+    for how in ("linear", "pareto"):
+        edge = progressive_edge(spec, seed=0, exits=3, placement=how, head="hiertrain_ros.core.models:linear_exit")
+        assert len(edge.exits) == 3 and edge.exit_ends
+    with pytest.raises(ValueError, match="cannot import"):
+        progressive_edge(spec, exits=2, head="no_such_module_xyz:head")
+    with pytest.raises(ValueError, match="cubic"):
+        progressive_edge(spec, exits=1, placement="cubic")
+
+
+def test_the_arbiter_serves_a_kept_frame_at_once_and_an_offloaded_one_waits():
+    now = [100.0]
+    arb = FallbackArbiter(heartbeat_timeout_s=0.3, cloud_grace_s=5.0, clock=lambda: now[0])
+    arb.heartbeat()
+    assert arb.on_edge(1, "kept", 3, 0.99, offloaded=False) == ["kept"]  # no wait: no cloud answer will come
+    assert arb.on_edge(2, "sent", 3, 0.5) == []  # as before: waits for the cloud's
+    assert arb.on_cloud(2, "cloud") == ["cloud"]
+    assert arb.on_cloud(1, "late") == [] and arb.late_cloud == 1  # a kept frame is never answered twice
+    assert arb.on_edge(1, "again", 3, 0.99, offloaded=False) == []
+    assert arb.not_offloaded == 1 and arb.reasons[REASON_SOLE] == 2
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_no_gradient_crosses_the_split_with_three_exits(arch):
+    spec = SplitSpec(arch, 3, width=0.125)
+    edge = EdgeTrainer(progressive_edge(spec, seed=0, exits=3, placement="pareto"), spec, OptimConfig())
+    cloud = CloudTrainer(build_cloud(spec, seed=0), spec, OptimConfig())
+    images = _images(8)
+    labels = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
+    _, payload = edge.train_step(images, labels)
+    assert len(edge.model.exits) == 3 and all(p.grad is not None for p in edge.model.exits.parameters())
+    grads = {n: p.grad.clone() for n, p in edge.model.named_parameters()}
+    weights = {n: p.detach().clone() for n, p in edge.model.named_parameters()}
+    assert codec.decode(payload).grad_fn is None
+    before = [p.detach().clone() for p in cloud.model.parameters()]
+    cloud.train_step(payload)
+    for n, p in edge.model.named_parameters():
+        assert torch.equal(p.grad, grads[n]) and torch.equal(p.detach(), weights[n]), n
+    assert any(not torch.equal(p.detach(), b) for p, b in zip(cloud.model.parameters(), before))
+    # The cloud's backward from a fresh inference payload leaves a new edge's gradients None.
+    fresh = EdgeTrainer(progressive_edge(spec, seed=0, exits=3), spec, OptimConfig(), offload="always")
+    answers = fresh.answer(images)
+    features = codec.decode(answers.payload).requires_grad_(True)
+    cloud.model(features).sum().backward()
+    assert all(p.grad is None for p in fresh.model.parameters())

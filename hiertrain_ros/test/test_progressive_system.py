@@ -1,0 +1,59 @@
+"""Progressive answering on real DDS (issue 12): a sure edge answers alone, and no inference batch leaves it."""
+
+import time
+
+import pytest
+
+from hiertrain_interfaces.msg import Prediction
+from hiertrain_ros.core.fallback import NOT_OFFLOADED, REASON_SOLE
+from hiertrain_ros.runner import GRAPHS, Graph, MonitorThread
+from waiting import wait_for
+
+pytestmark = [pytest.mark.system, pytest.mark.slow]
+
+GRACE_S = 3.0  # the fallback's wait for a cloud answer: long, so that waiting for one would show
+
+
+def test_a_sure_edge_answers_at_once_and_only_training_batches_leave_it(ros_env, tmp_path):
+    # Two edge exits, c_thr 0: the first exit is always sure, so with "unsure" no frame is offloaded.
+    overrides = {"camera_sim": {"rate_hz": 100.0},
+                 "edge_node": {"batch_size": 16, "exits": 2, "offload_policy": "unsure", "confidence_threshold": 0.0},
+                 "fallback_node": {"cloud_grace_s": GRACE_S}}
+    graph = Graph(GRAPHS["edge_cloud"], overrides=overrides, log_dir=tmp_path / "logs")
+    monitor = MonitorThread()
+    mon = monitor.node
+    graph.start()
+    try:
+        wait_for(lambda: mon.link is not None and mon.link.cloud_alive, 60, "the cloud's heartbeat at the fallback")
+        up = time.monotonic()
+        wait_for(lambda: sum(t > up for t in mon.answered_at["edge"].values()) >= 100
+                 and mon.counts["cloud_metrics"] >= 10, 45, "100 edge answers and 10 cloud training steps",
+                 lambda: str(dict(mon.counts)))
+        with mon._lock:
+            frames = {s: t for s, t in mon.answered_at["edge"].items() if t > up}
+        time.sleep(1.0)  # long enough for any output, well short of the grace period
+        with mon._lock:
+            edge, output = dict(mon.predictions["edge"]), dict(mon.predictions["output"])
+            served_at = dict(mon.answered_at["output"])
+            counts = dict(mon.counts)
+        assert not [t for t, alive in mon.link_changes if t > up and not alive], "the link went down meanwhile"
+
+        # No inference batch left the edge, and the cloud answered nothing; training batches still flowed.
+        assert counts.get("infer_batches", 0) == 0 and counts.get("cloud_predictions", 0) == 0, counts
+        assert counts["train_batches"] >= 10, counts
+        # Every answer came from the edge's first exit and says it was not offloaded ...
+        assert {edge[s][5] for s in frames} == {0} and {edge[s][4] for s in frames} == {NOT_OFFLOADED}
+        # ... and the output served each of them at once, not after the grace period.
+        lags = sorted(served_at[s] - t for s, t in frames.items() if s in served_at)
+        assert len(lags) >= len(frames) - 2, f"{len(frames) - len(lags)} of {len(frames)} frames without output"
+        assert lags[-1] < 1.0 < GRACE_S, f"slowest output {lags[-1]:.3f} s after the edge's answer"
+        assert {output[s][1] for s in frames if s in output} == {Prediction.SOURCE_EDGE}
+        assert {output[s][4] for s in frames if s in output} == {REASON_SOLE}
+        wait_for(lambda: "frames_kept" in mon.status.get("edge_node", {}), 5, "the edge's status")
+        status = mon.status["edge_node"]
+        assert status["offload_policy"] == "unsure" and status["frames_offloaded"] == "0", status
+        assert int(status["frames_kept"]) > 0, status
+    finally:
+        codes = graph.stop()
+        monitor.close()
+    assert all(code == 0 for code in codes.values()), codes
