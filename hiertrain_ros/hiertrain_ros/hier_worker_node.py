@@ -91,7 +91,8 @@ class HierWorkerNode(Node):
     def wait_for_peers(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_s
         while True:
-            missing = [peer for peer, pub in self.pubs.items() if pub.get_subscription_count() < 1]
+            missing = [peer for peer in sorted(self.worker.receivers())
+                       if self.pubs[peer].get_subscription_count() < 1]
             if not missing:
                 return
             if time.monotonic() > deadline:

@@ -81,6 +81,21 @@ def test_eight_bit_activations_stay_close():
     assert 0 < diff < 1e-2
 
 
+def test_receivers_are_the_workers_sent_to():
+    layers = model_layers("lenet5", seed=0)
+
+    def receivers(role, policy):
+        return hierexec.HierWorker(role, policy, layers, lr=0.1).receivers()
+
+    hybrid = Policy(("edge", "device", "cloud"), 1, 3, 4, 3, 5, 0.0)
+    assert receivers("device", hybrid) == {"edge", "cloud"}
+    assert receivers("edge", hybrid) == {"device", "cloud"}
+    assert receivers("cloud", hybrid) == {"edge"}
+    all_edge = Policy(("edge", "device", "cloud"), 0, 0, 12, 0, 0, 0.0)
+    assert receivers("device", all_edge) == {"edge"} and receivers("edge", all_edge) == set()
+    assert receivers("cloud", all_edge) == set()
+
+
 def test_wire_round_trip_and_bad_sizes():
     t = torch.randn(3, 4, 5)
     packet = hierexec.Packet("edge", "cloud", 0, hierexec.ACTIVATION, 2, *hierexec.encode(t))

@@ -224,6 +224,19 @@ class HierWorker:
             self.optimizer = torch.optim.SGD(self.layers.parameters(), lr=lr, momentum=momentum,
                                              weight_decay=weight_decay)
 
+    def receivers(self) -> set[str]:
+        """Return the roles this worker sends to under the policy (an idle worker talks to nobody)."""
+        p, out = self.policy, set()
+        if self.role == "device":
+            out |= {role for role, b in ((self.o, p.b_o), (self.s, p.b_s), (self.l_, p.b_l)) if b}
+            out.add(self.o)  # the labels
+        if self.task == "o":
+            out |= {role for task, role in (("s", self.s), ("l", self.l_)) if self.active[task]}
+        elif self.active[self.task]:
+            out.add(self.o)
+        out.discard(self.role)
+        return out
+
     # the device's part: every worker's share of the batch
     def _shares(self, codes: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         if codes.dtype != torch.uint8 or codes.shape[0] != self.batch or labels.shape != (self.batch,):

@@ -1,0 +1,214 @@
+"""HierTrain benchmark (issue 16, not a test): three hier_worker_node processes over shaped links, per iteration.
+
+The paper's Fig. 7/8 set-up: device-edge 5 Mbit/s, edge-cloud from 1.5 to 5 Mbit/s (device-cloud traffic goes
+at the slower of the two, as :class:`core.hierschedule.Links` assumes without a direct link).  The device, edge
+and cloud are emulated on this one machine by three network namespaces (:class:`linkbench.netns.MeshEmulator`)
+and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
+
+1. The layer profile is measured on one thread (``profile_layers``) and scaled by 1/cores for each role (a CFS
+   quota does not slow millisecond bursts, so per-layer timings under it come out unthrottled).
+2. For each edge-cloud rate, :func:`schedule` picks the policy; it, All-Edge, All-Cloud and the JointDNN-style
+   device-cloud split (as a HierTrain policy: the device is worker_l with m_l = k and the whole batch, the cloud
+   worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11) each run ``--steps``
+   real iterations on ROS 2; the measured time is worker_o's median step interval after the first step.
+3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured.
+
+Needs root (namespaces, tc, cgroups).
+
+    .venv/bin/python benchmarks/hier_bench.py [--model lenet5] [--batch 64] [--steps 6] [--json out/hier_bench.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from hiertrain_ros.cli.common import print_table, write_json
+from hiertrain_ros.core.hierschedule import (ROLES, Links, Policy, joint_split, problem_from_profiles, scaled,
+                                             schedule)
+from hiertrain_ros.linkbench.netns import CGROUP_CPU, MeshEmulator, unavailable_reason
+
+# A short CFS period: the quota throttles within a step rather than in 100 ms bursts.
+CFS_PERIOD_US = 10_000
+
+REPO = Path(__file__).resolve().parents[1]
+# No shared memory and no profile file: it would cross the namespaces and bypass the shaped links.
+_DROPPED_ENV = ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTDDS_DEFAULT_PROFILES_FILE",
+                "FASTRTPS_DEFAULT_PROFILES_FILE")
+
+
+class Quotas:
+    """One cgroup-v1 CPU quota per role; :meth:`confine` moves a process (all its threads) into one."""
+
+    def __init__(self, cores: dict[str, float]):
+        self.cores = cores
+        self.dirs = {role: CGROUP_CPU / f"hierbench{os.getpid()}-{role}" for role in cores}
+
+    def __enter__(self):
+        for role, d in self.dirs.items():
+            d.mkdir(exist_ok=True)
+            (d / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (d / "cpu.cfs_quota_us").write_text(str(int(round(self.cores[role] * CFS_PERIOD_US))))
+        return self
+
+    def confine(self, role: str, pid: int) -> None:
+        (self.dirs[role] / "cgroup.procs").write_text(str(pid))
+
+    def __exit__(self, *exc):
+        for d in self.dirs.values():
+            for pid in (d / "cgroup.procs").read_text().split():  # back to the root group, then remove
+                try:
+                    (CGROUP_CPU / "cgroup.procs").write_text(pid)
+                except OSError:
+                    pass
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+
+
+def _python() -> list[str]:
+    return [sys.executable]
+
+
+def profile_one_core(arch: str, width: float, batch: int) -> dict:
+    """``profile_layers`` in a child process on one thread, without a quota.
+
+    Not under the quotas: a CFS quota lets a burst shorter than its share of the period run at full speed, so
+    per-layer timings of a few milliseconds come out unthrottled (measured: the 0.1-core device's LeNet-5 profile
+    as fast as an unlimited one).  Over a whole iteration the quota is a slowdown of 1/cores, which is what
+    :func:`scaled` applies.
+    """
+    code = ("import json, sys, torch\n"
+            "torch.set_num_threads(1)\n"
+            "from hiertrain_ros.core.hierschedule import profile_layers\n"
+            f"p = profile_layers({arch!r}, width={width}, batch_size={batch}, repeats=7)\n"
+            "json.dump(p, sys.stdout)\n")
+    proc = subprocess.Popen(_python() + ["-c", code], stdout=subprocess.PIPE, cwd=REPO)
+    out, _ = proc.communicate(timeout=900)
+    if proc.returncode:
+        raise RuntimeError(f"profiling failed (exit {proc.returncode})")
+    return json.loads(out)
+
+
+def _env(domain: int) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4", ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+               ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path) -> dict:
+    """Run the three workers for ``args.steps`` iterations of ``policy``; worker_o's median step time."""
+    params = {"mapping": ",".join(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l, "b_o": policy.b_o,
+              "b_s": policy.b_s, "b_l": policy.b_l, "arch": args.model, "width": args.width,
+              "steps": args.steps, "lr": 0.01, "peer_timeout_s": 120.0, "startup_timeout_s": 120.0}
+    procs, logfiles = {}, {}
+    try:
+        for role in ROLES:
+            cmd = mesh.exec_prefix(role) + _python() + ["-m", "hiertrain_ros.hier_worker_node", "--ros-args",
+                                                        "-r", f"__node:=hier_{role}", "-p", f"role:={role}"]
+            for k, v in params.items():
+                cmd += ["-p", f"{k}:={v}"]
+            logfiles[role] = logs / f"{role}.log"
+            with open(logfiles[role], "wb") as out:
+                procs[role] = subprocess.Popen(cmd, env=_env(domain), stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        # Start-up (imports, DDS discovery) at full speed; the iterations under the quotas.
+        confined = set()
+        deadline = time.monotonic() + 300
+        while len(confined) < len(ROLES) and time.monotonic() < deadline:
+            for role in ROLES:
+                if role not in confined and " is worker_" in logfiles[role].read_text(errors="replace"):
+                    quotas.confine(role, procs[role].pid)  # `ip netns exec` execs: the pid is the node
+                    confined.add(role)
+            time.sleep(0.05)
+        codes = {role: proc.wait(timeout=600) for role, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    text = {role: f.read_text(errors="replace") for role, f in logfiles.items()}
+    if any(codes.values()):
+        raise RuntimeError(f"workers exited {codes}:\n" + "\n".join(f"--- {r}\n{t[-2000:]}" for r, t in text.items()))
+    line = [ln for ln in text[policy.mapping[0]].splitlines() if "ms per iteration" in ln][-1]
+    measured_ms = float(line.split("steps, ")[1].split(" ms")[0])
+    return {"measured_s": measured_ms / 1e3, "exit_codes": codes}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="lenet5")
+    ap.add_argument("--width", type=float, default=0.125, help="VGG-16/ResNet-18 width (LeNet-5 has one)")
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--device-edge-mbps", type=float, default=5.0)
+    ap.add_argument("--edge-cloud-mbps", type=float, nargs="+", default=[1.5, 3.0, 5.0])
+    ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
+                    help="CPU cores of the device, edge and cloud (cgroup-v1 cfs quota)")
+    ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"])
+    ap.add_argument("--profiles", help="reuse the profiles of an earlier --json instead of measuring")
+    ap.add_argument("--json", default="out/hier_bench.json")
+    args = ap.parse_args()
+    reason = unavailable_reason(need_cgroup=True)
+    if reason:
+        sys.exit(f"hier_bench: {reason}")
+    cores = dict(zip(ROLES, args.quota))
+    result = {"config": {**vars(args), "cores": cores, "cpu_count": os.cpu_count()}, "runs": []}
+    with Quotas(cores) as quotas, tempfile.TemporaryDirectory(prefix="hierbench-") as tmp:
+        if args.profiles:
+            profiles = json.loads(Path(args.profiles).read_text())["profiles"]
+        else:
+            one_core = profile_one_core(args.model, args.width, min(args.batch, 32))
+            profiles = {role: scaled(one_core, 1.0 / cores[role]) for role in ROLES}
+        result["profiles"] = profiles
+        for k, ec in enumerate(args.edge_cloud_mbps):
+            de = args.device_edge_mbps
+            links = Links(de * 1e6, ec * 1e6)
+            problem = problem_from_profiles(profiles, links, args.batch)
+            best = schedule(problem)
+            split_k, joint_s = joint_split(problem)
+            big_b = args.batch
+            candidates = {
+                "HierTrain": best,
+                "All-Edge": Policy(("edge", "device", "cloud"), 0, 0, big_b, 0, 0, 0.0),
+                "All-Cloud": Policy(("cloud", "device", "edge"), 0, 0, big_b, 0, 0, 0.0),
+                "JointDNN": (Policy(("cloud", "edge", "device"), 0, split_k, 0, 0, big_b, 0.0) if split_k
+                             else Policy(("cloud", "device", "edge"), 0, 0, big_b, 0, 0, 0.0)),
+            }
+            rates = {("device", "edge"): de * 1e6, ("edge", "cloud"): ec * 1e6,
+                     ("device", "cloud"): links.bps("device", "cloud")}
+            with MeshEmulator(rates) as mesh:
+                for j, name in enumerate(args.policies):
+                    policy = candidates[name]
+                    predicted = problem.iteration_time(policy.mapping, policy.m_s, policy.m_l, policy.b_o,
+                                                       policy.b_s, policy.b_l)
+                    logs = Path(tmp) / f"{k}-{name}"
+                    logs.mkdir()
+                    run = run_policy(mesh, quotas, policy, args, 60 + (os.getpid() + 7 * k + j) % 150, logs)
+                    row = {"edge_cloud_mbps": ec, "device_edge_mbps": de, "policy": name,
+                           "mapping": list(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l,
+                           "split": [policy.b_o, policy.b_s, policy.b_l], "predicted_s": predicted,
+                           "measured_s": run["measured_s"],
+                           "error": run["measured_s"] / predicted - 1 if predicted else None}
+                    if name == "JointDNN":
+                        row["jointdnn_model_s"] = joint_s  # joint_split's own time (no weight exchange)
+                    result["runs"].append(row)
+                    print(json.dumps(row), flush=True)
+                    write_json(args.json, result)
+    print_table([{"edge-cloud Mbit/s": r["edge_cloud_mbps"], "policy": r["policy"],
+                  "mapping (o,s,l)": ",".join(r["mapping"]), "m_s,m_l": f"{r['m_s']},{r['m_l']}",
+                  "b_o,b_s,b_l": ",".join(map(str, r["split"])), "predicted s": round(r["predicted_s"], 3),
+                  "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %"}
+                 for r in result["runs"]])
+    write_json(args.json, result)
+
+
+if __name__ == "__main__":
+    main()
