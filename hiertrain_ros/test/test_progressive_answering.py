@@ -168,3 +168,20 @@ def test_no_gradient_crosses_the_split_with_three_exits(arch):
     features = codec.decode(answers.payload).requires_grad_(True)
     cloud.model(features).sum().backward()
     assert all(p.grad is None for p in fresh.model.parameters())
+
+
+
+def test_trained_one_exit_weights_start_a_three_exit_edge(tmp_path):
+    from hiertrain_ros.core import checkpoint
+
+    trained = EdgeTrainer(build_edge(SPEC, seed=0), SPEC, OptimConfig())  # as hiertrain train --save writes it
+    checkpoint.save_trained(tmp_path, SPEC, {"edge": trained.model})
+    weights, fresh = checkpoint.load_init(tmp_path, "edge", SPEC)
+    edge = EdgeTrainer(progressive_edge(SPEC, seed=1, exits=3), SPEC, OptimConfig())
+    edge.load_weights(weights, fresh)
+    state = edge.model.state_dict()
+    assert torch.equal(state["exits.2.1.weight"], weights["exits.0.1.weight"])  # the trained exit is the last
+    assert all(torch.equal(state[k], v) for k, v in weights.items() if not k.startswith("exits."))
+    one = EdgeTrainer(progressive_edge(SPEC, seed=1), SPEC, OptimConfig())  # the default loads as before
+    one.load_weights(weights, fresh)
+    assert all(torch.equal(one.model.state_dict()[k], v) for k, v in weights.items())

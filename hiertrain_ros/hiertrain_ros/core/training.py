@@ -245,6 +245,18 @@ class EdgeTrainer(_Trainer):
             payload = self._payload(chosen, None, **meta)
         return EdgeAnswers(classes.numpy(), confidence.numpy(), exit_index, sure, offloaded, payload)
 
+    def load_weights(self, weights: dict, fresh: tuple[str, ...] = ()) -> None:
+        """Start from trained ``weights``; those of a one-exit edge (``trained/``) start a several-exit one too.
+
+        Their exit is this edge's last (both read the compressed features); the earlier exits start fresh.
+        """
+        last = len(self.model.exits) - 1
+        if last and not any(k.startswith(f"exits.{last}.") for k in weights):
+            weights = {f"exits.{last}.{k[len('exits.0.'):]}" if k.startswith("exits.0.") else k: v
+                       for k, v in weights.items()}
+            fresh = (*fresh, *(f"exits.{i}." for i in range(last)))
+        super().load_weights(weights, fresh)
+
     def state_dict(self) -> dict:
         return {**super().state_dict(), "seq": self.seq}
 
