@@ -21,7 +21,7 @@ from . import conversions
 from .core.buffers import FairQueue
 from .core.config import CloudConfig
 from .core.link import BatchLedger
-from .core.models import build_cloud
+from .core.progressive import progressive_cloud
 from .core.replay import LatentReplay, ReplayPacer
 from .core.splits import TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
@@ -80,7 +80,14 @@ class CloudNode(TrainerNode):
                 (self._answer_pending, "cloud server", 0.0)]
 
     def make_trainer(self, spec, optim):
-        return CloudTrainer(build_cloud(spec, seed=self.config.seed), spec, optim)
+        cfg = self.config
+        cloud = progressive_cloud(spec, seed=cfg.seed, exits=cfg.exits, placement=cfg.exit_placement,
+                                  head=cfg.exit_head)
+        return CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+
+    def on_config_changed(self) -> None:
+        if self.trainer is not None:
+            self.trainer.set_answering(self.config.confidence_threshold, self.config.confidence_measure)
 
     def input_shape(self) -> tuple:
         return self.trainer.model.feature_shape
@@ -152,11 +159,12 @@ class CloudNode(TrainerNode):
     def _infer(self, payload) -> None:
         # One serving copy, of the one route's trainer: a second route needs a copy of its own.
         with self._lock if self.serving is None else contextlib.nullcontext():
-            classes, confidence = self.router.trainer_for(payload).predict(payload, self.serving)
-        for (sec, nanosec), c, p in zip(payload.frame_stamps, classes, confidence):
+            classes, confidence, exits = self.router.trainer_for(payload).predict_exits(payload, self.serving)
+        for (sec, nanosec), c, p, e in zip(payload.frame_stamps, classes, confidence, exits):
             stamp = Time(sec=sec, nanosec=nanosec)
             self.prediction_pub.publish(conversions.prediction_msg(
-                stamp, "", c, p, Prediction.SOURCE_CLOUD, seconds_since(self, stamp), payload.robot_id))
+                stamp, "", c, p, Prediction.SOURCE_CLOUD, seconds_since(self, stamp), payload.robot_id,
+                exit_index=e))
         self.predictions += len(classes)
 
     def _train(self, payload) -> None:

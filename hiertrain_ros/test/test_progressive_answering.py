@@ -18,7 +18,7 @@ from hiertrain_ros.core.config import EdgeConfig
 from hiertrain_ros.core.fallback import REASON_SOLE, FallbackArbiter
 from hiertrain_ros.core.models import build_cloud, build_edge
 from hiertrain_ros.core.progressive import progressive_edge
-from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer, OptimConfig
+from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer, OptimConfig, ServingCopy
 from hiertrain_ros.ros_common import config_file
 
 SPEC = SplitSpec("vgg16", 3, width=0.125)
@@ -185,3 +185,66 @@ def test_trained_one_exit_weights_start_a_three_exit_edge(tmp_path):
     one = EdgeTrainer(progressive_edge(SPEC, seed=1), SPEC, OptimConfig())  # the default loads as before
     one.load_weights(weights, fresh)
     assert all(torch.equal(one.model.state_dict()[k], v) for k, v in weights.items())
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_cloud_exits_sit_after_the_split_and_the_default_cloud_is_todays(arch):
+    spec = SplitSpec(arch, 3, width=0.125)
+    today = build_cloud(spec, seed=0)
+    default = progressive.progressive_cloud(spec, seed=0)
+    assert not default.exits and list(default.state_dict()) == list(today.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), today.state_dict().values()))
+    for k in (2, 3):
+        linear, pareto = progressive.cloud_exits(spec, k, "linear"), progressive.cloud_exits(spec, k, "pareto")
+        assert len(linear) == len(pareto) == k - 1 and all(p > 3 for p in linear + pareto)
+        assert all(p <= q for p, q in zip(pareto, linear)), (pareto, linear)
+        cloud = progressive.progressive_cloud(spec, seed=0, exits=k, placement="pareto")
+        x = torch.randn(2, *spec.feature_shape)
+        logits = cloud.eval().forward_exits(x)
+        assert len(logits) == k and all(z.shape == (2, 10) for z in logits)
+        assert torch.allclose(logits[-1], cloud(x))  # the last exit is the network's output
+    with pytest.raises(ValueError, match="after the split"):
+        build_cloud(spec, exits=(2,))
+
+
+def test_the_cloud_answers_from_its_first_sure_exit_and_trains_every_exit():
+    edge = EdgeTrainer(build_edge(SPEC, seed=0), SPEC, OptimConfig())
+    cloud = CloudTrainer(progressive.progressive_cloud(SPEC, seed=0, exits=3), SPEC, OptimConfig(), c_thr=0.9)
+    # Frame 0: the cloud's first exit is sure; frame 1: its second; frame 2: none (the network's output answers).
+    cloud.model.forward_exits = lambda x: [torch.tensor(z) for z in (
+        [SURE, UNSURE, UNSURE], [UNSURE, [0.0, 9.0, 0.0], UNSURE], [UNSURE, UNSURE, [0.0, 0.0, 0.5]])]
+    payload = edge.answer(_images()).payload
+    classes, confidence, index = cloud.predict_exits(payload)
+    assert index.tolist() == [0, 1, 2] and classes.tolist() == [0, 1, 2]
+    assert confidence[0] == pytest.approx(torch.softmax(torch.tensor(SURE), 0).max().item())
+    cloud.set_answering(0.0, "max_softmax")
+    assert cloud.predict_exits(payload)[2].tolist() == [0, 0, 0]
+    plain = CloudTrainer(build_cloud(SPEC, seed=0), SPEC, OptimConfig())  # no early exits: exit 0 is the output
+    assert plain.predict_exits(payload)[2].tolist() == [0, 0, 0]
+    assert plain.predict_exits(payload)[0].tolist() == plain.predict(payload)[0].tolist()
+
+    cloud = CloudTrainer(progressive.progressive_cloud(SPEC, seed=0, exits=3), SPEC, OptimConfig())
+    labels = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(2))
+    _, train_payload = edge.train_step(_images(8), labels)
+    edge_grads = {n: p.grad.clone() for n, p in edge.model.named_parameters()}
+    cloud.train_step(train_payload)
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in cloud.model.exits.parameters())
+    assert all(torch.equal(p.grad, edge_grads[n]) for n, p in edge.model.named_parameters())
+    serving_answers = cloud.predict_exits(payload, serving=ServingCopy(cloud.model, refresh_s=0.0))
+    assert [a.tolist() for a in serving_answers] == [a.tolist() for a in cloud.predict_exits(payload)]
+
+
+def test_cloud_config_checks_its_exits():
+    from hiertrain_ros.core.config import CloudConfig
+
+    assert CloudConfig().exits == 1 and set(CloudConfig.LIVE) == {"confidence_threshold", "confidence_measure"}
+    CloudConfig(exits=3, exit_placement="pareto")
+    for bad, shown in ((dict(exits=4), "4"), (dict(exits=2, split_point=12), "split_point 12"),
+                       (dict(exit_head="x"), "'x'"), (dict(confidence_threshold=-0.1), "-0.1"),
+                       (dict(exit_placement="cubic"), "cubic")):
+        with pytest.raises(ValueError, match=shown):
+            CloudConfig(**bad)
+    cloud = yaml.safe_load(config_file("edge_cloud.yaml").read_text())["cloud_node"]["ros__parameters"]
+    defaults = {f.name: f.default for f in fields(CloudConfig)}
+    for name in ("exits", "exit_placement", "exit_head", "confidence_threshold", "confidence_measure"):
+        assert cloud[name] == defaults[name], name

@@ -57,3 +57,25 @@ def test_a_sure_edge_answers_at_once_and_only_training_batches_leave_it(ros_env,
         codes = graph.stop()
         monitor.close()
     assert all(code == 0 for code in codes.values()), codes
+
+
+def test_the_cloud_answers_from_its_first_sure_exit(ros_env, tmp_path):
+    # Three cloud exits, c_thr 0 there: the cloud's first early exit answers every frame it gets (all of them).
+    overrides = {"camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16},
+                 "cloud_node": {"exits": 3, "confidence_threshold": 0.0}}
+    graph = Graph(GRAPHS["edge_cloud"], overrides=overrides, log_dir=tmp_path / "logs")
+    monitor = MonitorThread()
+    mon = monitor.node
+    graph.start()
+    try:
+        wait_for(lambda: mon.counts["cloud_predictions"] >= 50 and mon.counts["cloud_metrics"] >= 5, 60,
+                 "50 cloud answers and 5 cloud training steps", lambda: str(dict(mon.counts)))
+        with mon._lock:
+            cloud, edge = dict(mon.predictions["cloud"]), dict(mon.predictions["edge"])
+        assert {a[5] for a in cloud.values()} == {0}, "a cloud answer from another exit than the first"
+        assert {a[5] for a in edge.values()} == {0} and {a[4] for a in edge.values()} == {0}  # edge: as today
+        assert mon.counts["infer_batches"] > 0
+    finally:
+        codes = graph.stop()
+        monitor.close()
+    assert all(code == 0 for code in codes.values()), codes

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .archs import ARCHS, SplitSpec  # noqa: F401 (ARCHS re-exported)
+from .archs import ARCHS, POSITIONS, SplitSpec  # noqa: F401 (ARCHS re-exported)
 from .codec import MAX_ROBOT_ID
 from .coding import CODINGS, DEFAULT_CODING
 from .optim import OptimConfig, paper_optim
@@ -88,6 +88,18 @@ def _replay_checks(cfg, policy: str, policies, memory: str, ratio: str, allow_of
         raise ValueError(f"replay_idle_hz must be >= 0, got {cfg.replay_idle_hz}")
 
 
+def _exit_checks(cfg) -> None:
+    """Check the progressive-inference fields both sides share: placement, head, measure, threshold."""
+    for name, allowed in (("exit_placement", EXIT_PLACEMENTS), ("confidence_measure", CONFIDENCE_MEASURES)):
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}, got {getattr(cfg, name)!r}")
+    module, sep, factory = cfg.exit_head.partition(":")
+    if cfg.exit_head and not (sep and module and factory):
+        raise ValueError(f"exit_head must be '' or 'module:factory', got {cfg.exit_head!r}")
+    if not 0 <= cfg.confidence_threshold <= 1:
+        raise ValueError(f"confidence_threshold must be in [0, 1], got {cfg.confidence_threshold}")
+
+
 @dataclass(frozen=True)
 class EdgeConfig(ModelParams):
     robot_id: str = ""              # names this edge's batches and answers to a shared cloud; "" = the node's
@@ -147,15 +159,9 @@ class EdgeConfig(ModelParams):
         if not 1 <= self.exits <= min(MAX_EXITS, self.split_point):
             raise ValueError(f"exits must be in 1..{min(MAX_EXITS, self.split_point)} (at most 3, and at most "
                              f"split_point {self.split_point}), got {self.exits}")
-        for name, allowed in (("exit_placement", EXIT_PLACEMENTS), ("confidence_measure", CONFIDENCE_MEASURES),
-                              ("offload_policy", OFFLOAD_POLICIES)):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        module, sep, factory = self.exit_head.partition(":")
-        if self.exit_head and not (sep and module and factory):
-            raise ValueError(f"exit_head must be '' or 'module:factory', got {self.exit_head!r}")
-        if not 0 <= self.confidence_threshold <= 1:
-            raise ValueError(f"confidence_threshold must be in [0, 1], got {self.confidence_threshold}")
+        if self.offload_policy not in OFFLOAD_POLICIES:
+            raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}, got {self.offload_policy!r}")
+        _exit_checks(self)
 
 
 @dataclass(frozen=True)
@@ -181,11 +187,24 @@ class CloudConfig(ModelParams):
     latent_max_age: int = 2000      # drop: a batch this many of its robot's seqs behind the newest is evicted
     latent_half_life: float = 500.0  # downweight: seqs of age that halve a replayed batch's loss weight
     replay_idle_hz: float = 0.0     # replay-only steps per second at most while too few new batches come; 0 = off
+    exits: int = 1                  # cloud exits, 1..3: the last is the network's output, the others early exits
+                                    # after the split; the cloud answers from the first that is sure (issue 12)
+    exit_placement: str = "linear"  # where the early exits go: "linear" or "pareto" (core.progressive)
+    exit_head: str = ""             # "" = the one-layer head; else "module:factory"
+    confidence_threshold: float = 0.9  # c_thr of the cloud's early exits
+    confidence_measure: str = "max_softmax"  # or "entropy"
+
+    LIVE = ("confidence_threshold", "confidence_measure")
 
     def __post_init__(self):
         super().__post_init__()
         _positive(self, "queue_size", "max_batch_samples", "heartbeat_hz", "checkpoint_every", "metrics_every",
                   "latent_max_age", "latent_half_life")
+        most = min(MAX_EXITS, len(POSITIONS[self.arch]) - self.split_point + 1)
+        if not 1 <= self.exits <= most:
+            raise ValueError(f"exits must be in 1..{most} (at most 3, and at most the positions after split_point "
+                             f"{self.split_point} plus the output), got {self.exits}")
+        _exit_checks(self)
         if not 0 <= self.train_nice <= 19:
             raise ValueError(f"train_nice must be in 0..19, got {self.train_nice}")
         if self.serve_refresh_s < 0:

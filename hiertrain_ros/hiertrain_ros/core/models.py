@@ -215,15 +215,38 @@ class EdgeModel(nn.Module):
 
 
 class CloudModel(nn.Module):
-    """Remaining layers; ``body[0..]`` starts with a layer that accepts the compressed channels."""
+    """Remaining layers; ``body[0..]`` starts with a layer that accepts the compressed channels.
 
-    def __init__(self, body: nn.Sequential, feature_shape: tuple[int, int, int]):
+    ``forward`` returns the final logits.  Optional early exits read the body's output after unit
+    ``exit_ends[i]`` (progressive inference: the cloud answers from the first that is sure enough);
+    ``forward_exits`` returns every exit's logits, the final ones last.  By default there are none.
+    """
+
+    def __init__(self, body: nn.Sequential, feature_shape: tuple[int, int, int], *,
+                 taps: tuple[tuple[int, tuple[int, int, int]], ...] = (), num_classes: int = 10,
+                 exit_head: ExitHead = linear_exit):
         super().__init__()
         self.body = body
         self.feature_shape = tuple(feature_shape)
+        self.exit_ends = tuple(end for end, _ in taps)
+        if list(self.exit_ends) != sorted(set(self.exit_ends)) or any(not 0 < e < len(body) for e in self.exit_ends):
+            raise ValueError(f"cloud exit taps must be increasing units inside the body (1..{len(body) - 1}), "
+                             f"got {self.exit_ends}")
+        self.exits = nn.ModuleList([exit_head(*shape, num_classes) for _, shape in taps])
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.body(features)
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every exit's logits, the earliest first and the final ones last."""
+        if not self.exit_ends:
+            return [self.body(x)]
+        logits = []
+        for i, unit in enumerate(self.body, 1):
+            x = unit(x)
+            if i in self.exit_ends:
+                logits.append(self.exits[len(logits)](x))
+        return logits + [x]
 
 
 def _accepting(module: nn.Module, channels: int) -> nn.Module:
@@ -277,8 +300,9 @@ def build_edge(spec: SplitSpec, *, seed: int | None = None, exits: tuple[int, ..
     return _edge(spec, backbone, exits, exit_head)
 
 
-def build_cloud(spec: SplitSpec, *, seed: int | None = None) -> CloudModel:
-    """Return the cloud part alone."""
+def build_cloud(spec: SplitSpec, *, seed: int | None = None, exits: tuple[int, ...] = (),
+                exit_head: ExitHead = linear_exit) -> CloudModel:
+    """Return the cloud part alone; ``exits`` adds early exits after those positions (after the split)."""
     _seed(seed, 1)
     if spec.arch == "vgg16":
         cfg = _vgg_cfg(spec.width)
@@ -289,7 +313,18 @@ def build_cloud(spec: SplitSpec, *, seed: int | None = None) -> CloudModel:
         rest = _resnet_blocks(spec.width, spec.split_point, None)
         head = nn.Linear(rest[-1].conv2.out_channels, spec.num_classes)
         pool = nn.AdaptiveAvgPool2d((1, 1))
-    return _cloud(spec, rest + _head_units(head, pool))
+    cloud = _cloud(spec, rest + _head_units(head, pool))
+    if not exits:
+        return cloud
+    start, taps = position(spec.arch, spec.split_point).end, []
+    for p in exits:
+        if not spec.split_point < p <= len(POSITIONS[spec.arch]):
+            raise ValueError(f"cloud exit positions must be in {spec.split_point + 1}..{len(POSITIONS[spec.arch])} "
+                             f"(after the split), got {p}")
+        at = position(spec.arch, p)
+        taps.append((at.end - start, (scaled(at.channels, spec.width), at.size, at.size)))
+    return CloudModel(cloud.body, spec.feature_shape, taps=tuple(taps), num_classes=spec.num_classes,
+                      exit_head=exit_head)
 
 
 def build_split(spec: SplitSpec, *, seed: int | None = None) -> tuple[EdgeModel, CloudModel]:

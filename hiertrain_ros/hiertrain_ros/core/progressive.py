@@ -9,6 +9,8 @@
 - :func:`decide` is the progressive decision: the first exit whose confidence (max softmax, or one minus the
   normalised entropy) reaches ``c_thr`` answers; none does: offload.
 - :func:`load_head` loads a user's exit head from ``module:factory``.
+- :func:`cloud_exits` and :func:`progressive_cloud` do the same for the cloud part: its k - 1 early exits sit
+  after the split, and its k-th is the network's own output.
 - :func:`progressive_edge` builds the edge part with k exits (placement, head) as the edge node does: k = 1 with
   the default head is exactly ``build_edge(spec, seed=seed)``.
 - ``OFFLOAD_POLICIES``: which inference frames the edge sends to the cloud (``always``: every one, as before
@@ -80,6 +82,18 @@ def edge_exits(spec, k: int, how: str = "linear") -> tuple[int, ...]:
     return tuple(place_exits([r.edge_backbone_forward_macs for r in rows], k, how)[:-1])
 
 
+def cloud_exits(spec, k: int, how: str = "linear") -> tuple[int, ...]:
+    """Positions of the cloud's k - 1 early exits after the split (the k-th is the network's own output)."""
+    from .archs import POSITIONS
+    from .costs import cost_table
+
+    rows = cost_table(spec.arch, positions=range(spec.split_point, len(POSITIONS[spec.arch]) + 1), width=spec.width,
+                      num_classes=spec.num_classes)
+    base = rows[0].edge_backbone_forward_macs
+    cumulative = [r.edge_backbone_forward_macs - base for r in rows[1:]] + [rows[0].full_forward_macs - base]
+    return tuple(spec.split_point + i for i in place_exits(cumulative, k, how)[:-1])
+
+
 @dataclass(frozen=True)
 class Decision:
     exit: int | None      # index of the exit that answered; None: no exit was sure, offload
@@ -142,6 +156,19 @@ def progressive_edge(spec, *, seed: int | None = None, exits: int = 1, placement
     if exits == 1 and placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     return build_edge(spec, seed=seed, exits=taps, exit_head=load_head(head) if head else linear_exit)
+
+
+def progressive_cloud(spec, *, seed: int | None = None, exits: int = 1, placement: str = "linear",
+                      head: str = ""):
+    """Return the cloud part with ``exits`` exits (the last its own output), the earlier ones a ``head``."""
+    from .models import build_cloud, linear_exit
+
+    if exits == 1:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
+        return build_cloud(spec, seed=seed)
+    return build_cloud(spec, seed=seed, exits=cloud_exits(spec, exits, placement),
+                       exit_head=load_head(head) if head else linear_exit)
 
 
 def offload_cost(cloud_s: float, wire_bytes: float, *, price_per_cloud_hour: float,

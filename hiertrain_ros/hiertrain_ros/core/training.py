@@ -270,9 +270,23 @@ class CloudTrainer(_Trainer):
 
     role = "cloud"
 
-    def __init__(self, cloud: CloudModel, spec: SplitSpec, optim: OptimConfig):
+    def __init__(self, cloud: CloudModel, spec: SplitSpec, optim: OptimConfig, *, c_thr: float = 0.9,
+                 measure: str = "max_softmax"):
         super().__init__(cloud, optim, spec.model_id)
         self.spec = spec
+        self.set_answering(c_thr, measure)
+
+    def set_answering(self, c_thr: float, measure: str) -> None:
+        """When one of the cloud's early exits is sure enough (used only where the cloud has early exits)."""
+        if measure not in progressive.CONFIDENCE:
+            raise ValueError(f"confidence measure must be one of {progressive.CONFIDENCE}, got {measure!r}")
+        if not 0 <= c_thr <= 1:
+            raise ValueError(f"c_thr must be in [0, 1], got {c_thr}")
+        self.answering = (float(c_thr), measure)
+
+    @property
+    def _has_exits(self) -> bool:
+        return bool(getattr(self.model, "exit_ends", ()))
 
     @property
     def route(self) -> Route:
@@ -306,7 +320,7 @@ class CloudTrainer(_Trainer):
         counts the new batch's samples only.
         """
         self.check(payload, train=True)
-        if not replay:
+        if not replay and not self._has_exits:
             return self._classify_step(codec.decode(payload), _labels(payload))
         return self._weighted_step([(payload, 1.0), *replay], new=payload.num_samples)
 
@@ -323,8 +337,11 @@ class CloudTrainer(_Trainer):
         labels = torch.cat([_labels(p) for p, _ in parts])
         weights = torch.cat([torch.full((p.num_samples,), float(w)) for p, w in parts])
         self.model.train()
-        logits = self.model(features)
-        loss = (F.cross_entropy(logits, labels, reduction="none") * weights).sum() / weights.sum().clamp_min(1e-12)
+        # With early exits each trains from its own loss on the cloud's side, summed as on the edge.
+        exits = self.model.forward_exits(features) if self._has_exits else [self.model(features)]
+        logits = exits[-1]
+        loss = sum((F.cross_entropy(z, labels, reduction="none") * weights).sum() for z in exits)
+        loss = loss / weights.sum().clamp_min(1e-12)
         self._update(loss)
         correct = int((logits[:new].argmax(1) == labels[:new]).sum())
         return StepResult(float(loss.detach()), correct, new)
@@ -339,6 +356,32 @@ class CloudTrainer(_Trainer):
             return serving.predict(features)
         self.model.eval()
         return _predictions(self.model(features))
+
+    @torch.no_grad()
+    def predict_exits(self, payload: codec.FeaturePayload,
+                      serving: ServingCopy | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Classes, confidences (max softmax) and the cloud exit that answered each frame, 0 = the first.
+
+        Without early exits: :meth:`predict`, every frame from exit 0 (the network's output).  With them, the
+        first exit at least ``c_thr`` sure answers, else the network's output (core.progressive.decide).
+        """
+        if not self._has_exits:
+            classes, confidence = self.predict(payload, serving)
+            return classes, confidence, np.zeros(len(classes), dtype=np.int64)
+        self.check(payload, train=False)
+        features = codec.decode(payload)
+        if serving is not None:
+            exits = serving.exit_logits(features)
+        else:
+            self.model.eval()
+            exits = self.model.forward_exits(features)
+        c_thr, measure = self.answering
+        last = len(exits) - 1
+        index = np.array([last if d.exit is None else d.exit for d in progressive.decide(exits, c_thr, measure)],
+                         dtype=np.int64)
+        probs = torch.stack([F.softmax(z.float(), dim=1) for z in exits])
+        confidence, classes = probs[torch.from_numpy(index), torch.arange(len(index))].max(dim=1)
+        return classes.numpy(), confidence.numpy(), index
 
 
 def _labels(payload: codec.FeaturePayload) -> torch.Tensor:
@@ -376,6 +419,12 @@ class ServingCopy:
     def predict(self, inputs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             return _predictions(self.model(inputs))
+
+    @torch.no_grad()
+    def exit_logits(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """Every exit's logits, from a model with ``forward_exits`` (a cloud part with early exits)."""
+        with self._lock:
+            return self.model.forward_exits(inputs)
 
 
 class FullCloudTrainer(_Trainer):
