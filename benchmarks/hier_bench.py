@@ -146,6 +146,30 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
     return {"measured_s": measured_ms / 1e3, "exit_codes": codes}
 
 
+def plot(result: dict, path: str) -> None:
+    """Per-iteration time against the edge-cloud rate: measured (solid) and predicted (dashed) per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, name in enumerate(dict.fromkeys(r["policy"] for r in result["runs"])):
+        rows = [r for r in result["runs"] if r["policy"] == name]
+        x = [r["edge_cloud_mbps"] for r in rows]
+        ax.plot(x, [r["measured_s"] for r in rows], "o-", color=f"C{i}", label=f"{name} measured")
+        ax.plot(x, [r["predicted_s"] for r in rows], "x--", color=f"C{i}", alpha=0.6, label=f"{name} Eq. 12")
+    c = result["config"]
+    ax.set_xlabel("edge-cloud Mbit/s")
+    ax.set_ylabel("seconds per iteration")
+    ax.set_title(f"HierTrain, {c['model']}, B={c['batch']}, device-edge {c['device_edge_mbps']} Mbit/s, "
+                 f"cores {'/'.join(str(v) for v in c['quota'])}", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="lenet5")
@@ -159,7 +183,13 @@ def main() -> None:
     ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"])
     ap.add_argument("--profiles", help="reuse the profiles of an earlier --json instead of measuring")
     ap.add_argument("--json", default="out/hier_bench.json")
+    ap.add_argument("--png", help="plot to this file (default: the JSON's name with .png)")
+    ap.add_argument("--plot-only", action="store_true", help="plot the --json of an earlier run and stop")
     args = ap.parse_args()
+    png = args.png or str(Path(args.json).with_suffix(".png"))
+    if args.plot_only:
+        plot(json.loads(Path(args.json).read_text()), png)
+        return
     reason = unavailable_reason(need_cgroup=True)
     if reason:
         sys.exit(f"hier_bench: {reason}")
@@ -221,6 +251,7 @@ def main() -> None:
                   "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %"}
                  for r in result["runs"]])
     write_json(args.json, result)
+    plot(result, png)
 
 
 if __name__ == "__main__":
