@@ -92,7 +92,8 @@ def test_receivers_are_the_workers_sent_to():
     assert receivers("edge", hybrid) == {"device", "cloud"}
     assert receivers("cloud", hybrid) == {"edge"}
     all_edge = Policy(("edge", "device", "cloud"), 0, 0, 12, 0, 0, 0.0)
-    assert receivers("device", all_edge) == {"edge"} and receivers("edge", all_edge) == set()
+    assert receivers("device", all_edge) == {"edge"}
+    assert receivers("edge", all_edge) == {"device"}  # the idle device waits for the end of each step
     assert receivers("cloud", all_edge) == set()
 
 
@@ -225,4 +226,5 @@ def test_a_worker_that_never_comes_is_named(ros_env, tmp_path):
         _stop(procs)
     logs = _logs(tmp_path)
     assert codes == {"device": 1, "edge": 1}, logs
-    assert "found no cloud worker within 2.0 s" in logs["device"], logs["device"]
+    # the edge may not be up within 2 s either on a loaded machine: "no cloud and no edge worker"
+    assert "found no cloud" in logs["device"] and "worker within 2.0 s" in logs["device"], logs["device"]

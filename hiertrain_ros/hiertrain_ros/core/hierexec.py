@@ -11,6 +11,8 @@ worker_o.
   appends it and runs layers m_l+1..N on the whole batch (Eqs. 9-10), in the device's sample order.
 - Task O (worker_o) computes the mean loss over all B samples and runs backward; the gradients of the received
   activations go back to worker_s and worker_l, which run their own backward.
+- An idle device (its task has no samples) waits for worker_o's end of the step (an empty PARAMETERS block at
+  layer 0) before it hands out the next batch, so that iterations do not overlap, as Eq. 12 times them.
 - worker_s and worker_l send their parameter gradients of layers 1..m_s and 1..m_l; worker_o adds them to its own
   (each is already scaled by 1/B, so the sum is the whole batch's gradient of the mean loss: the sample-count
   weighting), takes one SGD step on the whole model and sends the new parameters of those layers back (Eq. 11's
@@ -216,6 +218,10 @@ class HierWorker:
         self.o, self.s, self.l_ = policy.mapping
         self.batch = policy.b_o + policy.b_s + policy.b_l
         self.active = {"o": True, "s": policy.b_s > 0, "l": policy.b_l > 0}
+        # An idle device would stream the next batch while worker_o still trains on this one; Eq. 12 (and the
+        # paper) times one iteration after the other, so worker_o tells it the step is over (an empty PARAMETERS).
+        device_task = TASKS[policy.mapping.index("device")]
+        self.device_waits = device_task != "o" and not self.active[device_task]
         self.depth = {"o": self.n, "s": policy.m_s, "l": policy.m_l}[self.task]
         self.layers = nn.ModuleList(layers[:self.depth])
         self.activation_bits = activation_bits
@@ -232,6 +238,8 @@ class HierWorker:
             out.add(self.o)  # the labels
         if self.task == "o":
             out |= {role for task, role in (("s", self.s), ("l", self.l_)) if self.active[task]}
+            if self.device_waits:
+                out.add("device")
         elif self.active[self.task]:
             out.add(self.o)
         out.discard(self.role)
@@ -275,6 +283,9 @@ class HierWorker:
                 out(self.o, LABELS, 0, batch[1].to(torch.float32))
             own, labels = shares["device"], batch[1]
             own = input_samples(own) if len(own) else None
+            if self.device_waits:
+                yield from get(self.o, PARAMETERS, 0)
+                return None
         elif self.active[self.task] and (self.task != "o" or self.policy.b_o):
             own = yield from get("device", INPUT, 0)
         if not self.active[self.task]:
@@ -345,6 +356,8 @@ class HierWorker:
                 state = _state(layer)
                 if state:
                     out(role, PARAMETERS, i, _flat(state))
+        if self.device_waits:
+            out("device", PARAMETERS, 0, torch.zeros(0))
         return float(loss.detach())
 
     def state_dict(self) -> dict:
