@@ -15,6 +15,9 @@ and only the other frames' features are quantized, zstd-coded and answered by th
 - answer latency p50/p99, *modelled*: a kept frame waits for its batch's measured edge pass; an offloaded one
   also for its payload over a ``--uplink-bps`` uplink (3G: 1.1 Mbit/s), ``--rtt-ms`` and the measured cloud pass.
 
+With ``--init DIR`` every setting starts from trained weights (``trained/``: VGG-16 width 0.25 at position 3,
+one epoch) and trains ``--steps`` more, which the added exits need.
+
 Baselines per setting: ``always`` (every frame offloaded, the cloud's answer) and ``never`` (the edge's last
 exit answers every frame, today's early exit).  The split defaults to EdgeLessPart's: the deepest position whose
 edge needs at most 70 % of the training memory (core.progressive.split_by_memory: 8 for VGG-16 at width 0.25).
@@ -33,7 +36,7 @@ import numpy as np
 import torch
 
 from hiertrain_ros.cli.common import print_table, write_json
-from hiertrain_ros.core import codec, progressive
+from hiertrain_ros.core import checkpoint, codec, progressive
 from hiertrain_ros.core.archs import SplitSpec
 from hiertrain_ros.core.data import Frames, batches, load_fashion_mnist
 from hiertrain_ros.core.models import build_cloud
@@ -49,6 +52,9 @@ def train(spec: SplitSpec, exits: int, how: str, frames: Frames, args) -> tuple[
     torch.manual_seed(args.seed)
     edge = EdgeTrainer(progressive.progressive_edge(spec, seed=args.seed, exits=exits, placement=how), spec, optim)
     cloud = CloudTrainer(build_cloud(spec, seed=args.seed), spec, optim)
+    if args.init:  # as the nodes' init_from: a one-exit edge's exit becomes the last, the others start fresh
+        edge.load_weights(*checkpoint.load_init(args.init, "edge", spec))
+        cloud.load_weights(*checkpoint.load_init(args.init, "cloud", spec))
     start = time.perf_counter()
     for step, (images, labels) in enumerate(batches(frames, args.batch_size, shuffle=True, seed=args.seed)):
         if step >= args.steps:
@@ -176,6 +182,8 @@ def main() -> None:
     ap.add_argument("--price-per-gb", type=float, default=0.09, help="$ per GB transferred")
     ap.add_argument("--uplink-bps", type=float, default=1.1e6, help="modelled uplink (3G)")
     ap.add_argument("--rtt-ms", type=float, default=100.0, help="modelled round trip")
+    ap.add_argument("--init", default="", help="start every setting from these trained weights (e.g. trained/, "
+                    "hiertrain train --save); --steps then trains on from there")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--json", default="out/progressive_bench.json")
@@ -232,7 +240,8 @@ def main() -> None:
     print(f"\nPareto cheaper than linear at c_thr >= 0.8 in {sum(c['pareto_cheaper'] for c in claim)} of {len(claim)} "
           "comparisons")
     report = {"conditions": {"model": args.model, "width": args.width, "position": position, "bits": args.bits,
-                             "steps": args.steps, "batch_size": args.batch_size, "test_frames": len(test),
+                             "init": args.init, "steps": args.steps, "batch_size": args.batch_size,
+                             "test_frames": len(test),
                              "infer_batch": args.infer_batch, "measure": args.measure,
                              "price_per_cloud_hour": args.price_per_cloud_hour, "price_per_gb": args.price_per_gb,
                              "cloud_ms_per_frame": 1e3 * frame_s, "uplink_bps": args.uplink_bps,
