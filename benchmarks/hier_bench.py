@@ -6,7 +6,8 @@ and cloud are emulated on this one machine by three network namespaces (:class:`
 and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
 
 1. The layer profile is measured on one thread (``profile_layers``) and scaled by 1/cores for each role (a CFS
-   quota does not slow millisecond bursts, so per-layer timings under it come out unthrottled).
+   quota does not slow millisecond bursts, so per-layer timings under it come out unthrottled); with
+   ``--calibrate``, by the ratio of a whole SGD step timed under the role's quota to the profile's step.
 2. For each edge-cloud rate, :func:`schedule` picks the policy; it, All-Edge, All-Cloud and the JointDNN-style
    device-cloud split (as a HierTrain policy: the device is worker_l with m_l = k and the whole batch, the cloud
    worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11) each run ``--steps``
@@ -98,6 +99,35 @@ def profile_one_core(arch: str, width: float, batch: int) -> dict:
     return json.loads(out)
 
 
+def whole_step_under_quota(quotas: Quotas, role: str, arch: str, width: float, batch: int) -> float:
+    """Median seconds of one whole-model SGD step on ``batch`` samples, one thread, under ``role``'s quota.
+
+    A whole step is long against the 10 ms CFS period, so the quota does slow it (unlike a single layer's burst).
+    """
+    code = ("import json, os, statistics, sys, time, torch\n"
+            "torch.set_num_threads(1)\n"
+            "from hiertrain_ros.core.hierexec import model_layers\n"
+            f"model = torch.nn.Sequential(*model_layers({arch!r}, width={width}, seed=0)).train()\n"
+            "opt = torch.optim.SGD(model.parameters(), lr=0.0)\n"
+            f"x, y = torch.randn({batch}, 3, 32, 32), torch.randint(0, 10, ({batch},))\n"
+            f"open({str(quotas.dirs[role] / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
+            "times = []\n"
+            "for rep in range(6):\n"
+            "    t0 = time.perf_counter()\n"
+            "    opt.zero_grad()\n"
+            "    torch.nn.functional.cross_entropy(model(x), y).backward()\n"
+            "    opt.step()\n"
+            "    times.append(time.perf_counter() - t0)\n"
+            "json.dump(statistics.median(times[1:]), sys.stdout)\n")
+    out = subprocess.run(_python() + ["-c", code], stdout=subprocess.PIPE, cwd=REPO, timeout=900, check=True).stdout
+    return float(json.loads(out))
+
+
+def profile_step_s(profile: dict, batch: int) -> float:
+    """One whole-model SGD step on ``batch`` samples as the profile predicts it."""
+    return sum(batch * (lay["forward_s"] + lay["backward_s"]) + lay["update_s"] for lay in profile["layers"])
+
+
 def _env(mesh: MeshEmulator, role: str, domain: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     # The other two by unicast as well as multicast: discovery over the shaped veths once missed a peer for 120 s.
@@ -182,6 +212,8 @@ def main() -> None:
                     help="CPU cores of the device, edge and cloud (cgroup-v1 cfs quota)")
     ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"])
     ap.add_argument("--profiles", help="reuse the profiles of an earlier --json instead of measuring")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="scale each role's profile by a whole step timed under its quota, not by 1/cores")
     ap.add_argument("--json", default="out/hier_bench.json")
     ap.add_argument("--png", help="plot to this file (default: the JSON's name with .png)")
     ap.add_argument("--plot-only", action="store_true", help="plot the --json of an earlier run and stop")
@@ -200,7 +232,16 @@ def main() -> None:
             profiles = json.loads(Path(args.profiles).read_text())["profiles"]
         else:
             one_core = profile_one_core(args.model, args.width, args.batch)
-            profiles = {role: scaled(one_core, 1.0 / cores[role]) for role in ROLES}
+            factors = {role: 1.0 / cores[role] for role in ROLES}
+            if args.calibrate:  # each role's slowdown from a whole step timed under its quota
+                profile_s = profile_step_s(one_core, args.batch)
+                steps = {role: whole_step_under_quota(quotas, role, args.model, args.width, args.batch)
+                         for role in ROLES}
+                factors = {role: steps[role] / profile_s for role in ROLES}
+                result["calibration"] = {"profile_step_s": profile_s, "step_under_quota_s": steps,
+                                         "slowdown": factors, "nominal_slowdown": {r: 1 / c for r, c in cores.items()}}
+                print(f"calibration: {result['calibration']}", flush=True)
+            profiles = {role: scaled(one_core, factors[role]) for role in ROLES}
         result["profiles"] = profiles
         for k, ec in enumerate(args.edge_cloud_mbps):
             de = args.device_edge_mbps
