@@ -8,6 +8,8 @@
   :func:`core.models.build_edge` takes.
 - :func:`decide` is the progressive decision: the first exit whose confidence (max softmax, or one minus the
   normalised entropy) reaches ``c_thr`` answers; none does: offload.
+- :func:`answers` turns the decisions into per-sample arrays (class, max-softmax confidence, exit, sure), as the
+  edge and cloud trainers answer.
 - :func:`load_head` loads a user's exit head from ``module:factory``.
 - :func:`cloud_exits` and :func:`progressive_cloud` do the same for the cloud part: its k - 1 early exits sit
   after the split, and its k-th is the network's own output.
@@ -30,6 +32,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 PLACEMENTS = ("linear", "pareto")
@@ -130,6 +133,31 @@ def decide(exit_logits: Sequence[torch.Tensor], c_thr: float, measure: str = "ma
             cls, conf = per_exit[-1]
             out.append(Decision(None, int(cls[row]), float(conf[row])))
     return out
+
+
+def check_answering(c_thr: float, measure: str) -> None:
+    """Raise ``ValueError`` naming a bad threshold or confidence measure (settable while a node runs)."""
+    if measure not in CONFIDENCE:
+        raise ValueError(f"confidence measure must be one of {CONFIDENCE}, got {measure!r}")
+    if not 0 <= c_thr <= 1:
+        raise ValueError(f"c_thr must be in [0, 1], got {c_thr}")
+
+
+def answers(exit_logits: Sequence[torch.Tensor], c_thr: float,
+            measure: str = "max_softmax") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample of a progressive batch: class, confidence, answering exit, sure.
+
+    The exit is the first at least ``c_thr`` sure (:func:`decide`), or the last when none is (``sure`` False).
+    Class and confidence are that exit's argmax and max softmax, whatever ``measure`` decided with, so that every
+    answer's confidence means the same.
+    """
+    decisions = decide(exit_logits, c_thr, measure)
+    last = len(exit_logits) - 1
+    index = np.array([last if d.exit is None else d.exit for d in decisions], dtype=np.int64)
+    sure = np.array([d.exit is not None for d in decisions], dtype=bool)
+    probs = torch.stack([torch.softmax(z.float(), dim=1) for z in exit_logits])  # exits x N x classes
+    confidence, classes = probs[torch.from_numpy(index), torch.arange(len(index))].max(dim=1)
+    return classes.numpy(), confidence.numpy(), index, sure
 
 
 def load_head(path: str):

@@ -209,10 +209,7 @@ class EdgeTrainer(_Trainer):
         """Change the offload policy, threshold and confidence measure (one assignment: safe while answering)."""
         if offload not in progressive.OFFLOAD_POLICIES:
             raise ValueError(f"offload policy must be one of {progressive.OFFLOAD_POLICIES}, got {offload!r}")
-        if measure not in progressive.CONFIDENCE:
-            raise ValueError(f"confidence measure must be one of {progressive.CONFIDENCE}, got {measure!r}")
-        if not 0 <= c_thr <= 1:
-            raise ValueError(f"c_thr must be in [0, 1], got {c_thr}")
+        progressive.check_answering(c_thr, measure)
         self.answering = (offload, float(c_thr), measure)
 
     @torch.no_grad()
@@ -228,13 +225,7 @@ class EdgeTrainer(_Trainer):
             raise ValueError(f"need one frame stamp per image ({len(images)}), got {len(frame_stamps)}")
         self.model.eval()
         features, exits = self.model.forward_exits(images)
-        decisions = progressive.decide(exits, c_thr, measure)
-        last = len(exits) - 1
-        exit_index = np.array([last if d.exit is None else d.exit for d in decisions], dtype=np.int64)
-        sure = np.array([d.exit is not None for d in decisions], dtype=bool)
-        probs = torch.stack([F.softmax(z.float(), dim=1) for z in exits])  # exits x N x classes
-        rows = torch.arange(len(images))
-        confidence, classes = probs[torch.from_numpy(exit_index), rows].max(dim=1)
+        classes, confidence, exit_index, sure = progressive.answers(exits, c_thr, measure)
         offloaded = {"always": np.ones_like(sure), "unsure": ~sure, "never": np.zeros_like(sure)}[offload]
         payload = None
         if offloaded.any():
@@ -243,7 +234,7 @@ class EdgeTrainer(_Trainer):
                 meta["frame_stamps"] = tuple(frame_stamps[i] for i in kept)
             chosen = features if offloaded.all() else features[torch.from_numpy(kept)]
             payload = self._payload(chosen, None, **meta)
-        return EdgeAnswers(classes.numpy(), confidence.numpy(), exit_index, sure, offloaded, payload)
+        return EdgeAnswers(classes, confidence, exit_index, sure, offloaded, payload)
 
     def load_weights(self, weights: dict, fresh: tuple[str, ...] = ()) -> None:
         """Start from trained ``weights``; those of a one-exit edge (``trained/``) start a several-exit one too.
@@ -278,10 +269,7 @@ class CloudTrainer(_Trainer):
 
     def set_answering(self, c_thr: float, measure: str) -> None:
         """When one of the cloud's early exits is sure enough (used only where the cloud has early exits)."""
-        if measure not in progressive.CONFIDENCE:
-            raise ValueError(f"confidence measure must be one of {progressive.CONFIDENCE}, got {measure!r}")
-        if not 0 <= c_thr <= 1:
-            raise ValueError(f"c_thr must be in [0, 1], got {c_thr}")
+        progressive.check_answering(c_thr, measure)
         self.answering = (float(c_thr), measure)
 
     @property
