@@ -363,13 +363,8 @@ class CloudTrainer(_Trainer):
         else:
             self.model.eval()
             exits = self.model.forward_exits(features)
-        c_thr, measure = self.answering
-        last = len(exits) - 1
-        index = np.array([last if d.exit is None else d.exit for d in progressive.decide(exits, c_thr, measure)],
-                         dtype=np.int64)
-        probs = torch.stack([F.softmax(z.float(), dim=1) for z in exits])
-        confidence, classes = probs[torch.from_numpy(index), torch.arange(len(index))].max(dim=1)
-        return classes.numpy(), confidence.numpy(), index
+        classes, confidence, index, _ = progressive.answers(exits, *self.answering)
+        return classes, confidence, index
 
 
 def _labels(payload: codec.FeaturePayload) -> torch.Tensor:
@@ -507,7 +502,6 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
             else:
                 result = full.train_step(images, labels)
                 wire_bits += images.shape[0] * images[0].numel() * 8
-                uncoded_bits = wire_bits
             done += len(labels)
             if progress is not None:
                 progress(done, total, result.loss)
@@ -523,5 +517,7 @@ def train_offline(config: TrainConfig, train: Frames, test: Frames, *, progress=
             checkpoint.save(full.model.state_dict(), saved[0])
     return {"config": {**asdict(config), "optim": asdict(optim)}, "train_samples": len(train),
             "test_samples": len(test), "train_seconds": train_seconds,
-            "wire_bits_per_sample": wire_bits / total, "uncoded_bits_per_sample": uncoded_bits / total,
+            "wire_bits_per_sample": wire_bits / total,
+            # Raw frames have no coding: the full-cloud's uncoded bits are its wire bits.
+            "uncoded_bits_per_sample": (uncoded_bits if config.mode == "hierarchical" else wire_bits) / total,
             "saved": [str(p) for p in saved], **metrics}
