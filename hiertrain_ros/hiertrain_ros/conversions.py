@@ -7,14 +7,18 @@ must be rejected; the checks run before anything large is allocated.
 from __future__ import annotations
 
 import array
+from typing import TYPE_CHECKING
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, HierTensor, Label, Prediction
 from sensor_msgs.msg import Image
 
 from .core import codec
 from .core.frames import decode_frame
+
+if TYPE_CHECKING:
+    from .core.hierexec import Packet
 
 PURPOSE_TRAIN = FeatureBatch.PURPOSE_TRAIN
 PURPOSE_INFER = FeatureBatch.PURPOSE_INFER
@@ -130,3 +134,19 @@ def acks_for(msg: Heartbeat, robot_id: str) -> list[int]:
     if len(msg.acked_robots) != len(msg.acked):
         raise ValueError(f"heartbeat has {len(msg.acked)} acks but {len(msg.acked_robots)} robot ids")
     return [seq for robot, seq in zip(msg.acked_robots, msg.acked) if robot == robot_id]
+
+
+def hier_tensor_msg(packet: Packet) -> HierTensor:
+    """Return the message of one HierTrain packet (issue 16)."""
+    return HierTensor(sender=packet.sender, receiver=packet.receiver, step=packet.step, kind=packet.kind,
+                      layer=packet.layer, bits=packet.bits, scale=float(packet.scale),
+                      zero_point=float(packet.zero_point), shape=list(packet.shape),
+                      data=array.array("B", packet.data))
+
+
+def packet_from_msg(msg: HierTensor) -> Packet:
+    """Return the packet of a message as it came; core.hierexec checks its size against its shape on decoding."""
+    from .core.hierexec import Packet  # torch: only a HierTrain worker pays for it, not every node using this module
+
+    return Packet(msg.sender, msg.receiver, int(msg.step), int(msg.kind), int(msg.layer), int(msg.bits),
+                  float(msg.scale), float(msg.zero_point), tuple(int(d) for d in msg.shape), bytes(msg.data))

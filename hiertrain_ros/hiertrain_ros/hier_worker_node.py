@@ -11,7 +11,6 @@ process exits 1: never a hang.
 
 from __future__ import annotations
 
-import array
 import sys
 import threading
 import time
@@ -24,6 +23,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 
+from .conversions import hier_tensor_msg, packet_from_msg
 from .core.hierexec import Need, Packet, PeerTimeout, WorkerConfig, run_steps, synthetic_batch
 from .core.hierschedule import ROLES
 from .ros_common import MessageAuth, Rejections, StopFlag, declare_config
@@ -32,18 +32,6 @@ from .ros_common import MessageAuth, Rejections, StopFlag, declare_config
 # PARAMETERS per layer) never overwrites one not yet acknowledged.
 HIER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
-
-
-def to_msg(packet: Packet) -> HierTensor:
-    return HierTensor(sender=packet.sender, receiver=packet.receiver, step=packet.step, kind=packet.kind,
-                      layer=packet.layer, bits=packet.bits, scale=float(packet.scale),
-                      zero_point=float(packet.zero_point), shape=list(packet.shape),
-                      data=array.array("B", packet.data))
-
-
-def from_msg(msg: HierTensor) -> Packet:
-    return Packet(msg.sender, msg.receiver, int(msg.step), int(msg.kind), int(msg.layer), int(msg.bits),
-                  float(msg.scale), float(msg.zero_point), tuple(int(d) for d in msg.shape), bytes(msg.data))
 
 
 class HierWorkerNode(Node):
@@ -72,7 +60,7 @@ class HierWorkerNode(Node):
     def on_message(self, msg: HierTensor) -> None:
         if msg.receiver != self.config.role or not self.auth.check("hier", msg):
             return
-        packet = from_msg(msg)
+        packet = packet_from_msg(msg)
         with self.arrived:
             self.inbox[(packet.sender, packet.step, packet.kind, packet.layer)] = packet
             self.arrived.notify_all()
@@ -84,7 +72,7 @@ class HierWorkerNode(Node):
             return self.inbox.pop(key, None)
 
     def send(self, packet: Packet) -> None:
-        msg = to_msg(packet)
+        msg = hier_tensor_msg(packet)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pubs[packet.receiver].publish(self.auth.sign("hier", msg))
 
