@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 
 from builtin_interfaces.msg import Time
-from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics, WeightSync
 
 from . import conversions
 from .core.buffers import FairQueue
@@ -23,7 +23,8 @@ from .core.config import CloudConfig
 from .core.link import BatchLedger
 from .core.progressive import progressive_cloud
 from .core.replay import LatentReplay, ReplayPacer
-from .core.splits import TrainerRouter
+from .core.repartition import MovableSide
+from .core.splits import Split, TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
 from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, run_node, seconds_since
 from .trainer_node import TrainerNode
@@ -55,13 +56,19 @@ class CloudNode(TrainerNode):
         self.predictions = 0
         self.serving: ServingCopy | None = None  # made in warm_up(), after the checkpoint is restored
         self.auth = MessageAuth(self, cfg.auth_key_file, self.get_fully_qualified_name(), self.rejections)
+        self._move = None  # a move of the split an edge asked for, made once the batches before it are trained
+        self._moved = None  # the answer to the last move made, sent again if the edge asks again
 
         self.prediction_pub = self.publisher(Prediction, TOPICS["cloud_prediction"], RECORD_QOS)
         self.metrics_pub = self.publisher(TrainingMetrics, TOPICS["cloud_metrics"], RECORD_QOS)
         self.heartbeat_pub = self.publisher(Heartbeat, TOPICS["heartbeat"], heartbeat_qos(2.0 / cfg.heartbeat_hz))
+        if cfg.movable:
+            self.weights_pub = self.publisher(WeightSync, TOPICS["weights_to_edge"], RELIABLE_QOS)
 
     def activate(self) -> None:
         self.features_sub = self.subscription(FeatureBatch, TOPICS["features"], self.on_features, RELIABLE_QOS)
+        if self.config.movable:
+            self.subscription(WeightSync, TOPICS["weights_to_cloud"], self.on_weights, RELIABLE_QOS)
         # No heartbeat while inactive: to the edge a paused cloud is an unreachable one (it stores).
         self.timer(1.0 / self.config.heartbeat_hz, self.publish_heartbeat)
 
@@ -81,9 +88,13 @@ class CloudNode(TrainerNode):
 
     def make_trainer(self, spec, optim):
         cfg = self.config
-        cloud = progressive_cloud(spec, seed=cfg.seed, exits=cfg.exits, placement=cfg.exit_placement,
-                                  head=cfg.exit_head)
-        return CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+        side = MovableSide("cloud", spec, seed=cfg.seed) if cfg.movable else None
+        cloud = side.model if side else progressive_cloud(spec, seed=cfg.seed, exits=cfg.exits,
+                                                          placement=cfg.exit_placement, head=cfg.exit_head)
+        trainer = CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+        if side:
+            trainer.make_movable(side)
+        return trainer
 
     def on_config_changed(self) -> None:
         if self.trainer is not None:
@@ -119,6 +130,43 @@ class CloudNode(TrainerNode):
             if evicted is not None:  # unacknowledged: its edge resends it
                 self.ledger.evicted(evicted.robot_id, evicted.seq)
 
+    def on_weights(self, msg: WeightSync) -> None:
+        """Take an edge's request to move the split; the worker makes it once every batch queued before is trained."""
+        if not self.auth.check("weights", msg) or msg.kind != WeightSync.KIND_MOVE:
+            return
+        if self._moved is not None and msg.move_id == self._moved.move_id and msg.robot_id == self._moved.robot_id:
+            self.weights_pub.publish(self.auth.sign("weights", self._moved))  # our answer was lost: again
+            return
+        moves = self._moved.move_id if self._moved is not None else 0
+        robots = set(self.ledger.last_seqs()) - {msg.robot_id}
+        if msg.move_id != moves + 1 or robots or msg.from_split != self.trainer.spec.split_point:
+            self.rejections("weights", ValueError(
+                f"move {msg.move_id} of {msg.robot_id!r} from split {msg.from_split} refused: this cloud is at split "
+                f"{self.trainer.spec.split_point} after {moves} moves" + (
+                    f" and also trains robots {sorted(robots)} (a moving split serves one edge)" if robots else "")))
+            return
+        self._move = msg
+
+    def _make_move(self) -> None:
+        msg, self._move = self._move, None
+        to = Split(msg.split_point, msg.bits)
+        try:
+            with self._lock:
+                state = self.trainer.move(to, msg.move_id, bytes(msg.state))
+                self.router = TrainerRouter()
+                self.router.add(self.trainer.route, self.trainer)
+                if self.serving is not None:
+                    self.serving = ServingCopy(self.trainer.model, self.config.serve_refresh_s)
+        except ValueError as exc:
+            self.rejections("weights", exc)
+            return
+        reply = WeightSync(robot_id=msg.robot_id, move_id=msg.move_id, kind=WeightSync.KIND_MOVED,
+                           from_split=msg.from_split, split_point=to.split_point, bits=to.bits, state=state)
+        reply.header.stamp = self.get_clock().now().to_msg()
+        self._moved = reply
+        self.weights_pub.publish(self.auth.sign("weights", reply))
+        self.get_logger().info(f"split moved to {to.split_point} at {to.bits} bits (move {msg.move_id})")
+
     def work_once(self) -> None:
         if self.serving is None:
             self._answer_pending()  # every pending answer before the next training step
@@ -127,6 +175,8 @@ class CloudNode(TrainerNode):
         batch = self.train_queue.draw(1)
         for payload in batch or ():
             self._train(payload)
+        if self._move is not None and not batch and len(self.train_queue) == 0:
+            self._make_move()
         trained = bool(batch) or (self.replay_pacer.due() and self._replay_idle())
         if trained and self.serving is not None:
             self.serving.follow(self.trainer.model)
@@ -158,8 +208,12 @@ class CloudNode(TrainerNode):
 
     def _infer(self, payload) -> None:
         # One serving copy, of the one route's trainer: a second route needs a copy of its own.
-        with self._lock if self.serving is None else contextlib.nullcontext():
-            classes, confidence, exits = self.router.trainer_for(payload).predict_exits(payload, self.serving)
+        try:
+            with self._lock if self.serving is None else contextlib.nullcontext():
+                classes, confidence, exits = self.router.trainer_for(payload).predict_exits(payload, self.serving)
+        except (ValueError, RuntimeError) as exc:  # made before the split moved: the edge has answered it
+            self.rejections("features", exc)
+            return
         for (sec, nanosec), c, p, e in zip(payload.frame_stamps, classes, confidence, exits):
             stamp = Time(sec=sec, nanosec=nanosec)
             self.prediction_pub.publish(conversions.prediction_msg(
@@ -204,7 +258,8 @@ class CloudNode(TrainerNode):
                 "duplicates": self.ledger.duplicates, "predictions": self.predictions,
                 "latent_batches": len(self.latent or ()),
                 "latent_stale_evicted": getattr(self.latent, "evicted_stale", 0),
-                "replay_steps": self.replay_steps}
+                "replay_steps": self.replay_steps, "split_point": self.trainer.spec.split_point,
+                "moves": self._moved.move_id if self._moved is not None else 0}
 
 
 def main(args=None) -> None:

@@ -8,9 +8,10 @@ edge exit that is sure enough answers, and only the frames the offload policy na
 from __future__ import annotations
 
 import threading
+import time
 
 import torch
-from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics, WeightSync
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import UInt64
@@ -24,6 +25,8 @@ from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.fallback import NOT_OFFLOADED
 from .core.progressive import progressive_edge
 from .core.replay import ReplayPacer, make_sampler
+from .core.repartition import EdgeMove, MovableSide
+from .core.splits import ScheduledSplit, SplitContext
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
                          run_node, seconds_since, stamp_ns)
@@ -64,17 +67,25 @@ class EdgeNode(TrainerNode):
         self._consumed_lock = threading.Lock()
         self._last_heartbeat = None
         self.auth = MessageAuth(self, cfg.auth_key_file, self.robot_id or self.get_name(), self.rejections)
+        # A moving split: the policy chooses before each training step, EdgeMove carries the move out.
+        self.split_policy = ScheduledSplit(cfg.split_schedule, cfg.bits) if cfg.split_policy == "schedule" else None
+        self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
+        self._move_lock = threading.Lock()  # the worker asks, the executor takes the answer
 
         self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
         self.metrics_pub = self.publisher(TrainingMetrics, TOPICS["edge_metrics"], RECORD_QOS)
         self.consumed_pub = self.publisher(UInt64, TOPICS["consumed"], RELIABLE_QOS)
+        if cfg.movable:
+            self.weights_pub = self.publisher(WeightSync, TOPICS["weights_to_cloud"], RELIABLE_QOS)
 
     def activate(self) -> None:
         self.subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                           heartbeat_qos(self.config.heartbeat_timeout_s))
+        if self.config.movable:
+            self.subscription(WeightSync, TOPICS["weights_to_edge"], self.on_weights, RELIABLE_QOS)
 
     def deactivate(self) -> None:
         # Answers to frames from before the pause would come too late; the labelled frames
@@ -98,10 +109,14 @@ class EdgeNode(TrainerNode):
 
     def make_trainer(self, spec, optim):
         cfg = self.config
-        edge = progressive_edge(spec, seed=cfg.seed, exits=cfg.exits, placement=cfg.exit_placement,
-                                head=cfg.exit_head)
-        return EdgeTrainer(edge, spec, optim, coding=cfg.coding, offload=cfg.offload_policy,
-                           c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+        side = MovableSide("edge", spec, seed=cfg.seed) if cfg.movable else None
+        edge = side.model if side else progressive_edge(spec, seed=cfg.seed, exits=cfg.exits,
+                                                        placement=cfg.exit_placement, head=cfg.exit_head)
+        trainer = EdgeTrainer(edge, spec, optim, coding=cfg.coding, offload=cfg.offload_policy,
+                              c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+        if side:
+            trainer.make_movable(side)
+        return trainer
 
     def input_shape(self) -> tuple:
         return (3, INPUT_SIZE, INPUT_SIZE)
@@ -157,6 +172,54 @@ class EdgeNode(TrainerNode):
         except ValueError as exc:
             self.rejections("heartbeat", exc)
 
+    def on_weights(self, msg: WeightSync) -> None:
+        """Take the cloud's answer to a move: the layers it hands over; train at the new split from now."""
+        if not self.auth.check("weights", msg) or msg.kind != WeightSync.KIND_MOVED or msg.robot_id != self.robot_id:
+            return
+        with self._move_lock:
+            pending = self.mover.request_
+            if pending is None or msg.move_id != pending.move_id:
+                return  # the answer to a request sent again, after the first answer was taken
+            try:
+                with self._lock:
+                    self.trainer.move(pending.to, pending.move_id, bytes(msg.state))
+            except ValueError as exc:
+                self.rejections("weights", exc)
+                return
+            self.mover.answered(msg.move_id, time.monotonic())
+        self.get_logger().info(f"split moved to {pending.to.split_point} at {pending.to.bits} bits "
+                               f"(move {pending.move_id}, training paused {1e3 * self.mover.pauses[-1]:.0f} ms)")
+
+    def _moving(self) -> bool:
+        """Drive a move of the split; True while one is under way (no training, no offloading meanwhile).
+
+        A move starts when the policy chooses another split, waits until the cloud has acknowledged every
+        training batch (all trained at the old split), then asks the cloud (core.repartition.EdgeMove).
+        """
+        if self.split_policy is None:
+            return False
+        now = time.monotonic()
+        with self._move_lock:
+            if not self.mover.busy:
+                with self._lock:
+                    current, step = self.trainer.split, self.trainer.step
+                if not self.mover.want(self.split_policy.choose(SplitContext(step=step)), current, now):
+                    return False
+                self.get_logger().info(f"moving the split from {current.split_point} to "
+                                       f"{self.mover.target.split_point}: draining the training batches sent")
+            drained = len(self.unacked) == 0 and not self.outbox.holds_bulk()
+            with self._lock:
+                request = self.mover.request(drained, now,
+                                             lambda to: self.trainer.movable.export(to, self.trainer.optimizer))
+                current = self.trainer.split
+            if request is not None:
+                msg = WeightSync(robot_id=self.robot_id, move_id=request.move_id, kind=WeightSync.KIND_MOVE,
+                                 from_split=current.split_point, split_point=request.to.split_point,
+                                 bits=request.to.bits, state=request.state)
+                msg.header.stamp = self.get_clock().now().to_msg()
+                self.weights_pub.publish(self.auth.sign("weights", msg))
+            return self.mover.busy
+
     def cloud_alive(self) -> bool:
         if self._last_heartbeat is None:
             return False
@@ -172,9 +235,12 @@ class EdgeNode(TrainerNode):
     # -- worker thread ----------------------------------------------------------------------------
     def work_once(self) -> None:
         self.infer_queue.wait(0.02)
+        moving = self._moving()
         items = self.infer_queue.take(self.config.infer_batch)
         if items:
-            self._infer(items)
+            self._infer(items, moving)
+        if moving:
+            return
         batch = self.train_buffer.draw(self.config.batch_size)
         if batch:
             self._train(batch)
@@ -182,12 +248,12 @@ class EdgeNode(TrainerNode):
             self._train(batch, replay_only=True)
             self.replay_pacer.took()
 
-    def _infer(self, items) -> None:
+    def _infer(self, items, moving: bool = False) -> None:
         headers = [h for h, _ in items]
         stamps = [(h.stamp.sec, h.stamp.nanosec) for h in headers]
-        with self._lock:
+        with self._lock:  # while the split moves the cloud could not decode them: the edge answers alone
             answers = self.trainer.answer(torch.stack([s for _, s in items]), frame_stamps=tuple(stamps),
-                                          robot_id=self.robot_id)
+                                          offload="never" if moving else None, robot_id=self.robot_id)
         for header, c, p, exit_index, sent in zip(headers, answers.classes, answers.confidence, answers.exit_index,
                                                   answers.offloaded):
             # A frame kept here says so: the fallback serves it at once instead of waiting for the cloud.
@@ -252,6 +318,9 @@ class EdgeNode(TrainerNode):
                 "spill_errors": self.outbox.spill_errors, "spill_recovered": self.outbox.recovered,
                 "spill_torn": getattr(self.spill, "torn", 0), "spill_foreign": getattr(self.spill, "foreign", 0),
                 "features_sent": self.features_sent, "coding": self.config.coding,
+                "split_point": self.trainer.spec.split_point, "bits": self.trainer.spec.bits,
+                "moves": self.mover.moves, "moves_abandoned": self.mover.abandoned,
+                "move_pause_ms": ",".join(f"{1e3 * s:.0f}" for s in self.mover.pauses[-5:]),
                 "offload_policy": self.config.offload_policy, "frames_offloaded": self.offloaded,
                 "frames_kept": self.kept, "exit_answers": ",".join(map(str, self.exit_answers)),
                 "encode_ms": round(1e3 * self.trainer.encode_s / max(1, self.trainer.encoded), 3),

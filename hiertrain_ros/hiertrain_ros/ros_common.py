@@ -69,6 +69,8 @@ TOPICS = {
     "cloud_prediction": "/hiertrain/cloud/prediction",
     "prediction": "hiertrain/prediction",
     "heartbeat": "/hiertrain/cloud/heartbeat",
+    "weights_to_cloud": "/hiertrain/weights/to_cloud",  # live repartition (core.repartition): requests
+    "weights_to_edge": "/hiertrain/weights/to_edge",    # and the cloud's answers
     "link_status": "hiertrain/link_status",
     "edge_metrics": "hiertrain/edge/metrics",
     "cloud_metrics": "hiertrain/cloud/metrics",

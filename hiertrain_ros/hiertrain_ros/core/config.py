@@ -16,12 +16,14 @@ from .codec import MAX_ROBOT_ID
 from .coding import CODINGS, DEFAULT_CODING
 from .optim import OptimConfig, paper_optim
 from .replay import MEMORY_POLICIES, STALENESS
+from .splits import parse_split_schedule
 
 # core.progressive's choices, here without torch (test_progressive checks they agree).
 EXIT_PLACEMENTS = ("linear", "pareto")
 CONFIDENCE_MEASURES = ("max_softmax", "entropy")
 OFFLOAD_POLICIES = ("always", "unsure", "never")
 MAX_EXITS = 3
+SPLIT_POLICIES = ("fixed", "schedule")
 
 
 @dataclass(frozen=True)
@@ -40,16 +42,33 @@ class ModelParams(SplitSpec):
     auth_key_file: str = ""          # shared key (>= 32 bytes) signing and checking features, labels, heartbeats;
                                      # "" = none (docs/security.md)
 
+    split_policy: str = "fixed"   # "fixed": split_point and bits for good; "schedule": the edge moves the split
+                                  # (and bits) as split_schedule says, and the cloud follows (core.repartition)
+    split_schedule: str = ""      # "POINT[/BITS]@STEP,...", e.g. "3@0,5@200,3@400" (edge training steps)
+
     LIVE = ()
 
     def __post_init__(self):
         super().__post_init__()
+        if self.split_policy not in SPLIT_POLICIES:
+            raise ValueError(f"split_policy must be one of {SPLIT_POLICIES}, got {self.split_policy!r}")
+        if self.movable:
+            if getattr(self, "checkpoint_dir", "") or self.init_from or getattr(self, "exits", 1) != 1:
+                raise ValueError("a moving split (split_policy not 'fixed') works without checkpoint_dir and "
+                                 "init_from, with one exit on each side")
+            if self.split_policy == "schedule" and isinstance(self, EdgeConfig):
+                for _, split in parse_split_schedule(self.split_schedule, self.bits):
+                    replace(self.model_spec(), split_point=split.split_point, bits=split.bits)  # its checks
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.torch_threads < 0:
             raise ValueError(f"torch_threads must be >= 0, got {self.torch_threads}")
         if self.optimizer not in ("", "adam", "sgd"):
             raise ValueError(f"optimizer must be '', 'adam' or 'sgd', got {self.optimizer!r}")
+
+    @property
+    def movable(self) -> bool:
+        return self.split_policy != "fixed"
 
     def apply_threads(self) -> None:
         import torch
@@ -140,6 +159,9 @@ class EdgeConfig(ModelParams):
     confidence_measure: str = "max_softmax"  # or "entropy" (one minus the normalised entropy)
     offload_policy: str = "always"  # inference features to the cloud: "always" (every answered frame),
                                     # "unsure" (only frames no edge exit is c_thr sure about), "never"
+    move_drain_timeout_s: float = 10.0  # a move of the split waits this long for the cloud to acknowledge every
+                                        # training batch; then it is given up (the cloud is away) and training
+                                        # resumes at the old split for as long again
 
     LIVE = ("predict_every", "link_budget_bps", "confidence_threshold", "confidence_measure", "offload_policy")
 
@@ -147,7 +169,7 @@ class EdgeConfig(ModelParams):
         super().__post_init__()
         _positive(self, "batch_size", "buffer_size", "queue_size", "pending_size", "predict_every", "infer_batch",
                   "outbox_bits", "outbox_age_s", "infer_age_s", "unacked_max", "resend_after_s",
-                  "heartbeat_timeout_s", "checkpoint_every")
+                  "heartbeat_timeout_s", "checkpoint_every", "move_drain_timeout_s")
         if len(self.robot_id) > MAX_ROBOT_ID:
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
         for name in ("link_budget_bps", "outbox_memory_bits"):

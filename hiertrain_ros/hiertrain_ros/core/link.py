@@ -265,6 +265,11 @@ class Outbox:
     def bulk_bits(self) -> float:
         return self._bulk_bits
 
+    def holds_bulk(self) -> bool:
+        """Whether a bulk (training) item waits here, new or to be sent again."""
+        with self._lock:
+            return bool(self._bulk or self._resend)
+
 
 class AckTracker:
     """Training batches sent but not yet acknowledged by the cloud: a sliding window.

@@ -2,9 +2,9 @@
 
 On the edge a policy chooses, on the cloud a router finds the trainer for the split a batch says it was made at.
 
-Today one split runs, fixed at start-up (``FixedSplit``, one route).  A policy that learns
-the split while training (L2S) implements :class:`SplitPolicy`; live repartition makes the
-edge trainer able to follow a new choice and adds routes to the cloud's router.
+By default one split runs, fixed at start-up (``FixedSplit``, one route).  ``ScheduledSplit`` moves it at
+given training steps; a policy that learns the split while training (L2S) implements :class:`SplitPolicy` too.
+The move itself is :mod:`core.repartition`'s.  Torch-free.
 """
 
 from __future__ import annotations
@@ -42,6 +42,37 @@ class FixedSplit(SplitPolicy):
 
     def choose(self, context: SplitContext) -> Split:
         return self.split
+
+
+class ScheduledSplit(SplitPolicy):
+    """The split for each training step from a schedule ``"3@0,5@40,3@80"`` (split point @ from step).
+
+    Each entry may give a bit width as well: ``"5/2@40"``; without one the bits stay those given at start.
+    """
+
+    def __init__(self, schedule: str, bits: int):
+        self.entries = parse_split_schedule(schedule, bits)
+
+    def choose(self, context: SplitContext) -> Split:
+        current = self.entries[0][1]
+        for step, split in self.entries:
+            if context.step >= step:
+                current = split
+        return current
+
+
+def parse_split_schedule(text: str, bits: int) -> list[tuple[int, Split]]:
+    entries = []
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        try:
+            what, at = item.split("@")
+            point, _, width = what.partition("/")
+            entries.append((int(at), Split(int(point), int(width) if width else bits)))
+        except ValueError:
+            raise ValueError(f"split schedule entries are POINT[/BITS]@STEP, got {item!r} in {text!r}") from None
+    if not entries or entries[0][0] != 0 or [s for s, _ in entries] != sorted({s for s, _ in entries}):
+        raise ValueError(f"a split schedule starts at step 0 and its steps increase, got {text!r}")
+    return entries
 
 
 @dataclass(frozen=True)

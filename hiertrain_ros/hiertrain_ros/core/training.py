@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checkpoint, codec, progressive
+from . import checkpoint, codec, progressive, repartition
 from .coding import CODINGS, DEFAULT_CODING
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
@@ -103,6 +103,26 @@ class _Trainer:
         except (KeyError, RuntimeError, TypeError) as exc:
             raise ValueError(f"checkpoint for {self.model_id!r} is incomplete or damaged: {exc}") from exc
 
+
+    def make_movable(self, side) -> None:
+        """Train ``side``'s model (a :class:`core.repartition.MovableSide`), whose split can then :meth:`move`."""
+        self.movable, self.model = side, side.model
+        self.optimizer.param_groups[0]["params"] = side.parameters()
+        self.model_hash = repartition.tag(self.spec, 0)
+
+    def move(self, to: Split, moves: int, incoming: bytes = b"") -> bytes:
+        """Move the split to ``to`` (the ``moves``-th move); return the units the other side gains.
+
+        ``incoming``: the units this side gains, from the other side's return value.  ``ValueError`` (nothing
+        changed) when they are not those of this move.
+        """
+        if getattr(self, "movable", None) is None:
+            raise ValueError(f"this {self.role} was built for one split: it cannot move (see split_policy)")
+        outgoing = self.movable.export(to, self.optimizer)
+        self.model = self.movable.apply(to, incoming, self.optimizer)
+        self.spec = replace(self.spec, split_point=to.split_point, bits=to.bits)
+        self.model_hash = repartition.tag(self.spec, moves)
+        return outgoing
 
     def load_weights(self, weights: dict, fresh: tuple[str, ...] = ()) -> None:
         """Start from trained ``weights``.
@@ -192,10 +212,20 @@ class EdgeTrainer(_Trainer):
         return StepResult(float(edge_loss.detach()), correct, len(labels)), payload
 
     def _follow(self, split: Split) -> None:
-        """Run at ``split``: today only the one built (moving layers while running is not there yet)."""
-        if split != Split(self.spec.split_point, self.spec.bits):
+        """Run at ``split``: the one the trainer is at (a move is the node's: core.repartition.EdgeMove)."""
+        if split != self.split:
             raise ValueError(f"split policy chose {split}, but this edge runs split_point {self.spec.split_point} "
-                             f"at {self.spec.bits} bits and cannot move layers while running: batch refused")
+                             f"at {self.spec.bits} bits: move first (core.repartition), batch refused")
+
+    @property
+    def split(self) -> Split:
+        return Split(self.spec.split_point, self.spec.bits)
+
+    def move(self, to: Split, moves: int, incoming: bytes = b"") -> bytes:
+        outgoing = super().move(to, moves, incoming)
+        if isinstance(self.policy, FixedSplit):
+            self.policy = FixedSplit(to.split_point, to.bits)
+        return outgoing
 
     @torch.no_grad()
     def infer(self, images: torch.Tensor, **meta) -> tuple[np.ndarray, np.ndarray, codec.FeaturePayload]:
@@ -213,14 +243,17 @@ class EdgeTrainer(_Trainer):
         self.answering = (offload, float(c_thr), measure)
 
     @torch.no_grad()
-    def answer(self, images: torch.Tensor, frame_stamps: tuple = (), **meta) -> EdgeAnswers:
+    def answer(self, images: torch.Tensor, frame_stamps: tuple = (), *, offload: str | None = None,
+               **meta) -> EdgeAnswers:
         """Answer a batch progressively and build the payload of the frames the cloud should answer.
 
         Per frame the first exit at least ``c_thr`` sure answers (core.progressive.decide); a frame no exit is
         sure about gets the last exit's guess.  ``always`` offloads every frame, ``unsure`` those no exit is sure
         about, ``never`` none.  ``frame_stamps`` (one per image) are cut down to the offloaded frames'.
+        ``offload`` overrides the policy for this batch (``never`` while the split moves).
         """
-        offload, c_thr, measure = self.answering
+        policy, c_thr, measure = self.answering
+        offload = offload or policy
         if frame_stamps and len(frame_stamps) != len(images):
             raise ValueError(f"need one frame stamp per image ({len(images)}), got {len(frame_stamps)}")
         self.model.eval()

@@ -1,0 +1,229 @@
+"""Live repartition (L2S §IV-C): the split point and bit width move while edge and cloud train.
+
+A network whose split moves is held as the whole model's units (torchvision's layers, as
+:func:`core.models._units` lists them) plus, per split ``(split_point, bits)``, the adapters only that
+split uses:
+
+- on the edge, the compression convolution and the exit that reads its output (:class:`EdgeModel`'s
+  ``compress`` and ``exits``);
+- on the cloud, a *decoder*: a 3x3 convolution, batch norm and ReLU taking the compressed channels back to
+  the backbone's, ahead of the unchanged next layer.  (The fixed-split cloud rebuilds its first layer for the
+  compressed channels instead; a rebuilt layer could not move to the edge, a decoder never needs to.)
+
+Each side owns a contiguous run of units: the edge ``[0, end(s))``, the cloud ``[end(s), n)``.  A move from
+split ``p`` to ``q`` hands the units between ``end(p)`` and ``end(q)`` to the other side with their weights,
+batch-norm buffers and optimizer state (:meth:`MovableSide.export`), as one ``torch.save`` blob that
+:meth:`MovableSide.apply` reads back with ``weights_only=True`` (tensors and plain containers only: no code
+travels).  Adapters stay where they are and are kept, untrained, while their split is not in use: going back
+to a split resumes its compression and exit where they were.  A split's adapters start from weights seeded by
+the split (the same on every run).
+
+Every feature batch is tagged with :func:`tag` of the split, the bit width and the move count, so the cloud
+never decodes a batch against another split, bit width or encoder.  The protocol that keeps both sides in
+step (the edge drains its training batches, then asks; the cloud moves and answers with the layers the edge
+gains) is :class:`EdgeMove`'s.  Both sides build the same initial units from the seed, so the weights a side
+does not own are placeholders until they arrive.  No ROS here.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import zlib
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from .models import CloudModel, EdgeModel, SplitSpec, _seed, _units, build_model, linear_exit
+from .splits import Split
+
+# A move's blob holds a few layers; anything far bigger is not one (checked before torch.load reads it).
+MAX_STATE_BYTES = 256 << 20
+
+
+def family_id(spec: SplitSpec) -> str:
+    """Return the model id without the split: what stays the same across moves."""
+    return f"{spec.arch}-w{spec.width:g}-c{spec.num_classes}-B{spec.budget_bits}-movable"
+
+
+def tag(spec: SplitSpec, moves: int) -> int:
+    """Return the model hash a batch carries: of the family, the split, the bit width and the moves so far."""
+    return zlib.crc32(f"{family_id(spec)}/p{spec.split_point}/b{spec.bits}/m{moves}".encode())
+
+
+def decoder(spec: SplitSpec) -> nn.Module:
+    """Return the cloud's adapter for ``spec``'s split: compressed channels back to the backbone's."""
+    return nn.Sequential(nn.Conv2d(spec.feature_shape[0], spec.backbone_channels, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(spec.backbone_channels), nn.ReLU(inplace=True))
+
+
+class MovableSide:
+    """One side's share of a network whose split moves: its run of units and every split's adapters."""
+
+    def __init__(self, role: str, spec: SplitSpec, *, seed: int = 0):
+        if role not in ("edge", "cloud"):
+            raise ValueError(f"role must be 'edge' or 'cloud', got {role!r}")
+        self.role, self.seed = role, seed
+        self.spec = spec.model_spec()
+        _seed(seed, 2)  # the same units on both sides: one side's are placeholders until they arrive
+        self.units, self.ends = _units(spec.arch, build_model(spec.arch, num_classes=spec.num_classes,
+                                                              width=spec.width))
+        self.adapters: dict[Split, nn.Module] = {}
+        self.model = self._build(self.spec)
+
+    def owned(self, split_point: int) -> range:
+        end = self.ends[split_point - 1]
+        return range(0, end) if self.role == "edge" else range(end, len(self.units))
+
+    def _adapter(self, spec: SplitSpec) -> nn.Module:
+        key = Split(spec.split_point, spec.bits)
+        if key not in self.adapters:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed * 1000 + spec.split_point * 10 + spec.bits)
+                if self.role == "edge":
+                    probe = EdgeModel(nn.Sequential(nn.Identity()), spec.backbone_channels, spec.feature_shape,
+                                      spec.num_classes, exit_head=linear_exit)
+                    self.adapters[key] = nn.ModuleDict({"compress": probe.compress, "exits": probe.exits})
+                else:
+                    self.adapters[key] = decoder(spec)
+        return self.adapters[key]
+
+    def _build(self, spec: SplitSpec) -> nn.Module:
+        units = [self.units[i] for i in self.owned(spec.split_point)]
+        adapter = self._adapter(spec)
+        if self.role == "cloud":
+            return CloudModel(nn.Sequential(adapter, *units), spec.feature_shape)
+        with torch.random.fork_rng():  # its own compression and exit are replaced by the split's
+            model = EdgeModel(nn.Sequential(*units), spec.backbone_channels, spec.feature_shape, spec.num_classes)
+        model.compress, model.exits = adapter["compress"], adapter["exits"]
+        return model
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Return what this side trains now and may train later: its units and every adapter made so far."""
+        units = [p for i in self.owned(self.spec.split_point) for p in self.units[i].parameters()]
+        return units + [p for a in self.adapters.values() for p in a.parameters()]
+
+    def leaving(self, to: Split) -> list[int]:
+        return sorted(set(self.owned(self.spec.split_point)) - set(self.owned(to.split_point)))
+
+    def export(self, to: Split, optimizer: torch.optim.Optimizer) -> bytes:
+        """Return the units this side hands over in a move to ``to``: weights, buffers, optimizer state."""
+        blob = {}
+        for i in self.leaving(to):
+            unit = self.units[i]
+            blob[i] = {"weights": unit.state_dict(),
+                       "optim": {name: optimizer.state[p] for name, p in unit.named_parameters()
+                                 if p in optimizer.state}}
+        buffer = io.BytesIO()
+        torch.save(blob, buffer)
+        return buffer.getvalue()
+
+    def apply(self, to: Split, incoming: bytes, optimizer: torch.optim.Optimizer) -> nn.Module:
+        """Move to ``to``: drop the units that leave, load those that arrive from ``incoming``; return the model.
+
+        The optimizer follows: the state of the units that leave is dropped, that of the units that arrive is
+        theirs, and a new split's adapters join with none.  ``ValueError`` when ``incoming`` is not the other
+        side's export for this move (then nothing has changed).
+        """
+        spec = replace(self.spec, split_point=to.split_point, bits=to.bits)  # checks the position and bits
+        arriving = sorted(set(self.owned(to.split_point)) - set(self.owned(self.spec.split_point)))
+        blob = _load(incoming)
+        if sorted(blob) != arriving:
+            raise ValueError(f"a move of the {self.role} from split {self.spec.split_point} to {to.split_point} "
+                             f"needs units {arriving}, got {sorted(blob)}")
+        fresh = [copy.deepcopy(self.units[i]) for i in arriving]  # loaded aside first: a bad blob changes nothing
+        states = {}
+        for i, unit in zip(arriving, fresh):
+            try:
+                unit.load_state_dict(blob[i]["weights"])
+                named = dict(unit.named_parameters())
+                states.update({named[name]: state for name, state in blob[i]["optim"].items()})
+            except (KeyError, RuntimeError, TypeError) as exc:
+                raise ValueError(f"unit {i} of the move does not fit this model: {exc}") from exc
+        for i in self.leaving(to):
+            for p in self.units[i].parameters():
+                optimizer.state.pop(p, None)
+        for i, unit in zip(arriving, fresh):
+            self.units[i] = unit
+        optimizer.state.update(states)
+        self.spec = spec
+        self.model = self._build(spec)
+        optimizer.param_groups[0]["params"] = self.parameters()
+        return self.model
+
+
+def _load(data: bytes) -> dict:
+    if len(data) > MAX_STATE_BYTES:
+        raise ValueError(f"a move's state of {len(data)} bytes is over the {MAX_STATE_BYTES} limit")
+    try:
+        blob = torch.load(io.BytesIO(bytes(data)), weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable blob is refused the same way
+        raise ValueError(f"a move's state could not be read: {exc}") from exc
+    if not isinstance(blob, dict) or not all(isinstance(k, int) and isinstance(v, dict) for k, v in blob.items()):
+        raise ValueError("a move's state must map unit indices to their weights and optimizer state")
+    return blob
+
+
+@dataclass
+class MoveRequest:
+    move_id: int
+    to: Split
+    state: bytes
+
+
+class EdgeMove:
+    """The edge's side of a move, as a state machine the node drives (no ROS, no clock of its own).
+
+    ``idle`` → the policy wants another split (:meth:`want`) → ``draining``: no new training batch; the node
+    reports when every training batch sent has been acknowledged (:meth:`request` with ``drained``) → the
+    request goes out, and again every ``resend_s`` until the cloud's answer (:meth:`answered`) → ``idle`` at
+    the new split.  A drain that takes longer than ``drain_timeout_s`` (the cloud is away) gives the move up:
+    training resumes at the old split, and no move starts for as long again.  Once asked, the move is never
+    given up: the cloud may have made it already.
+    """
+
+    def __init__(self, *, resend_s: float = 2.0, drain_timeout_s: float = 10.0):
+        self.resend_s, self.drain_timeout_s = resend_s, drain_timeout_s
+        self.target: Split | None = None
+        self.request_: MoveRequest | None = None
+        self.moves = 0  # moves done: part of every batch's tag
+        self.abandoned = 0
+        self.pauses: list[float] = []  # seconds without training, per move done
+        self._since = self._asked = self._quiet_until = None
+
+    @property
+    def busy(self) -> bool:
+        return self.target is not None
+
+    def want(self, split: Split, current: Split, now: float) -> bool:
+        """Take the policy's choice ``split``; True when a move starts (training pauses from now)."""
+        if self.busy or split == current or (self._quiet_until is not None and now < self._quiet_until):
+            return False
+        self.target, self._since = split, now
+        return True
+
+    def request(self, drained: bool, now: float, export) -> MoveRequest | None:
+        """Return the request to send now, if any; ``export(to)`` gives the units the edge hands over."""
+        if self.target is None:
+            return None
+        if self.request_ is None:
+            if not drained:
+                if now - self._since > self.drain_timeout_s:
+                    self.abandoned += 1
+                    self.target, self._quiet_until = None, now + self.drain_timeout_s
+                return None
+            self.request_ = MoveRequest(self.moves + 1, self.target, export(self.target))
+        elif now - self._asked < self.resend_s:
+            return None
+        self._asked = now
+        return self.request_
+
+    def answered(self, move_id: int, now: float) -> MoveRequest | None:
+        """Take the cloud's answer to ``move_id``; return the request it answers (None: not the one under way)."""
+        if self.request_ is None or move_id != self.request_.move_id:
+            return None
+        done, self.request_, self.target = self.request_, None, None
+        self.moves = done.move_id
+        self.pauses.append(now - self._since)
+        return done
