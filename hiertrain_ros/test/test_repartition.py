@@ -5,7 +5,7 @@ import torch
 
 from hiertrain_ros.core import codec
 from hiertrain_ros.core.data import batches, load_fashion_mnist
-from hiertrain_ros.core.models import SplitSpec
+from hiertrain_ros.core.models import SplitSpec, build_edge
 from hiertrain_ros.core.repartition import EdgeMove, MovableSide
 from hiertrain_ros.core.splits import ScheduledSplit, Split, SplitContext, parse_split_schedule
 from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer, OptimConfig
@@ -22,7 +22,7 @@ def _pair(optim=OptimConfig(name="sgd", lr=0.05, momentum=0.9)):
 
 
 def _move(edge, cloud, to, moves):
-    """The protocol's data flow: the edge's units go with the request, the cloud's come back with the answer."""
+    """Move both: the edge's units go with the request, the cloud's come back with the answer (the protocol's flow)."""
     request = edge.movable.export(to, edge.optimizer)
     answer = cloud.move(to, moves, request)
     edge.move(to, moves, answer)
@@ -84,14 +84,15 @@ def test_batches_are_tagged_so_the_cloud_never_decodes_one_against_another_split
 def test_a_bad_move_changes_nothing():
     edge, cloud = _pair()
     before = [p.detach().clone() for p in cloud.model.parameters()]
-    for bad, match in ((b"junk", "could not be read"), (edge.movable.export(Split(5, 4), edge.optimizer), "needs units")):
+    own = edge.movable.export(Split(5, 4), edge.optimizer)  # not the cloud's units
+    for bad, match in ((b"junk", "could not be read"), (own, "needs units")):
         with pytest.raises(ValueError, match=match):
             edge.move(Split(5, 4), 1, bad)
-    with pytest.raises(ValueError, match="needs units"):  # the cloud gains nothing moving deeper: its own export
-        cloud.move(Split(2, 4), 1, b"" or cloud.movable.export(Split(5, 4), cloud.optimizer))
+    with pytest.raises(ValueError, match="needs units"):  # moving to 2, the cloud gains the edge's units, not these
+        cloud.move(Split(2, 4), 1, cloud.movable.export(Split(5, 4), cloud.optimizer))
     assert edge.spec.split_point == cloud.spec.split_point == 3
     assert all(torch.equal(a, b) for a, b in zip(before, cloud.model.parameters()))
-    fixed = EdgeTrainer(*[MovableSide("edge", SPEC).model], SPEC, OptimConfig())
+    fixed = EdgeTrainer(build_edge(SPEC), SPEC, OptimConfig())
     with pytest.raises(ValueError, match="built for one split"):
         fixed.move(Split(5, 4), 1, b"")
 
