@@ -17,6 +17,7 @@ def add_parser(sub) -> None:
                    "(hiertrain profile --measure --json FILE, run there); with --cloud-profile, replaces the "
                    "FLOPS ratio and the timing here")
     p.add_argument("--cloud-profile", metavar="FILE", help="the cloud's measured profile")
+    add_privacy_floor_arguments(p)
     p.add_argument("--json", default=None, help="write the estimates to this file")
     p.set_defaults(func=run)
 
@@ -33,6 +34,37 @@ def add_runtime_arguments(p) -> None:
     p.add_argument("--reps", type=int, default=5, help="timed forward passes per part (median)")
     p.add_argument("--warmup", type=int, default=2, help="untimed forward passes before timing")
     p.add_argument("--device", default="cpu", help="torch device the forward passes are timed on")
+
+
+def add_privacy_floor_arguments(p) -> None:
+    """Options shared with ``hiertrain plan``: the privacy floor (L2S §III-C) and the profile that scores it."""
+    p.add_argument("--privacy-floor", type=float, default=None,
+                   help="leave out positions whose privacy (KL, nats) is below this; needs --privacy-json")
+    p.add_argument("--privacy-json", metavar="FILE", default=None,
+                   help="privacy per position: hiertrain profile --privacy --json FILE, same model, width, bits "
+                        "and bit budget")
+
+
+def privacy_floor(args, positions: list[int], spec) -> list[int]:
+    """Return ``positions`` without those below ``--privacy-floor``; ValueError when none is left."""
+    if args.privacy_floor is None and args.privacy_json is None:
+        return positions
+    if args.privacy_floor is None or args.privacy_json is None:
+        raise ValueError("--privacy-floor and --privacy-json go together")
+    import json
+    from pathlib import Path
+
+    from ..core.privacy import allowed_positions, privacy_by_position
+
+    privacy = privacy_by_position(json.loads(Path(args.privacy_json).read_text()), spec)
+    try:
+        kept = allowed_positions(positions, privacy, args.privacy_floor)
+    except ValueError as exc:
+        raise ValueError(f"--privacy-floor {args.privacy_floor:g} leaves no position of {positions} "
+                         f"({args.privacy_json}): {exc}") from None
+    print(f"# privacy floor {args.privacy_floor:g} ({args.privacy_json}): positions kept {kept}, "
+          f"left out {[p for p in positions if p not in kept]}")
+    return kept
 
 
 def runtime_params(args, s_net: float):
@@ -86,6 +118,7 @@ def run(args) -> int:
     s_net = parse_link(args.link)
     params = runtime_params(args, s_net)
     chosen = parse_positions(args.position, args.model)
+    chosen = privacy_floor(args, chosen, spec_from_args(args, split_point=chosen[0]))
     model = build_model(args.model, num_classes=args.num_classes, width=args.width)
     profiles = _profiles(args)
     rows, results, t_full = [], [], None

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from .common import add_model_options
-from .estimate import add_runtime_arguments, parse_positions, runtime_params
+from .estimate import add_privacy_floor_arguments, add_runtime_arguments, parse_positions, privacy_floor, runtime_params
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "kb": 1e3, "mb": 1e6, "gb": 1e9,
           "kib": 2 ** 10, "mib": 2 ** 20, "gib": 2 ** 30}
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
     p.add_argument("--data", default="fashion-mnist", help="fashion-mnist or cifar10-dir:PATH")
     p.add_argument("--seed", type=int, default=0)
     add_runtime_arguments(p)
+    add_privacy_floor_arguments(p)
     p.add_argument("--json", default=None, help="write the plan to this file")
     p.add_argument("--plot", default=None, metavar="DIR",
                    help="write the accuracy-vs-estimated-runtime guide (3G and 4G, paper Fig. 9) here")
@@ -77,6 +78,7 @@ def run(args) -> int:
     def spec_for(position: int) -> SplitSpec:
         return spec_from_args(args, split_point=position, num_classes=train.num_classes)
 
+    candidates = privacy_floor(args, candidates, spec_for(candidates[0]))
     forward_cache: dict = {}
 
     def forward_times(position: int):

@@ -1,4 +1,4 @@
-"""``hiertrain profile``: edge/cloud parameters, training MACs and wire bits per separation position."""
+"""``hiertrain profile``: edge/cloud parameters, training MACs, wire bits and privacy per separation position."""
 
 from __future__ import annotations
 
@@ -20,9 +20,44 @@ def add_parser(sub) -> None:
     p.add_argument("--measure", action="store_true",
                    help="time forward, backward and update per layer (between positions) on this machine instead; "
                         "--json writes the profile that estimate and schedule read")
+    p.add_argument("--privacy", action="store_true",
+                   help="also measure each position's privacy (L2S §III-C, core.privacy: KL of a reference "
+                        "classifier between the frame and its reconstruction from the decoded features; "
+                        "trains small networks, minutes)")
+    add_privacy_options(p)
     p.add_argument("--json", default=None, help="write the table to this file")
     p.add_argument("--plot", default=None, metavar="DIR", help="write Figs 5-7 style PNGs into DIR")
     p.set_defaults(func=run)
+
+
+def add_privacy_options(p) -> None:
+    """Add ``--data`` and one ``--privacy-FIELD`` option per :class:`core.privacy.PrivacyConfig` field."""
+    from dataclasses import fields
+
+    from ..core.privacy import PrivacyConfig
+
+    p.add_argument("--data", default="fashion-mnist", help="frames for --privacy: fashion-mnist or cifar10-dir:PATH")
+    for f in fields(PrivacyConfig):
+        p.add_argument(f"--privacy-{f.name.replace('_', '-')}", dest=f"privacy_{f.name}", type=type(f.default),
+                       default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+
+
+def _privacy(args, rows) -> dict:
+    """Privacy of each row's position (core.inversion.profile_privacy), logged as it goes."""
+    from dataclasses import fields
+
+    from ..core.data import load_dataset
+    from ..core.inversion import profile_privacy
+    from ..core.privacy import PrivacyConfig
+    from .common import spec_from_args
+
+    config = PrivacyConfig(**{f.name: getattr(args, f"privacy_{f.name}") for f in fields(PrivacyConfig)})
+    train = load_dataset(args.data, "train")
+    spec = spec_from_args(args, split_point=rows[0].position)
+    if train.num_classes != spec.num_classes:
+        raise ValueError(f"--data {args.data} has {train.num_classes} classes, --num-classes is {spec.num_classes}")
+    return profile_privacy(spec, [r.position for r in rows], train, load_dataset(args.data, "test"), config,
+                           progress=lambda r: log.info("privacy at position %d: %.4g nats", r.position, r.privacy))
 
 
 def _positions(value: str) -> list[int] | None:
@@ -38,6 +73,8 @@ def run(args) -> int:
     from ..core.costs import cost_table
     from .common import print_table, write_json
 
+    if args.measure and args.privacy:
+        raise ValueError("--privacy adds to the cost table; run it without --measure")
     if args.measure:
         from ..core.hierschedule import profile_layers
 
@@ -52,16 +89,30 @@ def run(args) -> int:
     rows = cost_table(args.model, positions=_positions(args.position), bits=args.bits,
                       budget_bits=args.budget_bits, width=args.width, num_classes=args.num_classes,
                       batch_size=args.batch_size)
+    privacy = _privacy(args, rows) if args.privacy else None
+    scores = {row["position"]: row for row in privacy["rows"]} if privacy else {}
     print_table([{"position": r.position, "feature": "x".join(map(str, r.feature_shape)),
                   "edge_params": r.edge_params, "cloud_params": r.cloud_params, "full_params": r.full_params,
                   "edge_MACs": f"{r.edge_macs:.3g}", "cloud_MACs": f"{r.cloud_macs:.3g}",
-                  "full_MACs": f"{r.full_macs:.3g}", "bits/sample": f"{r.bits_per_sample:.7g}", "raw_bits": r.raw_bits}
-                 for r in rows], COLUMNS)
+                  "full_MACs": f"{r.full_macs:.3g}", "bits/sample": f"{r.bits_per_sample:.7g}", "raw_bits": r.raw_bits,
+                  **({"privacy": scores[r.position]["privacy"], "recon_MSE": scores[r.position]["reconstruction_mse"]}
+                     if privacy else {})}
+                 for r in rows], COLUMNS + (["privacy", "recon_MSE"] if privacy else []))
     print(f"MACs: per sample, one training step = 3 x forward (conv + linear only); "
           f"bits/sample include the 32-bit scale / {args.batch_size}")
-    write_json(args.json, {"model": args.model, "mac_convention": "FlopCounterMode forward FLOPs/2 on one "
-                           "1x3x32x32 sample; training step = 3 x forward",
-                           "rows": [r.as_dict() for r in rows]})
+    out = {"model": args.model, "mac_convention": "FlopCounterMode forward FLOPs/2 on one 1x3x32x32 sample; "
+           "training step = 3 x forward", "rows": [r.as_dict() for r in rows]}
+    if privacy:
+        print(f"privacy: {privacy['method']}; higher is more private; an attacker who learnt nothing scores "
+              f"{privacy['blind_kl']:.4g} (reference's held-out accuracy "
+              f"{privacy['reference']['held_out_accuracy']:.3f})")
+        for row in out["rows"]:
+            score = scores[row["position"]]
+            row.update(privacy=score["privacy"], privacy_sem=score["privacy_sem"],
+                       reconstruction_mse=score["reconstruction_mse"],
+                       privacy_edge_early_exit_accuracy=score["early_exit_accuracy"])
+        out["privacy"] = {k: v for k, v in privacy.items() if k != "rows"} | {"data": args.data}
+    write_json(args.json, out)
     if args.plot:
         for path in plot(rows, args.plot):
             log.info("wrote %s", path)
