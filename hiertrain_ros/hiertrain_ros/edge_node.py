@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics, WeightSync
@@ -25,8 +26,11 @@ from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.fallback import NOT_OFFLOADED
 from .core.progressive import progressive_edge
 from .core.replay import ReplayPacer, make_sampler
+from .core.hierschedule import profile_layers
+from .core.l2s import OnlineSplit, profile_arms
+from .core.models import payload_bits_per_sample
 from .core.repartition import EdgeMove, MovableSide
-from .core.splits import ScheduledSplit, SplitContext
+from .core.splits import ScheduledSplit, Split, SplitContext
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
                          run_node, seconds_since, stamp_ns)
@@ -67,8 +71,13 @@ class EdgeNode(TrainerNode):
         self._consumed_lock = threading.Lock()
         self._last_heartbeat = None
         self.auth = MessageAuth(self, cfg.auth_key_file, self.robot_id or self.get_name(), self.rejections)
-        # A moving split: the policy chooses before each training step, EdgeMove carries the move out.
+        # A moving split: the policy chooses before each training step, EdgeMove carries the move out.  LinUCB-E's
+        # is made in warm_up(), from a profile of this machine.
         self.split_policy = ScheduledSplit(cfg.split_schedule, cfg.bits) if cfg.split_policy == "schedule" else None
+        self._batch_cost: dict[int, float] = {}  # seq -> edge seconds per sample of the step that made it
+        self._sent_at: dict[int, float] = {}  # seq -> when first sent
+        self._last_ack = 0.0
+        self.link_rate_seen = 0.0  # bits/s the acknowledgements show while the link is kept busy
         self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
         self._move_lock = threading.Lock()  # the worker asks, the executor takes the answer
 
@@ -121,6 +130,22 @@ class EdgeNode(TrainerNode):
     def input_shape(self) -> tuple:
         return (3, INPUT_SIZE, INPUT_SIZE)
 
+    def warm_up(self) -> None:
+        super().warm_up()
+        cfg = self.config
+        if cfg.split_policy == "linucb":  # measure this machine: the edge's time per sample at each candidate
+            arms = [Split(p, b) for p, b in cfg.split_arms()]
+            start = time.monotonic()
+            profile = profile_layers(cfg.arch, width=cfg.width, num_classes=cfg.num_classes,
+                                     batch_size=cfg.batch_size, repeats=2)
+            front, cloud_share = profile_arms(profile, arms)
+            specs = {a: replace(cfg.model_spec(), split_point=a.split_point, bits=a.bits) for a in arms}
+            bits = {a: payload_bits_per_sample(spec, spec.feature_shape, cfg.batch_size) for a, spec in specs.items()}
+            self.split_policy = OnlineSplit(arms, front, cloud_share, bits, cfg.link_budget_bps or 10e6,
+                                            round_steps=cfg.split_round_steps)
+            self.get_logger().info(f"profiled in {time.monotonic() - start:.1f} s: edge ms per sample " + ", ".join(
+                f"{a.split_point}: {1e3 * front[a]:.2f}" for a in arms))
+
     def _bucket(self) -> TokenBucket:
         # A burst of 0.1 s of budget: after an idle spell (an outage) the link's queue never holds
         # much more than that in front of a live answer (with 1 s the output topic stalled).
@@ -167,10 +192,35 @@ class EdgeNode(TrainerNode):
             return
         self._last_heartbeat = self.get_clock().now()
         try:
-            for batch in self.unacked.ack(conversions.acks_for(msg, self.robot_id)):
-                self.outbox.acknowledged(batch)  # its file, if it waited on disk
+            acked = self.unacked.ack(conversions.acks_for(msg, self.robot_id))
         except ValueError as exc:
             self.rejections("heartbeat", exc)
+            return
+        for batch in acked:
+            self.outbox.acknowledged(batch)  # its file, if it waited on disk
+        if acked and isinstance(self.split_policy, OnlineSplit):
+            self._measure_offloaded(acked)
+
+    def _measure_offloaded(self, acked) -> None:
+        """Teach the split policy from newly acknowledged batches: the offloaded stage's time and the link rate.
+
+        The batches' service time is from when the first was sent, or the previous acknowledgement if later, to
+        now: while the link is kept busy it is the link and the cloud's time for them, which the sender sees.
+        """
+        now = time.monotonic()
+        busy = len(self.unacked) > 0 or self.outbox.holds_bulk()
+        with self._move_lock:
+            sent = min(self._sent_at.pop(m.seq, now) for m in acked)
+            service = max(now - max(sent, self._last_ack), 1e-3)
+            self._last_ack = now
+            samples = sum(len(m.labels) for m in acked)
+            rate = None
+            if busy:
+                rate = self.link_rate_seen = sum(8 * len(m.data) for m in acked) / service
+            for m in acked:
+                front = self._batch_cost.pop(m.seq, None)
+                if front is not None:
+                    self.split_policy.measured(Split(m.split_point, m.bits), front, service / samples, rate)
 
     def on_weights(self, msg: WeightSync) -> None:
         """Take the cloud's answer to a move: the layers it hands over; train at the new split from now."""
@@ -273,9 +323,16 @@ class EdgeNode(TrainerNode):
     def _train(self, items, replay_only: bool = False) -> None:
         images = torch.stack([s for s, _ in items])
         labels = torch.tensor([y for _, y in items], dtype=torch.int64)
+        start = time.perf_counter()
         with self._lock:
             result, payload = self.trainer.train_step(images, labels, robot_id=self.robot_id)
             step = self.trainer.step
+        if isinstance(self.split_policy, OnlineSplit) and not replay_only:
+            with self._move_lock:
+                self._batch_cost[payload.seq] = (time.perf_counter() - start) / len(items)
+                for pending in (self._batch_cost, self._sent_at):  # batches never acknowledged (dropped) leave too
+                    while len(pending) > 4 * self.config.unacked_max + 64:
+                        del pending[next(iter(pending))]
         self.last_loss = result.loss
         if replay_only:  # idle compute stays on the edge: the link carries new frames (the cloud replays its own)
             self.checkpoint_due(step)
@@ -299,6 +356,9 @@ class EdgeNode(TrainerNode):
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
+                if isinstance(self.split_policy, OnlineSplit):
+                    with self._move_lock:
+                        self._sent_at.setdefault(msg.seq, time.monotonic())
 
     # -- status -----------------------------------------------------------------------------------
     def extra_state(self) -> dict:
@@ -321,6 +381,7 @@ class EdgeNode(TrainerNode):
                 "split_point": self.trainer.spec.split_point, "bits": self.trainer.spec.bits,
                 "moves": self.mover.moves, "moves_abandoned": self.mover.abandoned,
                 "move_pause_ms": ",".join(f"{1e3 * s:.0f}" for s in self.mover.pauses[-5:]),
+                "link_rate_seen_bps": round(self.link_rate_seen),
                 "offload_policy": self.config.offload_policy, "frames_offloaded": self.offloaded,
                 "frames_kept": self.kept, "exit_answers": ",".join(map(str, self.exit_answers)),
                 "encode_ms": round(1e3 * self.trainer.encode_s / max(1, self.trainer.encoded), 3),

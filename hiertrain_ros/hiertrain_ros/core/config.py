@@ -23,7 +23,7 @@ EXIT_PLACEMENTS = ("linear", "pareto")
 CONFIDENCE_MEASURES = ("max_softmax", "entropy")
 OFFLOAD_POLICIES = ("always", "unsure", "never")
 MAX_EXITS = 3
-SPLIT_POLICIES = ("fixed", "schedule")
+SPLIT_POLICIES = ("fixed", "schedule", "linucb")
 
 
 @dataclass(frozen=True)
@@ -42,9 +42,12 @@ class ModelParams(SplitSpec):
     auth_key_file: str = ""          # shared key (>= 32 bytes) signing and checking features, labels, heartbeats;
                                      # "" = none (docs/security.md)
 
-    split_policy: str = "fixed"   # "fixed": split_point and bits for good; "schedule": the edge moves the split
-                                  # (and bits) as split_schedule says, and the cloud follows (core.repartition)
+    split_policy: str = "fixed"   # "fixed": split_point and bits for good; the edge moves the split (the cloud
+                                  # follows, core.repartition) with "schedule" (split_schedule) or "linucb"
+                                  # (L2S's LinUCB-E over split_candidates, from what the edge measures)
     split_schedule: str = ""      # "POINT[/BITS]@STEP,...", e.g. "3@0,5@200,3@400" (edge training steps)
+    split_candidates: str = ""    # linucb: the positions to choose from, e.g. "3,5,8" (at bits)
+    split_round_steps: int = 20   # linucb: training steps per round at one split
 
     LIVE = ()
 
@@ -56,9 +59,10 @@ class ModelParams(SplitSpec):
             if getattr(self, "checkpoint_dir", "") or self.init_from or getattr(self, "exits", 1) != 1:
                 raise ValueError("a moving split (split_policy not 'fixed') works without checkpoint_dir and "
                                  "init_from, with one exit on each side")
-            if self.split_policy == "schedule" and isinstance(self, EdgeConfig):
-                for _, split in parse_split_schedule(self.split_schedule, self.bits):
-                    replace(self.model_spec(), split_point=split.split_point, bits=split.bits)  # its checks
+            for point, bits in self.split_arms() if isinstance(self, EdgeConfig) else ():  # the cloud follows
+                replace(self.model_spec(), split_point=point, bits=bits)  # its checks
+            if self.split_round_steps < 1:
+                raise ValueError(f"split_round_steps must be >= 1, got {self.split_round_steps}")
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.torch_threads < 0:
@@ -69,6 +73,20 @@ class ModelParams(SplitSpec):
     @property
     def movable(self) -> bool:
         return self.split_policy != "fixed"
+
+    def split_arms(self) -> list[tuple[int, int]]:
+        """(split_point, bits) of every split the policy may choose (the cloud: none of its own)."""
+        if self.split_policy == "schedule" and self.split_schedule:
+            return [(s.split_point, s.bits) for _, s in parse_split_schedule(self.split_schedule, self.bits)]
+        if self.split_policy == "linucb":
+            try:
+                points = [int(p) for p in self.split_candidates.split(",") if p.strip()]
+            except ValueError:
+                raise ValueError(f"split_candidates must be positions like '3,5,8', got {self.split_candidates!r}")
+            if len(points) < 2 or len(set(points)) != len(points):
+                raise ValueError(f"linucb needs two or more different split_candidates, got {self.split_candidates!r}")
+            return [(p, self.bits) for p in points]
+        return []
 
     def apply_threads(self) -> None:
         import torch

@@ -30,6 +30,9 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from .splits import Split, SplitContext
+from .splits import SplitPolicy as StepPolicy
+
 COMBINE = {"sum": lambda front, offloaded: front + offloaded, "pipeline": max}
 
 
@@ -161,6 +164,12 @@ class LinUCBE(SplitPolicy):
             out[arm] = self.combine(self.front[arm], max(offloaded, 0.0))
         return out
 
+    def set_contexts(self, contexts: Mapping[Hashable, Sequence[float]]) -> None:
+        """Replace the arms' contexts (the nodes measured a new link rate); the learned model is kept."""
+        for arm, x in contexts.items():
+            if arm != self.local:
+                self.x[arm] = np.asarray(x, dtype=float)
+
     def choose(self, t: int) -> Hashable:
         exploring = self.monitor is None or self.monitor.adapting
         costs = self.estimates(bonus=exploring)
@@ -207,3 +216,84 @@ def run_rounds(policy: SplitPolicy, rounds: int, cost: Callable[[int, Hashable],
         policy.observe(arm, total * scale, offloaded * scale)
         history.append((arm, total))
     return history
+
+
+def profile_arms(profile: dict, arms: Sequence[Split]) -> tuple[dict, dict]:
+    """Return per arm the edge's seconds per sample and the cloud's share of the compute (0..1).
+
+    From a layer profile (core.hierschedule.profile_layers): the edge's layers' forward, backward and update.
+    """
+    layers = profile["layers"]
+    batch = profile["batch_size"]
+    work = [layer["forward_s"] + layer["backward_s"] for layer in layers]
+    total = sum(work)
+    front = {a: sum(work[:a.split_point]) + sum(layer["update_s"] for layer in layers[:a.split_point]) / batch
+             for a in arms}
+    cloud = {a: sum(work[a.split_point:]) / total for a in arms}
+    return front, cloud
+
+
+class OnlineSplit(StepPolicy):
+    """LinUCB-E choosing the edge's split from what the edge measures while it trains (L2S §IV on the nodes).
+
+    A round is ``round_steps`` training steps at one split.  Per arm (a :class:`Split`) the known front end is the
+    edge's seconds per sample, from the start-up profile scaled by the edge's measured load (measured step time /
+    profiled step time at the split in use).  The context is ``[cloud share of the compute, the arm's bits per
+    sample / the link rate the sender sees]``, normalised by the first values; the cost the bandit learns is the
+    offloaded stage's seconds per sample (the link and the cloud, from the acknowledgements), and a round costs
+    its slowest stage (the pipeline: the edge never waits).  Costs go to the bandit in milliseconds.  A change of
+    the link rate or the edge load by more than ``change`` puts the delay monitor in adaptation mode.
+    """
+
+    def __init__(self, arms: Sequence[Split], front: Mapping[Split, float], cloud_share: Mapping[Split, float],
+                 bits: Mapping[Split, float], rate_bps: float, *, round_steps: int = 20, alpha: float = 1.0,
+                 gamma: float = 0.98, change: float = 0.3, monitor: DelayMonitor | None = None):
+        if not arms or round_steps < 1 or not rate_bps > 0:
+            raise ValueError("need at least one arm, round_steps >= 1 and a link rate > 0")
+        self.arms, self.round_steps, self.change = list(arms), round_steps, change
+        self.profiled = {a: 1e3 * front[a] for a in self.arms}  # ms per sample
+        self.cloud_share, self.bits = dict(cloud_share), dict(bits)
+        self.rate = self._rate0 = rate_bps
+        self._wire0 = max(self.bits.values()) / rate_bps
+        self.load = 1.0
+        self.monitor = monitor or DelayMonitor(window=5, threshold=change, settle=8)
+        self.bandit = LinUCBE(self._contexts(), self.profiled, alpha=alpha, beta=1.0, gamma=gamma,
+                              monitor=self.monitor)
+        self.rounds = 0
+        self.arm = self.arms[0]
+        self._round_end = 0
+        self._costs: list[tuple[float, float]] = []  # (front, offloaded) ms per sample, this round's batches
+        self._costs_arm = None
+
+    def _contexts(self) -> dict:
+        return {a: [self.cloud_share[a], self.bits[a] / self.rate / self._wire0] for a in self.arms}
+
+    def choose(self, context: SplitContext) -> Split:
+        if context.step >= self._round_end:
+            self.rounds += 1
+            self.arm = self.bandit.choose(self.rounds)
+            self._round_end = context.step + self.round_steps
+        return self.arm
+
+    def measured(self, arm: Split, front_s: float, offloaded_s: float, rate_bps: float | None = None) -> None:
+        """One acknowledged batch trained at ``arm``: edge and offloaded seconds per sample, the link rate seen."""
+        if arm not in self.profiled:
+            return
+        if rate_bps and abs(rate_bps / self.rate - 1) > self.change:
+            self.rate = rate_bps
+            self.bandit.set_contexts(self._contexts())
+            self.monitor.changed()
+        load = 1e3 * front_s / self.profiled[arm]
+        if abs(load / self.load - 1) > self.change:
+            self.monitor.changed()
+        self.load = 0.8 * self.load + 0.2 * load
+        self.bandit.front = {a: f * self.load for a, f in self.profiled.items()}
+        if self._costs and self._costs_arm != arm:  # the rest of a round at another arm: too few to teach
+            self._costs = []
+        self._costs_arm = arm
+        self._costs.append((1e3 * front_s, 1e3 * offloaded_s))
+        if len(self._costs) >= max(1, self.round_steps // 2):  # enough of the round measured: it teaches the bandit
+            front = sum(c[0] for c in self._costs) / len(self._costs)
+            offloaded = sum(c[1] for c in self._costs) / len(self._costs)
+            self.bandit.observe(arm, max(front, offloaded), offloaded)
+            self._costs = []
