@@ -7,9 +7,11 @@ edge exit that is sure enough answers, and only the frames the offload policy na
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Label, Prediction, TrainingMetrics, WeightSync
@@ -29,6 +31,7 @@ from .core.replay import ReplayPacer, make_sampler
 from .core.hierschedule import profile_layers
 from .core.l2s import OnlineSplit, profile_arms
 from .core.models import payload_bits_per_sample
+from .core.privacy import allowed_splits, privacy_by_position
 from .core.repartition import EdgeMove, MovableSide
 from .core.splits import ScheduledSplit, Split, SplitContext
 from .core.training import EdgeTrainer
@@ -77,6 +80,7 @@ class EdgeNode(TrainerNode):
         self._batch_cost: dict[int, float] = {}  # seq -> edge seconds per sample of the step that made it
         self._sent_at: dict[int, float] = {}  # seq -> when first sent
         self._last_ack = 0.0
+        self.split_arms = self._private_splits()
         self.link_rate_seen = 0.0  # bits/s the acknowledgements show while the link is kept busy
         self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
         self._move_lock = threading.Lock()  # the worker asks, the executor takes the answer
@@ -134,7 +138,7 @@ class EdgeNode(TrainerNode):
         super().warm_up()
         cfg = self.config
         if cfg.split_policy == "linucb":  # measure this machine: the edge's time per sample at each candidate
-            arms = [Split(p, b) for p, b in cfg.split_arms()]
+            arms = self.split_arms
             start = time.monotonic()
             profile = profile_layers(cfg.arch, width=cfg.width, num_classes=cfg.num_classes,
                                      batch_size=cfg.batch_size, repeats=2)
@@ -200,6 +204,29 @@ class EdgeNode(TrainerNode):
             self.outbox.acknowledged(batch)  # its file, if it waited on disk
         if acked and isinstance(self.split_policy, OnlineSplit):
             self._measure_offloaded(acked)
+
+    def _private_splits(self) -> list[Split]:
+        """Return the splits the policy may use: those at or above privacy_floor (all of them without a floor).
+
+        LinUCB-E's candidates below the floor are left out; a fixed or scheduled split below it is an error.
+        """
+        cfg = self.config
+        splits = [Split(p, b) for p, b in cfg.split_arms()] or [Split(cfg.split_point, cfg.bits)]
+        if not cfg.privacy_floor:
+            return splits
+        try:
+            profile = json.loads(Path(cfg.privacy_profile).read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"privacy_profile {cfg.privacy_profile!r} cannot be read: {exc}") from None
+        privacy = privacy_by_position(profile, cfg.model_spec())
+        kept = allowed_splits(splits, privacy, cfg.privacy_floor, choose=cfg.split_policy == "linucb")
+        if privacy.get(cfg.split_point, -1.0) < cfg.privacy_floor:  # what it sends before its first move
+            raise ValueError(f"split_point {cfg.split_point} is below privacy_floor {cfg.privacy_floor:g} or not in "
+                             f"the profile: "
+                             f"start at one of {[s.split_point for s in kept]}")
+        self.get_logger().info(f"privacy floor {cfg.privacy_floor:g}: split points {[s.split_point for s in kept]} "
+                               "allowed")
+        return kept
 
     def _measure_offloaded(self, acked) -> None:
         """Teach the split policy from newly acknowledged batches: the offloaded stage's time and the link rate.

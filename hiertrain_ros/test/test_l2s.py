@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-from hiertrain_ros.core.l2s import DelayMonitor, FixedPolicy, LinUCBE, OraclePolicy, eligible, run_rounds
+from hiertrain_ros.core.l2s import (DelayMonitor, FixedPolicy, LinUCBE, OnlineSplit, OraclePolicy, eligible,
+                                    run_rounds)
+from hiertrain_ros.core.privacy import allowed_splits
+from hiertrain_ros.core.splits import Split, SplitContext
 
 # Five splits and edge-only ("local").  Deeper splits: more edge work (front), less cloud work, fewer bits.
 ARMS = [1, 2, 3, 4, 5]
@@ -110,3 +113,76 @@ def test_bad_arguments_are_clear_errors():
         policy(combine="avg")
     with pytest.raises(ValueError, match="context"):
         LinUCBE({1: [1.0]}, {1: 0.1, 2: 0.2})
+
+
+# -- OnlineSplit: LinUCB-E as the edge node runs it, on measurements ----------------------------------------------
+
+SPLITS = [Split(3, 4), Split(5, 4), Split(8, 4)]
+EDGE_S = {Split(3, 4): 0.003, Split(5, 4): 0.004, Split(8, 4): 0.0055}  # edge seconds per sample
+SHARE = {Split(3, 4): 0.8, Split(5, 4): 0.7, Split(8, 4): 0.5}  # the cloud's share of the compute
+WIRE = {Split(3, 4): 16384.0, Split(5, 4): 16384.0, Split(8, 4): 8192.0}  # bits per sample
+
+
+def offloaded(arm, rate):
+    return WIRE[arm] / rate + 0.001 * SHARE[arm]
+
+
+def test_online_split_follows_the_link_from_what_the_edge_measures():
+    # 4G then 3G, 100 rounds of 10 steps each.  At 4G split 3 is best (the edge is the slow stage deeper), at 3G
+    # split 8 (its half-size features).  The policy sees what the node measures: its own step time, the
+    # offloaded stage's time per sample and the link rate, each with 5 % noise.
+    rng = np.random.default_rng(0)
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 5.85e6, round_steps=10)
+    segments = [(5.85e6, Split(3, 4)), (1.1e6, Split(8, 4))]
+    for rate, best_arm in segments:
+        cost = {a: max(EDGE_S[a], offloaded(a, rate)) for a in SPLITS}
+        assert min(cost, key=cost.get) == best_arm
+        rounds = []
+        for _ in range(100):
+            step = policy._round_end
+            arm = policy.choose(SplitContext(step=step))
+            for s in range(step, step + 10):
+                assert policy.choose(SplitContext(step=s)) == arm  # one split per round
+                noise = 1 + 0.05 * rng.standard_normal(2)
+                policy.measured(arm, EDGE_S[arm] * noise[0], offloaded(arm, rate) * noise[1], rate * noise[1])
+            rounds.append(arm)
+        late = rounds[50:]
+        assert late.count(best_arm) >= 0.9 * len(late), (rate, late)
+        assert np.mean([cost[a] for a in late]) <= 1.1 * cost[best_arm]
+
+
+def test_online_split_scales_its_front_end_with_the_edge_load():
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 5.85e6, round_steps=4)
+    arm = policy.choose(SplitContext(step=0))
+    for _ in range(40):  # the edge runs 3x slower than its start-up profile (another process took the CPU)
+        policy.measured(arm, 3 * EDGE_S[arm], offloaded(arm, 5.85e6))
+    assert policy.load == pytest.approx(3.0, rel=0.01)
+    assert policy.bandit.front[Split(8, 4)] == pytest.approx(3e3 * EDGE_S[Split(8, 4)], rel=0.01)
+
+
+def test_the_privacy_floor_is_never_violated():
+    privacy = {1: 0.03, 3: 0.07, 5: 0.22, 8: 0.54, 11: 0.61}
+    splits = [Split(p, 4) for p in privacy]
+    for floor in (0.0, 0.05, 0.2, 0.5):
+        kept = allowed_splits(splits, privacy, floor, choose=True)
+        assert kept == [s for s in splits if privacy[s.split_point] >= floor]
+        policy = OnlineSplit(kept, {s: 0.001 * s.split_point for s in kept}, {s: 0.5 for s in kept},
+                             {s: 1000.0 for s in kept}, 1e6, round_steps=1)
+        for step in range(30):
+            arm = policy.choose(SplitContext(step=step))
+            assert privacy[arm.split_point] >= floor
+            policy.measured(arm, 0.001, 0.002)
+    with pytest.raises(ValueError, match="needs two or more"):
+        allowed_splits(splits, privacy, 0.6, choose=True)
+    with pytest.raises(ValueError, match="needs all"):
+        allowed_splits([Split(3, 4), Split(8, 4)], privacy, 0.1, choose=False)
+    assert allowed_splits([Split(8, 4), Split(11, 4)], privacy, 0.5, choose=False) == [Split(8, 4), Split(11, 4)]
+
+
+def test_edge_privacy_settings_are_checked():
+    from hiertrain_ros.core.config import EdgeConfig
+
+    with pytest.raises(ValueError, match="needs privacy_profile"):
+        EdgeConfig(privacy_floor=0.2)
+    with pytest.raises(ValueError, match="two or more"):
+        EdgeConfig(split_policy="linucb", split_candidates="3")

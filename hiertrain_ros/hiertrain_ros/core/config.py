@@ -177,6 +177,8 @@ class EdgeConfig(ModelParams):
     confidence_measure: str = "max_softmax"  # or "entropy" (one minus the normalised entropy)
     offload_policy: str = "always"  # inference features to the cloud: "always" (every answered frame),
                                     # "unsure" (only frames no edge exit is c_thr sure about), "never"
+    privacy_floor: float = 0.0      # L2S §III-C: no split whose privacy (KL, nats) is below this, in any split
+    privacy_profile: str = ""       # policy; the privacy per position: hiertrain profile --privacy --json FILE
     move_drain_timeout_s: float = 10.0  # a move of the split waits this long for the cloud to acknowledge every
                                         # training batch; then it is given up (the cloud is away) and training
                                         # resumes at the old split for as long again
@@ -199,6 +201,9 @@ class EdgeConfig(ModelParams):
         if not 1 <= self.exits <= min(MAX_EXITS, self.split_point):
             raise ValueError(f"exits must be in 1..{min(MAX_EXITS, self.split_point)} (at most 3, and at most "
                              f"split_point {self.split_point}), got {self.exits}")
+        if self.privacy_floor < 0 or (self.privacy_floor > 0 and not self.privacy_profile):
+            raise ValueError(f"privacy_floor must be >= 0 and, above 0, needs privacy_profile; got "
+                             f"{self.privacy_floor} and {self.privacy_profile!r}")
         if self.offload_policy not in OFFLOAD_POLICIES:
             raise ValueError(f"offload_policy must be one of {OFFLOAD_POLICIES}, got {self.offload_policy!r}")
         _exit_checks(self)

@@ -98,3 +98,20 @@ def allowed_positions(positions: Sequence[int], privacy: Mapping[int, float], fl
     if missing:
         raise ValueError(f"no privacy value for positions {missing}: profile them with hiertrain profile --privacy")
     return eligible(list(positions), privacy, floor)
+
+
+def allowed_splits(splits: Sequence, privacy: Mapping[int, float], floor: float, *, choose: bool) -> list:
+    """Return the splits (``core.splits.Split``) a policy may use under ``floor``.
+
+    A policy that chooses among them (``choose``, LinUCB-E) keeps those at or above the floor and needs two; a fixed
+    or scheduled one must have all of them at or above it.  ``ValueError`` otherwise, naming what is left.
+    """
+    points = [s.split_point for s in splits]
+    try:
+        kept = allowed_positions(points, privacy, floor)
+    except ValueError:
+        kept = []
+    if (choose and len(kept) < 2) or (not choose and len(kept) < len(splits)):
+        raise ValueError(f"privacy_floor {floor:g} leaves split points {kept} of {points}: a "
+                         + ("learning policy needs two or more" if choose else "fixed or scheduled split needs all"))
+    return [s for s in splits if s.split_point in kept]
