@@ -254,6 +254,8 @@ def _summarise_nodes(cfg: BenchConfig, rate: float, res: dict) -> dict:
     row.update(batches=res["batches"], resent=int(edge.get("resent", 0)), frames_published=res["frames_published"],
                frames_received_by_edge=int(edge.get("frames", 0)),
                dropped_train_buffer=int(edge.get("dropped_train_buffer", 0)),
+               # The edge's quantizing, packing and coding time per batch, part of its stage (issue 14).
+               coding=edge.get("coding"), encode_ms=float(edge["encode_ms"]) if "encode_ms" in edge else None,
                exit_codes=res["exit_codes"], loss_first_last=[res["cloud_losses"][0], res["cloud_losses"][-1]],
                # When each batch left the edge's trainer and when the cloud trained it, s after the start.
                edge_batch_s=[round(t - res["t_start"], 3) for t in res["edge_batch_times"]],

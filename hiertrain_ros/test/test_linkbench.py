@@ -89,6 +89,7 @@ def test_all_modes_complete_and_hierarchical_moves_fewer_bytes_than_raw(tmp_path
     hier = rows["hierarchical"]
     assert hier["runtime"] == "nodes" and hier["batches"]["cloud"] == 256 // 32
     assert hier["batches"]["cloud_trained_twice"] == 0
+    assert hier["coding"] == "zstd" and hier["encode_ms"] > 0, hier  # the edge's status reached the bench
 
 
 def test_bench_link_args_carry_budget_bits_and_positions():
