@@ -37,7 +37,7 @@ HIER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=R
 class HierWorkerNode(Node):
     def __init__(self, name: str = "hier_worker"):
         super().__init__(name)
-        self.config = cfg = declare_config(self, WorkerConfig)
+        self.config = cfg = declare_config(self, WorkerConfig).with_policy_file()
         import torch
 
         torch.set_num_threads(1)  # three workers share the host's cores (or a CPU quota each)

@@ -148,6 +148,16 @@ def test_cli_schedule_and_estimate_read_profile_files(tmp_path, capsys):
     assert result["per_iteration_s"]["HierTrain"] <= min(t for k, t in result["per_iteration_s"].items()
                                                          if k.startswith("All-")) + 1e-9
     assert "worker_o=" in capsys.readouterr().out
+    # The workers take the policy from that file (hier_worker_node's policy_file).
+    from hiertrain_ros.core.hierexec import WorkerConfig
+
+    chosen = WorkerConfig(arch="vgg16", policy_file=str(out)).with_policy_file()
+    policy = result["policy"]
+    assert (chosen.roles, chosen.m_s, chosen.m_l, chosen.b_o, chosen.b_s, chosen.b_l) == (
+        tuple(policy["mapping"]), policy["m_s"], policy["m_l"], policy["b_o"], policy["b_s"], policy["b_l"])
+    for bad in (files["edge"], tmp_path / "missing.json"):  # a profile, not a schedule; no file
+        with pytest.raises(ValueError, match="not a hiertrain schedule --json file"):
+            WorkerConfig(policy_file=str(bad)).with_policy_file()
     assert cli.main(["estimate", "--width", "0.25", "--position", "3", "--edge-profile", str(files["edge"]),
                      "--cloud-profile", str(files["cloud"])]) == 0
     assert "from the profiles" in capsys.readouterr().out

@@ -33,8 +33,10 @@ No ROS here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -394,6 +396,7 @@ class WorkerConfig:
     dump_path: str = ""       # worker_o writes the final weights here (torch.save of the layers' state_dict)
     topic_prefix: str = "hiertrain/hier"
     auth_key_file: str = ""  # sign and check every HierTensor (core.auth), as the other nodes do
+    policy_file: str = ""    # hiertrain schedule --json FILE: its policy replaces mapping, m_s, m_l, b_o, b_s, b_l
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -410,6 +413,19 @@ class WorkerConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+    def with_policy_file(self) -> WorkerConfig:
+        """Return this config with the policy of ``policy_file`` (as is without one); ``ValueError`` naming the file."""
+        if not self.policy_file:
+            return self
+        try:
+            policy = json.loads(Path(self.policy_file).read_text())["policy"]
+            fields = {"mapping": ",".join(policy["mapping"]),
+                      **{k: int(policy[k]) for k in ("m_s", "m_l", "b_o", "b_s", "b_l")}}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"policy_file {self.policy_file!r} is not a hiertrain schedule --json file: "
+                             f"{exc!r}") from None
+        return replace(self, **fields)
 
     @property
     def roles(self) -> tuple[str, ...]:
