@@ -172,6 +172,8 @@ class Monitor(Node):
         self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
         self.edge_batch_times: dict[int, float] = {}  # when the edge trained (and produced) each batch
         self.cloud_batch_times: dict[int, float] = {}  # when the cloud trained each batch (the last time)
+        self.batch_split: dict[int, int] = {}  # training batch -> the split it was made at (its features)
+        self.cloud_batch_accuracy: dict[int, float] = {}  # training accuracy of the cloud's exit on each batch
         self.link: LinkStatus | None = None
         self.live_adaptation: AdaptationMetrics | None = None  # the fallback's latest
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
@@ -227,12 +229,16 @@ class Monitor(Node):
             self.counts["feature_batches"] += 1
             self.counts["infer_batches" if msg.purpose == FeatureBatch.PURPOSE_INFER else "train_batches"] += 1
             self.feature_bytes += len(msg.data)
+            if msg.purpose == FeatureBatch.PURPOSE_TRAIN:
+                self.batch_split[msg.seq] = msg.split_point
 
     def _on_metrics(self, role: str, msg: TrainingMetrics, info) -> None:
         with self._lock:
             (self.cloud_losses if role == "cloud" else self.edge_losses).append(float(msg.loss))
             self.trained_seqs[role].append(msg.seq)
             (self.edge_batch_times if role == "edge" else self.cloud_batch_times)[msg.seq] = self._sent(info)
+            if role == "cloud":
+                self.cloud_batch_accuracy[msg.seq] = float(msg.accuracy)
             self.counts[f"{role}_metrics"] += 1
 
     def _on_heartbeat(self, msg: Heartbeat, info) -> None:
@@ -261,6 +267,17 @@ class Monitor(Node):
             untrained = sorted(round(now - t, 3) for seq, t in self.edge_batch_times.items() if seq not in trained)
         return {"edge": len(self.edge_batch_times), "cloud": len(trained), "cloud_trained_twice": twice,
                 "not_trained_by_cloud_age_s": untrained}
+
+    def batch_timeline(self) -> list:
+        """Per training batch the edge made: [seq, edge time, cloud time or None, split, cloud accuracy or None].
+
+        Times in seconds after this monitor started; the cloud's is when it trained the batch (the last time).
+        """
+        with self._lock:
+            return [[seq, round(t - self.started, 4),
+                     round(self.cloud_batch_times[seq] - self.started, 4) if seq in self.cloud_batch_times else None,
+                     self.batch_split.get(seq), self.cloud_batch_accuracy.get(seq)]
+                    for seq, t in sorted(self.edge_batch_times.items())]
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -314,6 +331,7 @@ class Monitor(Node):
         result["output_from_edge"] = served.get(Prediction.SOURCE_EDGE, 0)
         result["output_from_cloud"] = served.get(Prediction.SOURCE_CLOUD, 0)
         result["batches"] = self.batch_report()
+        result["batch_timeline"] = self.batch_timeline()
         result["node_status"] = dict(self.status)
         result["queue_peaks"] = dict(self.peaks)
         return result

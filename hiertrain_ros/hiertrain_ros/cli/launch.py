@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
                    help="edge_cloud only, needs root: run the cloud node in a network namespace of its own, "
                         "behind an emulated uplink of this speed (docs/linkbench.md has the set-up); a schedule "
                         "such as 4g@0,3g@60,1e6@120 changes the rate while running")
+    p.add_argument("--edge-cpu-quota", type=float, default=None, metavar="F",
+                   help="with --link: confine the edge node to F of one core (cgroup-v1 CPU quota), a weak robot "
+                        "(docs/linkbench.md)")
     p.add_argument("--outage", action="append", default=[], metavar="START:SECONDS",
                    help="with --link: cut the link START s after the start, for SECONDS (repeatable)")
     p.add_argument("--tcp-port", type=int, default=0, metavar="PORT",
@@ -123,6 +126,8 @@ def run(args) -> int:
         outages = parse_outages(args.outage)
         if outages and not args.link:
             raise ValueError("--outage needs --link")
+        if args.edge_cpu_quota is not None and not args.link:
+            raise ValueError("--edge-cpu-quota needs --link")
         for given, option in ((args.link, "--link"), (args.tcp_port, "--tcp-port")):
             if given and args.graph != "edge_cloud":
                 raise ValueError(f"{option} needs the edge_cloud graph (an edge side and a cloud side)")
@@ -132,7 +137,7 @@ def run(args) -> int:
             raise ValueError("--tls-dir needs --tcp-port")
         tls_dir = _tls_dir(args.tls_dir) if args.tcp_port else None
         schedule = parse_link_schedule(args.link) if args.link else []
-        link = _open_link(schedule) if args.link else None
+        link = _open_link(schedule, args.edge_cpu_quota) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
         if tls_dir and not args.tls_dir:
             shutil.rmtree(tls_dir, ignore_errors=True)
@@ -175,6 +180,8 @@ def run(args) -> int:
               + (f", over TCP+TLS to the discovery server at {os.environ['HIERTRAIN_CLOUD_ADDRESS']}:{args.tcp_port}"
                  f" (certificates in {tls_dir})" if args.tcp_port else ""), flush=True)
         graph.start()
+        if link is not None and "edge_node" in graph.procs:
+            link.confine_edge(graph.procs["edge_node"].pid)  # no-op without a quota
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
         rates = RateSchedule(link, schedule, start)
@@ -194,6 +201,7 @@ def run(args) -> int:
             monitor.close()
         report["exit_codes"] = codes
         report["duration_s"] = time.monotonic() - start
+        report["started_after_monitor_s"] = start - monitor.node.started  # the schedule's 0 on the report's clock
         if link is not None:
             report["link"] = _link_report(link, counters0, report["duration_s"], cuts.done, rates.applied)
     finally:
@@ -252,11 +260,12 @@ class RateSchedule:
             self.applied.append((now - self.t0, rate))
 
 
-def _open_link(schedule: list[tuple[float, float]]):
+def _open_link(schedule: list[tuple[float, float]], edge_cpu_quota: float | None = None):
     from ..linkbench.netns import LinkEmulator, tbf_limit_bytes
 
     rate = schedule[0][1]
-    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1)).open()
+    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1),
+                        edge_cpu_quota=edge_cpu_quota).open()
 
 
 def mean_rate_while_up(applied: list, outages: list, duration_s: float) -> float:
