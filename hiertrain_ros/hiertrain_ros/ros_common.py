@@ -205,14 +205,6 @@ def read_config(node, cls, changes: dict | None = None):
 def _coerce(name: str, value, kind):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind is tuple:  # a list of numbers (exit_weights: [0.5, 1.0]); "[]" in a params file arrives unset
-        if value is None:
-            return ()
-        value = value.tolist() if hasattr(value, "tolist") else value  # array.array from some rclpy calls
-        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                    for v in value):
-            return tuple(float(v) for v in value)
-        raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
     if type(value) is not kind:
         raise ValueError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
     return value
