@@ -253,7 +253,7 @@ class OnlineSplit(StepPolicy):
         self.arms, self.round_steps, self.change = list(arms), round_steps, change
         self.profiled = {a: 1e3 * front[a] for a in self.arms}  # ms per sample
         self.cloud_share, self.bits = dict(cloud_share), dict(bits)
-        self.rate = self._rate0 = rate_bps
+        self.rate = rate_bps
         self._wire0 = max(self.bits.values()) / rate_bps
         self.load = 1.0
         self.monitor = monitor or DelayMonitor(window=5, threshold=change, settle=8)
