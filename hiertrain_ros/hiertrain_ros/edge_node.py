@@ -84,6 +84,7 @@ class EdgeNode(TrainerNode):
         self.link_rate_seen = 0.0  # bits/s the acknowledgements show while the link is kept busy
         self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
         self._move_lock = threading.Lock()  # the worker asks, the executor takes the answer
+        self.move_discarded = 0  # training batches not sent when a move began: made for the old split
 
         self.feature_pub = self.publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
         self.prediction_pub = self.publisher(Prediction, TOPICS["edge_prediction"], RECORD_QOS)
@@ -282,8 +283,12 @@ class EdgeNode(TrainerNode):
                     current, step = self.trainer.split, self.trainer.step
                 if not self.mover.want(self.split_policy.choose(SplitContext(step=step)), current, now):
                     return False
+                # Batches not sent yet are at the old split: after the move nobody could train them.
+                discarded = self.outbox.discard_bulk()
+                self.move_discarded += discarded
                 self.get_logger().info(f"moving the split from {current.split_point} to "
-                                       f"{self.mover.target.split_point}: draining the training batches sent")
+                                       f"{self.mover.target.split_point}: {discarded} training batches not sent "
+                                       "dropped, draining those sent")
             drained = len(self.unacked) == 0 and not self.outbox.holds_bulk()
             with self._lock:
                 request = self.mover.request(drained, now,
@@ -407,6 +412,7 @@ class EdgeNode(TrainerNode):
                 "features_sent": self.features_sent, "coding": self.config.coding,
                 "split_point": self.trainer.spec.split_point, "bits": self.trainer.spec.bits,
                 "moves": self.mover.moves, "moves_abandoned": self.mover.abandoned,
+                "move_discarded": self.move_discarded,
                 "move_pause_ms": ",".join(f"{1e3 * s:.0f}" for s in self.mover.pauses[-5:]),
                 "link_rate_seen_bps": round(self.link_rate_seen),
                 "offload_policy": self.config.offload_policy, "frames_offloaded": self.offloaded,

@@ -48,6 +48,22 @@ def longest_gap(times) -> tuple[float, int]:
     return max(((b - a, i) for i, (a, b) in enumerate(zip(times, times[1:]))), default=(0.0, 0))
 
 
+def graph_param(params_file: Path | None, overrides: dict, node: str, name: str, default=None):
+    """Return the value ``node`` gets for parameter ``name``: an override, else the params file's.
+
+    ``overrides`` is ``{node or "*": {name: value}}``; ``params_file`` None is the package's default file.
+    """
+    for scope in (node, "*"):
+        if name in overrides.get(scope, {}):
+            return overrides[scope][name]
+    sections = yaml.safe_load(Path(params_file or default_params_file()).read_text()) or {}
+    for scope in (node, "/**"):
+        values = (sections.get(scope) or {}).get("ros__parameters") or {}
+        if name in values:
+            return values[name]
+    return default
+
+
 class Graph:
     """The nodes of one graph as child processes sharing a params file."""
 
@@ -72,15 +88,7 @@ class Graph:
 
     def param(self, node: str, name: str, default=None):
         """Return the value ``node`` gets for parameter ``name``: an override, else the params file's."""
-        for scope in (node, "*"):
-            if name in self.overrides.get(scope, {}):
-                return self.overrides[scope][name]
-        sections = yaml.safe_load(self.params_file.read_text()) or {}
-        for scope in (node, "/**"):
-            values = (sections.get(scope) or {}).get("ros__parameters") or {}
-            if name in values:
-                return values[name]
-        return default
+        return graph_param(self.params_file, self.overrides, node, name, default)
 
     def command(self, name: str) -> list[str]:
         cmd = [sys.executable, "-m", f"hiertrain_ros.{name}", "--ros-args", "--params-file", str(self.params_file)]

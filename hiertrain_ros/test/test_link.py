@@ -280,6 +280,20 @@ def test_spilled_items_count_against_the_limits_and_their_files_go(tmp_path):
     assert box.expired == 5 and len(box) == 0 and list(folder.iterdir()) == [] and box.spilled == 0
 
 
+def test_discard_bulk_drops_the_batches_not_sent_keeps_resends_and_removes_their_files(tmp_path):
+    box, folder = _spilled_box(tmp_path, FakeClock())
+    for i in range(5):
+        box.put(10, _batch(i))
+    box.put(10, _batch(9), resend=True)
+    box.put(10, "infer", urgent=True)
+    assert box.discard_bulk() == 5 and box.discard_bulk() == 0
+    assert list(folder.iterdir()) == [] and box.spilled == 0 and box.bulk_bits == 0
+    assert box.holds_bulk(), "the resend stays"
+    assert box.pop_sendable(unlimited(), max_bulk=100) == ["infer", _batch(9)]
+    box.put(10, _batch(10))  # the memory accounting starts again from zero
+    assert box.spilled == 0
+
+
 def test_spill_survives_disk_errors_and_damaged_files(tmp_path):
     box, folder = _spilled_box(tmp_path, FakeClock(), memory_bits=0)
     box.put(10, _batch(0))
@@ -440,6 +454,17 @@ def test_label_matcher_is_bounded_and_counts_expiries():
     assert m.add_label(9, 2) == ("f9", 2)
     assert m.add_frame(106, "f106") == ("f106", 1)
     assert m.add_frame(100, "f100") is None  # its label was evicted
+
+
+def test_the_emulated_link_queue_holds_a_weight_sync_when_the_split_moves():
+    from hiertrain_ros.cli.launch import LARGEST_MESSAGE_BYTES, largest_message_bytes
+    from hiertrain_ros.core.repartition import move_bytes_bound
+
+    assert largest_message_bytes(None, {}) == LARGEST_MESSAGE_BYTES  # the default graph: a fixed split
+    moving = {"*": {"split_policy": "linucb"}, "edge_node": {"split_candidates": "3,8"}}
+    assert largest_message_bytes(None, moving) == move_bytes_bound("vgg16", 0.25, 10, [3, 8]) > 2 << 20
+    scheduled = {"*": {"split_policy": "schedule", "split_point": 5}, "edge_node": {"split_schedule": "5@0,3@10"}}
+    assert largest_message_bytes(None, scheduled) == move_bytes_bound("vgg16", 0.25, 10, [3, 5])
 
 
 def test_link_rate_schedule_parses_changes_on_time_and_averages_while_up():

@@ -6,7 +6,7 @@ import torch
 from hiertrain_ros.core import codec
 from hiertrain_ros.core.data import batches, load_fashion_mnist
 from hiertrain_ros.core.models import SplitSpec, build_edge
-from hiertrain_ros.core.repartition import EdgeMove, MovableSide
+from hiertrain_ros.core.repartition import EdgeMove, MovableSide, move_bytes_bound
 from hiertrain_ros.core.splits import ScheduledSplit, Split, SplitContext, parse_split_schedule
 from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer, OptimConfig
 
@@ -146,3 +146,13 @@ def test_the_payload_codec_is_unchanged_by_a_move():
     _, payload = edge.train_step(torch.rand(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     codec.validate(payload)
     assert payload.split_point == 5 and payload.bits == 2 and payload.model_hash == cloud.model_hash
+
+
+def test_move_bytes_bound_holds_a_real_move_with_adam_state():
+    edge, cloud = _pair(OptimConfig(name="adam", lr=1e-3))
+    images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    _step(edge, cloud, images, labels)
+    blob = cloud.movable.export(Split(8, 4), cloud.optimizer)  # every unit between 3 and 8, two Adam moments each
+    bound = move_bytes_bound("vgg16", 0.125, 10, [8, 3, 5])
+    assert len(blob) <= bound <= 1.2 * len(blob) + (64 << 10)
+    assert move_bytes_bound("vgg16", 0.125, 10, [3, 5]) < bound

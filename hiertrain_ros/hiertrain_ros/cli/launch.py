@@ -49,6 +49,33 @@ TCP_PROFILES = {"cloud": "fastdds_tcp_cloud.xml", "robot": "fastdds_tcp_robot.xm
 LARGEST_MESSAGE_BYTES = 256 * 1024  # the tbf queue holds two of these (a 64-frame training batch is 131 kB)
 
 
+def largest_message_bytes(params_file, overrides: dict) -> int:
+    """Return the largest message the edge sends over the link: a training batch, or a move's weight sync.
+
+    The emulated link's queue holds two, so that no message is ever dropped at the shaper: over UDP, DDS repairs
+    a dropped 64 KiB datagram whole, and repairs that overflow the queue again starve the link.
+    """
+    from ..core.repartition import move_bytes_bound
+    from ..core.splits import parse_split_schedule
+    from ..runner import graph_param
+
+    def param(name, default=None):
+        return graph_param(params_file, overrides, "edge_node", name, default)
+
+    policy = param("split_policy", "fixed")
+    if policy == "fixed":
+        return LARGEST_MESSAGE_BYTES
+    points = {int(param("split_point", 3))}
+    if policy == "linucb":
+        points |= {int(p) for p in str(param("split_candidates", "")).split(",") if p.strip()}
+    else:
+        points |= {s.split_point for _, s in parse_split_schedule(str(param("split_schedule", "")),
+                                                                   int(param("bits", 4)))}
+    bound = move_bytes_bound(str(param("model", "vgg16")), float(param("width", 0.25)),
+                             int(param("num_classes", 10)), points)
+    return max(LARGEST_MESSAGE_BYTES, bound)
+
+
 def _tls_dir(given: str | None) -> str:
     """Return the TLS certificates' folder: ``given``, checked, or a throwaway set made now."""
     names = ("ca.crt", "cloud.crt", "cloud.key", "robot.crt", "robot.key", "dh.pem")
@@ -137,7 +164,8 @@ def run(args) -> int:
             raise ValueError("--tls-dir needs --tcp-port")
         tls_dir = _tls_dir(args.tls_dir) if args.tcp_port else None
         schedule = parse_link_schedule(args.link) if args.link else []
-        link = _open_link(schedule, args.edge_cpu_quota) if args.link else None
+        largest = largest_message_bytes(args.params_file, overrides) if args.link else LARGEST_MESSAGE_BYTES
+        link = _open_link(schedule, largest, args.edge_cpu_quota) if args.link else None
     except (ValueError, LinkUnavailable) as exc:
         if tls_dir and not args.tls_dir:
             shutil.rmtree(tls_dir, ignore_errors=True)
@@ -184,7 +212,7 @@ def run(args) -> int:
             link.confine_edge(graph.procs["edge_node"].pid)  # no-op without a quota
         start = time.monotonic()
         cuts = OutageSchedule(link, outages, start)
-        rates = RateSchedule(link, schedule, start)
+        rates = RateSchedule(link, schedule, start, largest)
         try:
             while not stop.is_set() and (not args.duration or time.monotonic() - start < args.duration):
                 time.sleep(0.05)
@@ -246,8 +274,8 @@ class OutageSchedule:
 class RateSchedule:
     """Changes the link's rate at the planned times; ``applied`` holds (seconds after ``t0``, bits/s)."""
 
-    def __init__(self, link, schedule: list[tuple[float, float]], t0: float):
-        self.link, self.t0 = link, t0
+    def __init__(self, link, schedule: list[tuple[float, float]], t0: float, largest: int = LARGEST_MESSAGE_BYTES):
+        self.link, self.t0, self.largest = link, t0, largest
         self.pending = [(t0 + start, rate) for start, rate in schedule[1:]]
         self.applied = [(0.0, schedule[0][1])] if schedule else []
 
@@ -256,15 +284,15 @@ class RateSchedule:
 
         while self.pending and now >= self.pending[0][0]:
             _, rate = self.pending.pop(0)
-            self.link.set_rate(rate, tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1))  # the queue follows the rate
+            self.link.set_rate(rate, tbf_limit_bytes(rate, self.largest, 1))  # the queue follows the rate
             self.applied.append((now - self.t0, rate))
 
 
-def _open_link(schedule: list[tuple[float, float]], edge_cpu_quota: float | None = None):
+def _open_link(schedule: list[tuple[float, float]], largest: int, edge_cpu_quota: float | None = None):
     from ..linkbench.netns import LinkEmulator, tbf_limit_bytes
 
     rate = schedule[0][1]
-    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, LARGEST_MESSAGE_BYTES, 1),
+    return LinkEmulator(rate, queue_bytes=tbf_limit_bytes(rate, largest, 1),
                         edge_cpu_quota=edge_cpu_quota).open()
 
 

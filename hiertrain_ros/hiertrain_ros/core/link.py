@@ -193,6 +193,17 @@ class Outbox:
         else:
             self._memory_bits -= bits
 
+    def discard_bulk(self) -> int:
+        """Drop every bulk item not yet sent (resends stay) and return how many.
+
+        For a move of the split: they were made for the old split, so nobody could train them after it.
+        """
+        with self._lock:
+            n = len(self._bulk)
+            while self._bulk:
+                self._forget(self._bulk.popleft())
+            return n
+
     def _take_bulk(self):
         """Return the oldest bulk item, read back from disk if it waited there (None if unreadable)."""
         _, bits, item = self._bulk.popleft()
