@@ -91,7 +91,8 @@ class CloudNode(TrainerNode):
         side = MovableSide("cloud", spec, seed=cfg.seed) if cfg.movable else None
         cloud = side.model if side else progressive_cloud(spec, seed=cfg.seed, exits=cfg.exits,
                                                           placement=cfg.exit_placement, head=cfg.exit_head)
-        trainer = CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+        trainer = CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure,
+                               exit_weights=cfg.exit_weights)
         if side:
             trainer.make_movable(side)
         return trainer

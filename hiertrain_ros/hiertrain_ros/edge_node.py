@@ -127,7 +127,8 @@ class EdgeNode(TrainerNode):
         edge = side.model if side else progressive_edge(spec, seed=cfg.seed, exits=cfg.exits,
                                                         placement=cfg.exit_placement, head=cfg.exit_head)
         trainer = EdgeTrainer(edge, spec, optim, coding=cfg.coding, offload=cfg.offload_policy,
-                              c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure)
+                              c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure,
+                              exit_weights=cfg.exit_weights)
         if side:
             trainer.make_movable(side)
         return trainer

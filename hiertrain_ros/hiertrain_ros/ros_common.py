@@ -162,8 +162,10 @@ def declare_parameters(node, cls) -> None:
     """
     fields = _param_fields(cls)
     for name, f in fields.items():
-        # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.
-        node.declare_parameter(name, f.default, ParameterDescriptor(dynamic_typing=True))
+        # Dynamic typing so that "rate_hz: 100" in YAML is a float, not a type error.  A list field's empty
+        # default (exit_weights: ()) is declared unset: rclpy would type () as a byte array; unset reads as ().
+        default = (list(f.default) or None) if isinstance(f.default, tuple) else f.default
+        node.declare_parameter(name, default, ParameterDescriptor(dynamic_typing=True))
 
     def on_set(params):
         try:
@@ -205,6 +207,14 @@ def read_config(node, cls, changes: dict | None = None):
 def _coerce(name: str, value, kind):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind is tuple:  # a list of numbers (exit_weights: [0.5, 1.0]); unset (the default) is ()
+        if value is None:
+            return ()
+        value = value.tolist() if hasattr(value, "tolist") else value  # array.array from some rclpy calls
+        if isinstance(value, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                    for v in value):
+            return tuple(float(v) for v in value)
+        raise ValueError(f"parameter {name} must be a list of numbers, got {value!r}")
     if type(value) is not kind:
         raise ValueError(f"parameter {name} must be a {kind.__name__}, got {value!r}")
     return value

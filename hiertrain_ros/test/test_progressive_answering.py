@@ -145,11 +145,16 @@ def test_the_arbiter_serves_a_kept_frame_at_once_and_an_offloaded_one_waits():
     assert arb.not_offloaded == 1 and arb.reasons[REASON_SOLE] == 2
 
 
-@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
-def test_no_gradient_crosses_the_split_with_three_exits(arch):
+@pytest.mark.parametrize("arch,exit_weights", [("vgg16", ()), ("resnet18", ()), ("vgg16", (0.25, 0.5, 2.0)),
+                                          ("resnet18", (0.25, 0.5, 2.0))])
+def test_no_gradient_crosses_the_split_with_three_exits(arch, exit_weights):
     spec = SplitSpec(arch, 3, width=0.125)
-    edge = EdgeTrainer(progressive_edge(spec, seed=0, exits=3, placement="pareto"), spec, OptimConfig())
-    cloud = CloudTrainer(build_cloud(spec, seed=0), spec, OptimConfig())
+    edge = EdgeTrainer(progressive_edge(spec, seed=0, exits=3, placement="pareto"), spec, OptimConfig(),
+                       exit_weights=exit_weights)
+    # With weights, the cloud has early exits and weights of its own too.
+    cloud = (CloudTrainer(progressive.progressive_cloud(spec, seed=0, exits=2), spec, OptimConfig(),
+                          exit_weights=(0.5, 1.5)) if exit_weights else CloudTrainer(build_cloud(spec, seed=0), spec,
+                                                                                 OptimConfig()))
     images = _images(8)
     labels = torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(1))
     _, payload = edge.train_step(images, labels)
@@ -169,6 +174,117 @@ def test_no_gradient_crosses_the_split_with_three_exits(arch):
     cloud.model(features).sum().backward()
     assert all(p.grad is None for p in fresh.model.parameters())
 
+
+def _exit_losses(model, inputs, labels, *, edge: bool) -> list[float]:
+    """Each exit's cross-entropy on one training-mode forward pass (what a step's loss is made of)."""
+    model.train()
+    with torch.no_grad():
+        exits = model.forward_exits(inputs)[1] if edge else model.forward_exits(inputs)
+        return [float(torch.nn.functional.cross_entropy(z, labels)) for z in exits]
+
+
+def test_exit_weights_weigh_each_exits_loss_and_a_zero_weight_leaves_its_head_untouched():
+    images, labels = _images(8), torch.randint(0, 10, (8,), generator=torch.Generator().manual_seed(3))
+    plain = EdgeTrainer(progressive_edge(SPEC, seed=0, exits=3), SPEC, OptimConfig())
+    assert plain.exit_weights == (1.0, 1.0, 1.0)  # the default: the plain sum, as before the parameter
+    losses = _exit_losses(plain.model, images, labels, edge=True)
+    assert plain.train_step(images, labels)[0].loss == pytest.approx(sum(losses), rel=1e-5)
+
+    weighted = EdgeTrainer(progressive_edge(SPEC, seed=0, exits=3), SPEC, OptimConfig(), exit_weights=[0, 0.5, 2])
+    head = [p.detach().clone() for p in weighted.model.exits[0].parameters()]
+    others = [p.detach().clone() for p in weighted.model.exits[1:].parameters()]
+    result, _ = weighted.train_step(images, labels)
+    assert result.loss == pytest.approx(0.5 * losses[1] + 2 * losses[2], rel=1e-5)
+    assert all(p.grad is None and torch.equal(p.detach(), b) for p, b in zip(weighted.model.exits[0].parameters(),
+                                                                              head))
+    assert all(not torch.equal(p.detach(), b) for p, b in zip(weighted.model.exits[1:].parameters(), others))
+
+    # The cloud: its first early exit at weight 0 stays, the others train; a lone output's weight scales its loss.
+    edge = EdgeTrainer(build_edge(SPEC, seed=0), SPEC, OptimConfig())
+    _, payload = edge.train_step(images, labels)
+    cloud = CloudTrainer(progressive.progressive_cloud(SPEC, seed=0, exits=3), SPEC, OptimConfig(),
+                         exit_weights=(0.0, 1.0, 3.0))
+    torch.manual_seed(0)  # the same dropout masks in both forward passes
+    losses = _exit_losses(cloud.model, codec.decode(payload), labels, edge=False)
+    head = [p.detach().clone() for p in cloud.model.exits[0].parameters()]
+    torch.manual_seed(0)
+    assert cloud.train_step(payload).loss == pytest.approx(losses[1] + 3 * losses[2], rel=1e-5)
+    assert all(p.grad is None and torch.equal(p.detach(), b) for p, b in zip(cloud.model.exits[0].parameters(), head))
+    assert all(p.grad is not None for p in cloud.model.exits[1].parameters())
+    one = CloudTrainer(build_cloud(SPEC, seed=0), SPEC, OptimConfig())
+    half = CloudTrainer(build_cloud(SPEC, seed=0), SPEC, OptimConfig(), exit_weights=[0.5])
+    torch.manual_seed(0)
+    halved = half.train_step(payload).loss
+    torch.manual_seed(0)
+    assert halved == pytest.approx(0.5 * one.train_step(payload).loss, rel=1e-5)
+
+
+def test_bad_exit_weights_fail_clearly_in_the_trainers_and_the_configs():
+    from hiertrain_ros.core.config import CloudConfig
+
+    edge_model = progressive_edge(SPEC, seed=0, exits=3)
+    for bad, shown in (([1.0, 1.0], r"one weight per exit \(3\), got 2"), ([1, float("nan"), 1], "nan"),
+                       ([1, -0.5, 1], "-0.5"), ([0, 0, 0], "not all be 0"), ("1,1,1", "list of numbers"),
+                       ([1, "x", 1], "list of numbers")):
+        with pytest.raises(ValueError, match=shown):
+            EdgeTrainer(edge_model, SPEC, OptimConfig(), exit_weights=bad)
+    with pytest.raises(ValueError, match=r"one weight per exit \(1\)"):
+        CloudTrainer(build_cloud(SPEC, seed=0), SPEC, OptimConfig(), exit_weights=(1.0, 1.0))
+    assert EdgeConfig(exits=2, exit_weights=[1, 0.5]).exit_weights == (1.0, 0.5)
+    for cls, bad, shown in ((EdgeConfig, dict(exits=2, exit_weights=(1.0,)), r"\(2\), got 1"),
+                            (EdgeConfig, dict(exit_weights=(0.0,)), "not all be 0"),
+                            (CloudConfig, dict(exits=2, exit_weights=(1.0, float("inf"))), "inf")):
+        with pytest.raises(ValueError, match=shown):
+            cls(**bad)
+    # The shipped params file leaves the setting unset (every exit weighs 1.0): an empty list there arrives as an
+    # untyped value, which rclpy cannot declare from overrides.  A commented-out line shows it; uncommented, its
+    # example is a valid setting.
+    text = config_file("edge_cloud.yaml").read_text()
+    shipped = yaml.safe_load(text)
+    examples = [yaml.safe_load(line.split("#")[1])["exit_weights"] for line in text.splitlines()
+                if line.strip().startswith("# exit_weights:")]
+    assert len(examples) == 2, examples  # one in edge_node's section, one in cloud_node's
+    for (node, cls), example in zip((("edge_node", EdgeConfig), ("cloud_node", CloudConfig)), examples):
+        assert "exit_weights" not in shipped[node]["ros__parameters"] and cls().exit_weights == ()
+        assert cls(exits=len(example), exit_weights=example).exit_weights == tuple(example)
+
+
+def test_exit_weights_reach_the_config_as_ros_parameters(tmp_path):
+    import rclpy
+    from rclpy.node import Node
+    from rclpy.parameter import Parameter
+
+    from hiertrain_ros.ros_common import declare_config
+
+    override = tmp_path / "weights.yaml"
+    override.write_text("edge_node:\n  ros__parameters:\n    exits: 3\n    exit_weights: [0.5, 0.0, 1.0]\n"
+                        "cloud_node:\n  ros__parameters:\n    exit_weights: [2, 1]\n"
+                        "camera_sim:\n  ros__parameters:\n    exit_weights: []\n")
+    context = rclpy.Context()
+    rclpy.init(args=["--ros-args", "--params-file", str(config_file("edge_cloud.yaml")), "--params-file",
+                     str(override)], context=context)
+    nodes = []
+    try:
+        nodes.append(Node("edge_node", context=context))
+        assert declare_config(nodes[-1], EdgeConfig).exit_weights == (0.5, 0.0, 1.0)
+        nodes.append(Node("cloud_node", context=context))  # one exit, two weights: refused at start-up
+        with pytest.raises(ValueError, match=r"one weight per exit \(1\), got 2"):
+            declare_config(nodes[-1], config.CloudConfig)
+        nodes.append(Node("fallback_node", context=context))  # not given (the shipped file leaves it unset)
+        assert declare_config(nodes[-1], EdgeConfig).exit_weights == ()
+        assert nodes[-1].get_parameter("exit_weights").type_ == Parameter.Type.NOT_SET  # not a byte array
+        nodes.append(Node("camera_sim", context=context))  # an explicit [] arrives unset: the default too
+        assert declare_config(nodes[-1], EdgeConfig).exit_weights == ()
+        # The shipped file alone declares from overrides too (as test_launch_files reads it): no untyped value.
+        for name in ("edge_node", "cloud_node"):
+            nodes.append(Node(name, context=context, use_global_arguments=False,
+                              cli_args=["--ros-args", "--params-file", str(config_file("edge_cloud.yaml"))],
+                              automatically_declare_parameters_from_overrides=True))
+            assert not nodes[-1].has_parameter("exit_weights") and nodes[-1].get_parameter("exits").value == 1
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.shutdown(context=context)
 
 
 def test_trained_one_exit_weights_start_a_three_exit_edge(tmp_path):

@@ -9,6 +9,7 @@ fallback node and the camera simulator should not pay on a robot.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from .archs import ARCHS, POSITIONS, SplitSpec  # noqa: F401 (ARCHS re-exported)
@@ -135,6 +136,30 @@ def _exit_checks(cfg) -> None:
         raise ValueError(f"exit_head must be '' or 'module:factory', got {cfg.exit_head!r}")
     if not 0 <= cfg.confidence_threshold <= 1:
         raise ValueError(f"confidence_threshold must be in [0, 1], got {cfg.confidence_threshold}")
+    if cfg.exit_weights:  # () = every exit's loss weighs 1.0
+        object.__setattr__(cfg, "exit_weights", exit_loss_weights(cfg.exit_weights, cfg.exits))
+
+
+def exit_loss_weights(weights, exits: int) -> tuple[float, ...]:
+    """Return each of ``exits`` exits' loss weight: ``weights`` checked, or all 1.0 (the plain sum) when empty.
+
+    Here, torch-free, so that a node's config refuses bad weights at start-up; the trainers weigh with it.
+    """
+    if isinstance(weights, (str, bytes)) or not (weights is None or hasattr(weights, "__len__")):
+        raise ValueError(f"exit_weights must be a list of numbers, one per exit, got {weights!r}")
+    if weights is None or len(weights) == 0:
+        return (1.0,) * exits
+    try:
+        values = tuple(float(w) for w in weights)
+    except (TypeError, ValueError):
+        raise ValueError(f"exit_weights must be a list of numbers, one per exit, got {list(weights)!r}") from None
+    if len(values) != exits:
+        raise ValueError(f"exit_weights needs one weight per exit ({exits}), got {len(values)}: {list(values)}")
+    if not all(math.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(f"exit_weights must be finite and >= 0, got {list(values)}")
+    if not any(values):
+        raise ValueError(f"exit_weights must not all be 0 (no exit would train), got {list(values)}")
+    return values
 
 
 @dataclass(frozen=True)
@@ -173,6 +198,8 @@ class EdgeConfig(ModelParams):
     exit_placement: str = "linear"  # where the earlier exits go: "linear" or "pareto" (core.progressive)
     exit_head: str = ""             # "" = the one-layer head; else "module:factory", called with
                                     # (channels, height, width, classes)
+    exit_weights: tuple[float, ...] = ()  # each exit's loss weight, earliest first, e.g. [0.3, 0.3, 1.0];
+                                    # () = all 1.0 (the plain sum); each side's exits train on that side only
     confidence_threshold: float = 0.9  # c_thr: the first edge exit at least this sure answers the frame
     confidence_measure: str = "max_softmax"  # or "entropy" (one minus the normalised entropy)
     offload_policy: str = "always"  # inference features to the cloud: "always" (every answered frame),
@@ -236,6 +263,7 @@ class CloudConfig(ModelParams):
                                     # after the split; the cloud answers from the first that is sure (issue 12)
     exit_placement: str = "linear"  # where the early exits go: "linear" or "pareto" (core.progressive)
     exit_head: str = ""             # "" = the one-layer head; else "module:factory"
+    exit_weights: tuple[float, ...] = ()  # each exit's loss weight, the network's output last; () = all 1.0
     confidence_threshold: float = 0.9  # c_thr of the cloud's early exits
     confidence_measure: str = "max_softmax"  # or "entropy"
 

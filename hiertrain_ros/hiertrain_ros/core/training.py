@@ -22,6 +22,7 @@ from torch import nn
 
 from . import checkpoint, codec, progressive, repartition
 from .coding import CODINGS, DEFAULT_CODING
+from .config import exit_loss_weights
 from .data import Frames, batches
 from .models import CloudModel, EdgeModel, SplitSpec, build_cloud, build_edge, build_model
 from .optim import OptimConfig, paper_optim  # noqa: F401 (re-exported: trainers take them)
@@ -176,10 +177,12 @@ class EdgeTrainer(_Trainer):
 
     def __init__(self, edge: EdgeModel, spec: SplitSpec, optim: OptimConfig, policy: SplitPolicy | None = None,
                  coding: str = DEFAULT_CODING, *, offload: str = "always", c_thr: float = 0.9,
-                 measure: str = "max_softmax"):
+                 measure: str = "max_softmax", exit_weights=()):
         super().__init__(edge, optim, spec.model_id)
         if coding not in CODINGS:
             raise ValueError(f"coding must be one of {CODINGS}, got {coding!r}")
+        # One loss weight per exit, earliest first (() = all 1.0); a weight-0 exit is left out of the loss.
+        self.exit_weights = exit_loss_weights(exit_weights, len(getattr(edge, "exits", ())) or 1)
         self.spec = spec
         self.coding = coding
         self.set_answering(offload, c_thr, measure)
@@ -203,7 +206,7 @@ class EdgeTrainer(_Trainer):
         self.model.train()
         features, exits = self.model.forward_exits(images)
         logits = exits[-1]
-        edge_loss = sum(F.cross_entropy(z, labels) for z in exits)
+        edge_loss = sum(w * F.cross_entropy(z, labels) for w, z in zip(self.exit_weights, exits, strict=True) if w)
         # The payload carries this forward pass's features: the cloud works on them
         # while the edge runs its own backward pass.
         payload = self._payload(features, labels.numpy(), **meta)
@@ -295,9 +298,11 @@ class CloudTrainer(_Trainer):
     role = "cloud"
 
     def __init__(self, cloud: CloudModel, spec: SplitSpec, optim: OptimConfig, *, c_thr: float = 0.9,
-                 measure: str = "max_softmax"):
+                 measure: str = "max_softmax", exit_weights=()):
         super().__init__(cloud, optim, spec.model_id)
         self.spec = spec
+        # One loss weight per exit, the network's output last (() = all 1.0); a weight-0 exit is left out.
+        self.exit_weights = exit_loss_weights(exit_weights, len(getattr(cloud, "exit_ends", ())) + 1)
         self.set_answering(c_thr, measure)
 
     def set_answering(self, c_thr: float, measure: str) -> None:
@@ -341,7 +346,7 @@ class CloudTrainer(_Trainer):
         counts the new batch's samples only.
         """
         self.check(payload, train=True)
-        if not replay and not self._has_exits:
+        if not replay and not self._has_exits and self.exit_weights == (1.0,):
             return self._classify_step(codec.decode(payload), _labels(payload))
         return self._weighted_step([(payload, 1.0), *replay], new=payload.num_samples)
 
@@ -358,10 +363,11 @@ class CloudTrainer(_Trainer):
         labels = torch.cat([_labels(p) for p, _ in parts])
         weights = torch.cat([torch.full((p.num_samples,), float(w)) for p, w in parts])
         self.model.train()
-        # With early exits each trains from its own loss on the cloud's side, summed as on the edge.
+        # With early exits each trains from its own loss on the cloud's side, weighted as on the edge.
         exits = self.model.forward_exits(features) if self._has_exits else [self.model(features)]
         logits = exits[-1]
-        loss = sum((F.cross_entropy(z, labels, reduction="none") * weights).sum() for z in exits)
+        loss = sum(w * (F.cross_entropy(z, labels, reduction="none") * weights).sum()
+                   for w, z in zip(self.exit_weights, exits, strict=True) if w)
         loss = loss / weights.sum().clamp_min(1e-12)
         self._update(loss)
         correct = int((logits[:new].argmax(1) == labels[:new]).sum())
