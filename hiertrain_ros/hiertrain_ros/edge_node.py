@@ -32,7 +32,7 @@ from .core.hierschedule import profile_layers
 from .core.l2s import OnlineSplit, profile_arms
 from .core.models import payload_bits_per_sample
 from .core.privacy import allowed_splits, privacy_by_position
-from .core.repartition import EdgeMove, MovableSide
+from .core.repartition import EdgeMove, MovableSide, move_bytes
 from .core.splits import ScheduledSplit, Split, SplitContext
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
@@ -80,6 +80,7 @@ class EdgeNode(TrainerNode):
         self._batch_cost: dict[int, float] = {}  # seq -> edge seconds per sample of the step that made it
         self._sent_at: dict[int, float] = {}  # seq -> when first sent
         self._last_ack = 0.0
+        self._rate_window: list | None = None  # [since, bits acknowledged] while the link stays busy
         self.split_arms = self._private_splits()
         self.link_rate_seen = 0.0  # bits/s the acknowledgements show while the link is kept busy
         self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
@@ -147,8 +148,14 @@ class EdgeNode(TrainerNode):
             front, cloud_share = profile_arms(profile, arms)
             specs = {a: replace(cfg.model_spec(), split_point=a.split_point, bits=a.bits) for a in arms}
             bits = {a: payload_bits_per_sample(spec, spec.feature_shape, cfg.batch_size) for a, spec in specs.items()}
-            self.split_policy = OnlineSplit(arms, front, cloud_share, bits, cfg.link_budget_bps or 10e6,
-                                            round_steps=cfg.split_round_steps)
+            # What a move costs: the batches in flight drain, and the layers that come to the cloud cross the
+            # uplink (those going to the edge come down, taken as fast).
+            layers = move_bytes(cfg.arch, cfg.width, cfg.num_classes)
+            self.split_policy = OnlineSplit(
+                arms, front, cloud_share, bits, cfg.link_budget_bps or 10e6, round_steps=cfg.split_round_steps,
+                drain_bits={a: cfg.unacked_max * cfg.batch_size * bits[a] for a in arms},
+                move_bits=lambda a, b: 8.0 * layers(a.split_point, b.split_point) if b.split_point < a.split_point
+                else 0.0, horizon_s=cfg.split_horizon_s)
             self.get_logger().info(f"profiled in {time.monotonic() - start:.1f} s: edge ms per sample " + ", ".join(
                 f"{a.split_point}: {1e3 * front[a]:.2f}" for a in arms))
 
@@ -235,21 +242,34 @@ class EdgeNode(TrainerNode):
 
         The batches' service time is from when the first was sent, or the previous acknowledgement if later, to
         now: while the link is kept busy it is the link and the cloud's time for them, which the sender sees.
+        The link rate: while the link stays busy, the bits acknowledged over at least a second (acknowledgements
+        come in bunches, with the heartbeat); while it is not, a batch's bits over its time from sending to its
+        acknowledgement, which only says the link is at least that fast.
         """
         now = time.monotonic()
         busy = len(self.unacked) > 0 or self.outbox.holds_bulk()
         with self._move_lock:
-            sent = min(self._sent_at.pop(m.seq, now) for m in acked)
-            service = max(now - max(sent, self._last_ack), 1e-3)
+            sent_at = [self._sent_at.pop(m.seq, now) for m in acked]
+            service = max(now - max(min(sent_at), self._last_ack), 1e-3)
             self._last_ack = now
             samples = sum(len(m.labels) for m in acked)
+            bits = sum(8 * len(m.data) for m in acked)
             rate = None
-            if busy:
-                rate = self.link_rate_seen = sum(8 * len(m.data) for m in acked) / service
+            if not busy:
+                self._rate_window = None
+                rate = bits / max(now - min(sent_at), 1e-3)
+            elif self._rate_window is None:  # these bits crossed partly before the link got busy: not counted
+                self._rate_window = [now, 0.0]
+            else:
+                self._rate_window[1] += bits
+                if now - self._rate_window[0] >= 1.0:
+                    rate = self.link_rate_seen = self._rate_window[1] / (now - self._rate_window[0])
+                    self._rate_window = [now, 0.0]
             for m in acked:
                 front = self._batch_cost.pop(m.seq, None)
                 if front is not None:
-                    self.split_policy.measured(Split(m.split_point, m.bits), front, service / samples, rate)
+                    self.split_policy.measured(Split(m.split_point, m.bits), front, service / samples, rate,
+                                               rate_is_floor=not busy)
 
     def on_weights(self, msg: WeightSync) -> None:
         """Take the cloud's answer to a move: the layers it hands over; train at the new split from now."""
@@ -287,9 +307,10 @@ class EdgeNode(TrainerNode):
                 # Batches not sent yet are at the old split: after the move nobody could train them.
                 discarded = self.outbox.discard_bulk()
                 self.move_discarded += discarded
+                why = getattr(self.split_policy, "reason", "")
                 self.get_logger().info(f"moving the split from {current.split_point} to "
-                                       f"{self.mover.target.split_point}: {discarded} training batches not sent "
-                                       "dropped, draining those sent")
+                                       f"{self.mover.target.split_point}{f' ({why})' if why else ''}: {discarded} "
+                                       "training batches not sent dropped, draining those sent")
             drained = len(self.unacked) == 0 and not self.outbox.holds_bulk()
             with self._lock:
                 request = self.mover.request(drained, now,

@@ -186,3 +186,44 @@ def test_edge_privacy_settings_are_checked():
         EdgeConfig(privacy_floor=0.2)
     with pytest.raises(ValueError, match="two or more"):
         EdgeConfig(split_policy="linucb", split_candidates="3")
+
+
+def _switches(policy, rng, segments, rounds=100):
+    """Run ``policy`` through ``segments`` of (rate, best arm); return the arm of every round per segment."""
+    out = []
+    for rate, _ in segments:
+        arms = []
+        for _ in range(rounds):
+            step = policy._round_end
+            arm = policy.choose(SplitContext(step=step))
+            for _ in range(policy.round_steps):
+                noise = 1 + 0.05 * rng.standard_normal(2)
+                policy.measured(arm, EDGE_S[arm] * noise[0], offloaded(arm, rate) * noise[1], rate * noise[1])
+            arms.append(arm)
+        out.append(arms)
+    return out
+
+
+def test_a_move_is_taken_only_when_it_pays_for_its_pause():
+    # The 4G -> 3G run with what a move costs: 8 batches of 32 in flight to drain, and 2 MB of layers the edge
+    # sends up when the split moves towards it.  Worth it: the policy still ends on each segment's best split.
+    segments = [(5.85e6, Split(3, 4)), (1.1e6, Split(8, 4))]
+    drain = {a: 8 * 32 * WIRE[a] for a in SPLITS}
+
+    def up(a, b):
+        return 8 * 2e6 * (a.split_point - b.split_point) / 5 if b.split_point < a.split_point else 0.0
+
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 5.85e6, round_steps=10, drain_bits=drain, move_bits=up)
+    for (_, best), arms in zip(segments, _switches(policy, np.random.default_rng(0), segments)):
+        assert arms[-30:].count(best) == 30, arms
+    # Not worth it: a drain of a minute at 3G outweighs what split 8 saves over the next 60 s.
+    slow = {a: 60 * 1.1e6 for a in SPLITS}
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 5.85e6, round_steps=10, drain_bits=slow, move_bits=up)
+    arms = _switches(policy, np.random.default_rng(0), segments)
+    assert set(arms[1]) == {Split(3, 4)} and policy.held > 0
+    # Alone: a move that would save 10 % of 60 s is worth a 5 s pause, not a 7 s one.
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 1e6, drain_bits={Split(3, 4): 5e6})
+    policy.bandit.estimates = lambda bonus=True: {Split(3, 4): 10.0, Split(5, 4): 9.0, Split(8, 4): 12.0}
+    assert policy.worth_moving(Split(5, 4)) and not policy.worth_moving(Split(8, 4))
+    policy.drain_bits[Split(3, 4)] = 7e6
+    assert not policy.worth_moving(Split(5, 4))

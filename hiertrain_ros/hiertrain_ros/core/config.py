@@ -49,6 +49,7 @@ class ModelParams(SplitSpec):
     split_schedule: str = ""      # "POINT[/BITS]@STEP,...", e.g. "3@0,5@200,3@400" (edge training steps)
     split_candidates: str = ""    # linucb: the positions to choose from, e.g. "3,5,8" (at bits)
     split_round_steps: int = 20   # linucb: training steps per round at one split
+    split_horizon_s: float = 60.0  # linucb: a move must save more than its pause over this many seconds
 
     LIVE = ()
 
@@ -64,6 +65,8 @@ class ModelParams(SplitSpec):
                 replace(self.model_spec(), split_point=point, bits=bits)  # its checks
             if self.split_round_steps < 1:
                 raise ValueError(f"split_round_steps must be >= 1, got {self.split_round_steps}")
+            if not self.split_horizon_s > 0:
+                raise ValueError(f"split_horizon_s must be > 0, got {self.split_horizon_s}")
         if self.lr < 0:
             raise ValueError(f"lr must be >= 0, got {self.lr}")
         if self.torch_threads < 0:

@@ -197,8 +197,12 @@ class LinUCBE(SplitPolicy):
         # The monitor sees the rounds of the policy's own choice: a forced sample would never let the choices
         # settle, and its cost is not a change of the environment.
         if self.monitor is not None and arm == self.preferred and self.monitor.record(arm, cost):
-            self.A = self.beta * np.eye(self.d)  # a new environment: what was learned is stale
-            self.b = np.zeros(self.d)
+            # A new environment: what was learned is mostly stale.  Keep a tenth of it, so the estimates keep
+            # their shape while their confidence bounds widen (a full reset makes every arm look as cheap as
+            # its front end, and sends the policy on moves the link cannot pay for).
+            eye = self.beta * np.eye(self.d)
+            self.A = eye + 0.1 * (self.A - eye)
+            self.b = 0.1 * self.b
 
 
 def run_rounds(policy: SplitPolicy, rounds: int, cost: Callable[[int, Hashable], tuple[float, float]],
@@ -243,17 +247,29 @@ class OnlineSplit(StepPolicy):
     offloaded stage's seconds per sample (the link and the cloud, from the acknowledgements), and a round costs
     its slowest stage (the pipeline: the edge never waits).  Costs go to the bandit in milliseconds.  A change of
     the link rate or the edge load by more than ``change`` puts the delay monitor in adaptation mode.
+
+    A move is not free: training pauses while the edge's batches in flight drain (``drain_bits[arm]`` on the
+    link) and while the layers that change side cross it (``move_bits(from, to)`` the edge sends; the downlink
+    is taken as fast).  The bandit's choice of another arm is taken only if, at the estimated costs, it saves
+    more than that pause over the next ``horizon_s`` seconds of training; otherwise the split stays (``held``
+    counts those rounds).  Without ``move_bits`` and ``drain_bits`` moves cost nothing (the paper's view).
     """
 
     def __init__(self, arms: Sequence[Split], front: Mapping[Split, float], cloud_share: Mapping[Split, float],
                  bits: Mapping[Split, float], rate_bps: float, *, round_steps: int = 20, alpha: float = 1.0,
-                 gamma: float = 0.98, change: float = 0.3, monitor: DelayMonitor | None = None):
-        if not arms or round_steps < 1 or not rate_bps > 0:
-            raise ValueError("need at least one arm, round_steps >= 1 and a link rate > 0")
+                 gamma: float = 0.98, change: float = 0.3, monitor: DelayMonitor | None = None,
+                 drain_bits: Mapping[Split, float] | None = None,
+                 move_bits: Callable[[Split, Split], float] | None = None, horizon_s: float = 60.0):
+        if not arms or round_steps < 1 or not rate_bps > 0 or not horizon_s > 0:
+            raise ValueError("need at least one arm, round_steps >= 1, a link rate > 0 and horizon_s > 0")
         self.arms, self.round_steps, self.change = list(arms), round_steps, change
+        self.drain_bits, self.move_bits, self.horizon_s = dict(drain_bits or {}), move_bits, horizon_s
+        self.held = 0
+        self.reason = ""  # why the last move was taken or not
         self.profiled = {a: 1e3 * front[a] for a in self.arms}  # ms per sample
         self.cloud_share, self.bits = dict(cloud_share), dict(bits)
         self.rate = rate_bps
+        self.rate_seen: float | None = None
         self._wire0 = max(self.bits.values()) / rate_bps
         self.load = 1.0
         self.monitor = monitor or DelayMonitor(window=5, threshold=change, settle=8)
@@ -271,16 +287,42 @@ class OnlineSplit(StepPolicy):
     def choose(self, context: SplitContext) -> Split:
         if context.step >= self._round_end:
             self.rounds += 1
-            self.arm = self.bandit.choose(self.rounds)
+            arm = self.bandit.choose(self.rounds)
+            if arm != self.arm and not self.worth_moving(arm):
+                self.bandit.preferred = arm = self.arm  # staying is the choice: the delay monitor sees it so
+                self.held += 1
+            self.arm = arm
             self._round_end = context.step + self.round_steps
         return self.arm
 
-    def measured(self, arm: Split, front_s: float, offloaded_s: float, rate_bps: float | None = None) -> None:
-        """One acknowledged batch trained at ``arm``: edge and offloaded seconds per sample, the link rate seen."""
+    def pause_s(self, to: Split) -> float:
+        """Estimated seconds without training for a move from the current arm to ``to``."""
+        bits = self.drain_bits.get(self.arm, 0.0) + (self.move_bits(self.arm, to) if self.move_bits else 0.0)
+        return bits / self.rate
+
+    def worth_moving(self, to: Split) -> bool:
+        """Whether moving to ``to`` saves more than its pause over the next ``horizon_s`` (at the estimates)."""
+        costs = self.bandit.estimates(bonus=self.monitor.adapting)
+        now, then, pause = costs[self.arm], costs[to], self.pause_s(to)
+        self.reason = (f"{then:.2f} instead of {now:.2f} ms/sample estimated, a pause of {pause:.1f} s at "
+                       f"{self.rate / 1e6:.3g} Mbit/s")
+        return now > 0 and self.horizon_s * (1 - then / now) > pause
+
+    def measured(self, arm: Split, front_s: float, offloaded_s: float, rate_bps: float | None = None,
+                 rate_is_floor: bool = False) -> None:
+        """One acknowledged batch trained at ``arm``: edge and offloaded seconds per sample, the link rate seen.
+
+        ``rate_is_floor``: the link was not kept busy (the edge was the slow stage), so the rate seen only says
+        the link is at least that fast: it counts when above the current estimate (a link that got faster).
+        """
         if arm not in self.profiled:
             return
-        if rate_bps and abs(rate_bps / self.rate - 1) > self.change:
-            self.rate = rate_bps
+        if rate_is_floor and rate_bps and rate_bps <= (self.rate_seen or self.rate):
+            rate_bps = None
+        if rate_bps:  # one batch's rate is noisy (a queue drains in bursts): its moving average decides
+            self.rate_seen = rate_bps if self.rate_seen is None else 0.7 * self.rate_seen + 0.3 * rate_bps
+        if self.rate_seen and abs(self.rate_seen / self.rate - 1) > self.change:
+            self.rate = self.rate_seen
             self.bandit.set_contexts(self._contexts())
             self.monitor.changed()
         load = 1e3 * front_s / self.profiled[arm]

@@ -58,18 +58,25 @@ def decoder(spec: SplitSpec) -> nn.Module:
                          nn.BatchNorm2d(spec.backbone_channels), nn.ReLU(inplace=True))
 
 
-def move_bytes_bound(arch: str, width: float, num_classes: int, points) -> int:
-    """Return an upper bound on the size of a move's blob between any two of the split ``points``.
+def move_bytes(arch: str, width: float, num_classes: int):
+    """Return ``bound(p, q)``: an upper bound on the size of a move's blob between split points ``p`` and ``q``.
 
-    The units between the first and the last point, with two optimizer moments per weight (Adam; SGD's
-    momentum is one) and their batch-norm buffers, at 4 bytes a value, plus 64 KiB for the container.
+    The units between the two points, with two optimizer moments per weight (Adam; SGD's momentum is one) and
+    their batch-norm buffers, at 4 bytes a value, plus 64 KiB for the container.
     """
-    points = sorted(set(points))
     units, ends = _units(arch, build_model(arch, num_classes=num_classes, width=width))
-    values = 0
-    for unit in units[ends[points[0] - 1]:ends[points[-1] - 1]]:
-        values += 3 * sum(p.numel() for p in unit.parameters()) + sum(b.numel() for b in unit.buffers())
-    return 4 * values + (64 << 10)
+    sizes = [4 * (3 * sum(p.numel() for p in unit.parameters()) + sum(b.numel() for b in unit.buffers()))
+             for unit in units]
+
+    def bound(p: int, q: int) -> int:
+        lo, hi = sorted((ends[p - 1], ends[q - 1]))
+        return sum(sizes[lo:hi]) + (64 << 10)
+    return bound
+
+
+def move_bytes_bound(arch: str, width: float, num_classes: int, points) -> int:
+    """Return :func:`move_bytes`'s bound for the largest move among the split ``points``."""
+    return move_bytes(arch, width, num_classes)(min(points), max(points))
 
 
 class MovableSide:
