@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -36,8 +37,10 @@ from hiertrain_ros.core.hierschedule import (ROLES, Links, Policy, joint_split, 
                                              schedule)
 from hiertrain_ros.linkbench.netns import CGROUP_CPU, MeshEmulator, unavailable_reason
 
-# A short CFS period: the quota throttles within a step rather than in 100 ms bursts.
+# A short CFS period: the quota throttles within a step rather than in 100 ms bursts.  The kernel's smallest quota
+# is 1 ms, so a role under 0.1 core gets a longer period (1 ms / cores: 33 ms at 0.03).
 CFS_PERIOD_US = 10_000
+CFS_MIN_QUOTA_US = 1_000
 
 REPO = Path(__file__).resolve().parents[1]
 # No shared memory and no profile file: it would cross the namespaces and bypass the shaped links.
@@ -51,12 +54,13 @@ class Quotas:
     def __init__(self, cores: dict[str, float]):
         self.cores = cores
         self.dirs = {role: CGROUP_CPU / f"hierbench{os.getpid()}-{role}" for role in cores}
+        self.period_us = {role: max(CFS_PERIOD_US, math.ceil(CFS_MIN_QUOTA_US / c)) for role, c in cores.items()}
 
     def __enter__(self):
         for role, d in self.dirs.items():
             d.mkdir(exist_ok=True)
-            (d / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
-            (d / "cpu.cfs_quota_us").write_text(str(int(round(self.cores[role] * CFS_PERIOD_US))))
+            (d / "cpu.cfs_period_us").write_text(str(self.period_us[role]))
+            (d / "cpu.cfs_quota_us").write_text(str(int(round(self.cores[role] * self.period_us[role]))))
         return self
 
     def confine(self, role: str, pid: int) -> None:
@@ -137,11 +141,16 @@ def _env(mesh: MeshEmulator, role: str, domain: int) -> dict:
     return env
 
 
-def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path) -> dict:
-    """Run the three workers for ``args.steps`` iterations of ``policy``; worker_o's median step time."""
+def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path,
+               **extra) -> dict:
+    """Run the three workers for ``args.steps`` iterations of ``policy``; worker_o's median step time.
+
+    ``extra`` are more worker parameters (``steps``, ``data``, ``dump_path``), overriding the defaults.
+    """
     params = {"mapping": ",".join(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l, "b_o": policy.b_o,
               "b_s": policy.b_s, "b_l": policy.b_l, "arch": args.model, "width": args.width,
-              "steps": args.steps, "lr": 0.01, "peer_timeout_s": 60.0, "startup_timeout_s": 60.0}
+              "steps": args.steps, "lr": args.lr, "momentum": args.momentum, "peer_timeout_s": 60.0,
+              "startup_timeout_s": 120.0, **extra}
     procs, logfiles = {}, {}
     try:
         for role in ROLES:
@@ -162,7 +171,7 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
                     quotas.confine(role, procs[role].pid)  # `ip netns exec` execs: the pid is the node
                     confined.add(role)
             time.sleep(0.05)
-        codes = {role: proc.wait(timeout=600) for role, proc in procs.items()}
+        codes = {role: proc.wait(timeout=1800) for role, proc in procs.items()}
     finally:
         for proc in procs.values():
             if proc.poll() is None:
@@ -174,6 +183,59 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
     line = [ln for ln in text[policy.mapping[0]].splitlines() if "ms per iteration" in ln][-1]
     measured_ms = float(line.split("steps, ")[1].split(" ms")[0])
     return {"measured_s": measured_ms / 1e3, "exit_codes": codes}
+
+
+def run_retried(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path, what: str,
+                **extra) -> dict:
+    """:func:`run_policy`, once more if it fails (said in the result: ``retried``)."""
+    try:
+        return run_policy(mesh, quotas, policy, args, domain, logs, **extra)
+    except RuntimeError as exc:
+        print(f"{what} failed, run again: {str(exc)[:2000]}", flush=True)
+        shutil.rmtree(logs)
+        logs.mkdir()
+        return {**run_policy(mesh, quotas, policy, args, domain + 1, logs, **extra), "retried": True}
+
+
+def accuracy_runs(mesh: MeshEmulator, quotas: Quotas, candidates: dict, problem, args, logs: Path) -> dict:
+    """Train each policy ``args.accuracy_steps`` steps on ``args.data`` on the nodes; test accuracy of each.
+
+    Every policy is one SGD step of the whole batch per iteration, so all of them should reach the accuracy of
+    single-process SGD on the same batches (the reference, computed here) up to float order.
+    """
+    import torch
+
+    from hiertrain_ros.core.hierexec import dataset_accuracy, dataset_batches, model_layers, sgd_reference
+
+    steps, rows = args.accuracy_steps, []
+    logs.mkdir()
+    for j, name in enumerate(args.policies):
+        policy = candidates[name]
+        run_logs = logs / name
+        run_logs.mkdir()
+        dump = run_logs / "weights.pt"
+        domain = 60 + (os.getpid() + 7 + 2 * j) % 150
+        t0 = time.monotonic()
+        run = run_retried(mesh, quotas, policy, args, domain, run_logs, f"{name} accuracy run", steps=steps,
+                          data=args.data, dump_path=str(dump))
+        wall_s = time.monotonic() - t0
+        layers = model_layers(args.model, width=args.width, seed=0)
+        torch.nn.ModuleList(layers).load_state_dict(torch.load(dump, weights_only=True))
+        rows.append({"policy": name, "split": [policy.b_o, policy.b_s, policy.b_l], "m_s": policy.m_s,
+                     "m_l": policy.m_l, "mapping": list(policy.mapping),
+                     "test_accuracy": dataset_accuracy(layers, args.data),
+                     "measured_s": run["measured_s"],
+                     "predicted_s": problem.iteration_time(policy.mapping, policy.m_s, policy.m_l, policy.b_o,
+                                                           policy.b_s, policy.b_l),
+                     "train_s_at_measured": steps * run["measured_s"], "wall_s": wall_s,
+                     "retried": run.get("retried", False)})
+        print(json.dumps(rows[-1]), flush=True)
+    batches = dataset_batches(args.data, args.batch, 1)  # WorkerConfig's data_seed
+    reference = sgd_reference(model_layers(args.model, width=args.width, seed=0), (batches(k) for k in range(steps)),
+                              lr=args.lr, momentum=args.momentum)
+    return {"steps": steps, "samples": steps * args.batch, "data": args.data,
+            "edge_cloud_mbps": args.accuracy_mbps or args.edge_cloud_mbps[0],
+            "reference_accuracy": dataset_accuracy(list(reference), args.data), "runs": rows}
 
 
 def plot(result: dict, path: str) -> None:
@@ -210,7 +272,15 @@ def main() -> None:
     ap.add_argument("--edge-cloud-mbps", type=float, nargs="+", default=[1.5, 3.0, 5.0])
     ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
                     help="CPU cores of the device, edge and cloud (cgroup-v1 cfs quota)")
-    ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"])
+    ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"],
+                    help="some of HierTrain, All-Device, All-Edge, All-Cloud, JointDNN")
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--accuracy-steps", type=int, default=0,
+                    help="at --accuracy-mbps, also train each policy this many steps on --data and report the test "
+                         "accuracy of worker_o's weights (0: not)")
+    ap.add_argument("--accuracy-mbps", type=float, help="edge-cloud rate of the accuracy runs (default: the first)")
+    ap.add_argument("--data", default="fashion-mnist", help="the accuracy runs' dataset (core.data.load_dataset)")
     ap.add_argument("--profiles", help="reuse the profiles of an earlier --json instead of measuring")
     ap.add_argument("--calibrate", action="store_true",
                     help="scale each role's profile by a whole step timed under its quota, not by 1/cores")
@@ -228,6 +298,7 @@ def main() -> None:
     cores = dict(zip(ROLES, args.quota))
     result = {"config": {**vars(args), "cores": cores, "cpu_count": os.cpu_count()}, "runs": []}
     with Quotas(cores) as quotas, tempfile.TemporaryDirectory(prefix="hierbench-") as tmp:
+        result["config"]["cfs_period_us"] = quotas.period_us
         if args.profiles:
             profiles = json.loads(Path(args.profiles).read_text())["profiles"]
         else:
@@ -252,6 +323,7 @@ def main() -> None:
             big_b = args.batch
             candidates = {
                 "HierTrain": best,
+                "All-Device": Policy(("device", "edge", "cloud"), 0, 0, big_b, 0, 0, 0.0),
                 "All-Edge": Policy(("edge", "device", "cloud"), 0, 0, big_b, 0, 0, 0.0),
                 "All-Cloud": Policy(("cloud", "device", "edge"), 0, 0, big_b, 0, 0, 0.0),
                 "JointDNN": (Policy(("cloud", "edge", "device"), 0, split_k, 0, 0, big_b, 0.0)
@@ -269,13 +341,7 @@ def main() -> None:
                     logs = Path(tmp) / f"{k}-{name}"
                     logs.mkdir()
                     domain = 60 + (os.getpid() + 11 * k + 2 * j) % 150
-                    try:
-                        run = run_policy(mesh, quotas, policy, args, domain, logs)
-                    except RuntimeError as exc:  # once more, said in the row
-                        print(f"{name} at {ec} Mbit/s failed, run again: {str(exc)[:2000]}", flush=True)
-                        shutil.rmtree(logs)
-                        logs.mkdir()
-                        run = {**run_policy(mesh, quotas, policy, args, domain + 1, logs), "retried": True}
+                    run = run_retried(mesh, quotas, policy, args, domain, logs, f"{name} at {ec} Mbit/s")
                     row = {"edge_cloud_mbps": ec, "device_edge_mbps": de, "policy": name,
                            "mapping": list(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l,
                            "split": [policy.b_o, policy.b_s, policy.b_l], "predicted_s": predicted,
@@ -286,6 +352,14 @@ def main() -> None:
                     result["runs"].append(row)
                     print(json.dumps(row), flush=True)
                     write_json(args.json, result)
+                if args.accuracy_steps and ec == (args.accuracy_mbps or args.edge_cloud_mbps[0]):
+                    result["accuracy"] = accuracy_runs(mesh, quotas, candidates, problem, args, Path(tmp) / f"{k}-acc")
+                    write_json(args.json, result)
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        print(f"accuracy after {acc['samples']} samples of {args.data} at {acc['edge_cloud_mbps']} Mbit/s; "
+              f"single-process SGD of the same batches: {acc['reference_accuracy']:.4f}")
+        print_table([{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in acc["runs"]])
     print_table([{"edge-cloud Mbit/s": r["edge_cloud_mbps"], "policy": r["policy"],
                   "mapping (o,s,l)": ",".join(r["mapping"]), "m_s,m_l": f"{r['m_s']},{r['m_l']}",
                   "b_o,b_s,b_l": ",".join(map(str, r["split"])), "predicted s": round(r["predicted_s"], 3),

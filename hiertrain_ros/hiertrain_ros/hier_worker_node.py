@@ -2,11 +2,11 @@
 
 The three workers run the same policy (``mapping``, ``m_s``, ``m_l``, ``b_o``, ``b_s``, ``b_l``) and exchange
 ``hiertrain_interfaces/msg/HierTensor`` messages on one RELIABLE topic per receiver (``<topic_prefix>/<role>``).
-The device holds the data (reproducible synthetic batches) and hands out the shares; what each worker computes
-is :mod:`core.hierexec`.  After ``steps`` iterations worker_o writes the weights to ``dump_path`` and every
-worker exits 0.  A message that does not come within ``peer_timeout_s`` (or a peer that does not appear, or send
-its first-step message, within ``startup_timeout_s``) is logged, naming the peer and the message, and the
-process exits 1: never a hang.
+The device holds the data (reproducible synthetic batches, or a dataset's: ``data``) and hands out the shares;
+what each worker computes is :mod:`core.hierexec`.  After ``steps`` iterations worker_o writes the weights to
+``dump_path`` and every worker exits 0.  A message that does not come within ``peer_timeout_s`` (or a peer that
+does not appear, or send its first-step message, within ``startup_timeout_s``) is logged, naming the peer and the
+message, and the process exits 1: never a hang.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rclpy.signals import SignalHandlerOptions
 
 from .conversions import hier_tensor_msg, packet_from_msg
-from .core.hierexec import Need, Packet, PeerTimeout, WorkerConfig, run_steps, synthetic_batch
+from .core.hierexec import Need, Packet, PeerTimeout, WorkerConfig, run_steps
 from .core.hierschedule import ROLES
 from .ros_common import MessageAuth, Rejections, StopFlag, declare_config
 
@@ -42,6 +42,7 @@ class HierWorkerNode(Node):
 
         torch.set_num_threads(1)  # three workers share the host's cores (or a CPU quota each)
         self.worker = cfg.worker()
+        self.batches = cfg.batches() if cfg.role == "device" else None  # a dataset is read before the first step
         self.peers = [r for r in ROLES if r != cfg.role]
         self.auth = MessageAuth(self, cfg.auth_key_file, cfg.role, Rejections(self))
         self.pubs = {peer: self.create_publisher(HierTensor, f"{cfg.topic_prefix}/{peer}", HIER_QOS)
@@ -100,7 +101,7 @@ class HierWorkerNode(Node):
             self.wait_for_peers()
             self.step_times.append(time.monotonic())
             run_steps(self.worker, cfg.steps, self.send, self.receive, cfg.peer_timeout_s,
-                      lambda step: synthetic_batch(cfg.data_seed, step, cfg.batch, cfg.num_classes), self.on_step,
+                      self.batches, self.on_step,
                       first_timeout_s=cfg.startup_timeout_s)
             if cfg.dump_path and self.worker.task == "o":
                 import torch

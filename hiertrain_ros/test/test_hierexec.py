@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from hiertrain_ros.core import hierexec
+from hiertrain_ros.core.data import FASHION_MNIST_DIR
 from hiertrain_ros.core.hierexec import (deterministic, hybrid_step, make_workers, model_layers, sgd_reference,
                                          synthetic_batch)
 from hiertrain_ros.core.hierschedule import Policy
@@ -132,6 +133,24 @@ def test_a_missing_packet_is_named_not_a_hang():
 
     with pytest.raises(RuntimeError, match="device waits for ACTIVATION .*from cloud"):
         hybrid_step(workers, codes, labels, transport=drop_activations)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="dataset-fashion-mnist not installed")
+def test_dataset_batches_feed_the_device_and_the_accuracy_is_measured():
+    get = hierexec.WorkerConfig(data="fashion-mnist", mapping="device,edge,cloud", m_s=1, m_l=2, b_o=8, b_s=4,
+                                b_l=4).batches()
+    codes, labels = get(0)
+    assert codes.shape == (16, 3, 32, 32) and codes.dtype == torch.uint8 and labels.dtype == torch.int64
+    assert torch.equal(get(0)[0], codes) and not torch.equal(get(1)[0], codes)  # reproducible, and moves on
+    steps_per_epoch = 60000 // 16
+    assert not torch.equal(get(steps_per_epoch)[1], labels)  # the next epoch is another permutation
+    accuracy = hierexec.dataset_accuracy(model_layers("lenet5", seed=0), "fashion-mnist")
+    assert 0.0 <= accuracy <= 0.3  # an untrained LeNet-5 is near chance (0.1)
+
+
+def test_a_bad_data_source_is_named():
+    with pytest.raises(ValueError, match="data must be synthetic, fashion-mnist or cifar10-dir:PATH, got 'mnist'"):
+        hierexec.WorkerConfig(data="mnist")
 
 
 # -- three real worker processes on DDS -------------------------------------------------------------------------

@@ -157,6 +157,51 @@ def synthetic_batch(seed: int, step: int, batch: int, num_classes: int = 10) -> 
     return codes, labels
 
 
+def dataset_batches(spec: str, batch: int, seed: int = 1) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+    """Return ``step -> (codes, labels)``: a real dataset's training split (``core.data.load_dataset``), shuffled.
+
+    The codes are the frames' uint8 pixels as N x 3 x 32 x 32, the labels int64.  Each epoch is a fresh permutation
+    from ``seed``; a batch never spans two epochs (the last partial one is dropped), so every step has B samples.
+    """
+    from .data import load_dataset
+
+    frames = load_dataset(spec, "train")
+    per_epoch = len(frames) // batch
+    if per_epoch < 1:
+        raise ValueError(f"{spec} has {len(frames)} training samples, fewer than the batch of {batch}")
+    images = torch.from_numpy(np.ascontiguousarray(frames.images)).permute(0, 3, 1, 2)
+    labels = torch.from_numpy(frames.labels)
+    orders: dict[int, np.ndarray] = {}
+
+    def get(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, k = divmod(step, per_epoch)
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = np.random.default_rng(seed * 1_000_003 + epoch).permutation(len(frames))
+        idx = torch.from_numpy(orders[epoch][k * batch:(k + 1) * batch])
+        return images[idx].contiguous(), labels[idx]
+
+    return get
+
+
+def dataset_accuracy(layers: Sequence[nn.Module], spec: str, *, chunk: int = 1000) -> float:
+    """Return the top-1 accuracy of the model (its N layers, in eval mode) on the test split of ``spec``.
+
+    The input is what the workers compute from the uint8 frames (:func:`input_samples`).
+    """
+    from .data import load_dataset
+
+    frames = load_dataset(spec, "test")
+    model = nn.Sequential(*layers).eval()
+    images = torch.from_numpy(np.ascontiguousarray(frames.images)).permute(0, 3, 1, 2)
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(frames), chunk):
+            out = model(input_samples(images[start:start + chunk].contiguous()))
+            correct += int((out.argmax(1) == torch.from_numpy(frames.labels[start:start + chunk])).sum())
+    return correct / len(frames)
+
+
 def _state(layer: nn.Module) -> list[torch.Tensor]:
     """Return a layer's parameters, then its floating buffers (BN running statistics): what PARAMETERS carries."""
     return list(layer.parameters()) + [b for b in layer.buffers() if b.is_floating_point()]
@@ -385,7 +430,8 @@ class WorkerConfig:
     width: float = 0.125
     num_classes: int = 10
     seed: int = 0             # the initial weights, the same on every worker
-    data_seed: int = 1        # the device's synthetic batches
+    data: str = "synthetic"   # the device's batches: synthetic (random codes), fashion-mnist or cifar10-dir:PATH
+    data_seed: int = 1        # the device's batches (synthetic ones, or a dataset's shuffling)
     steps: int = 3
     lr: float = 0.05
     momentum: float = 0.0
@@ -408,11 +454,19 @@ class WorkerConfig:
             raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.activation_bits not in (0, 8):
             raise ValueError(f"activation_bits must be 0 or 8, got {self.activation_bits}")
+        if self.data not in ("synthetic", "fashion-mnist") and not self.data.startswith("cifar10-dir:"):
+            raise ValueError(f"data must be synthetic, fashion-mnist or cifar10-dir:PATH, got {self.data!r}")
         for name in ("peer_timeout_s", "startup_timeout_s", "lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+
+    def batches(self) -> Callable[[int], tuple[torch.Tensor, torch.Tensor]]:
+        """Return the device's ``step -> (codes, labels)``."""
+        if self.data == "synthetic":
+            return lambda step: synthetic_batch(self.data_seed, step, self.batch, self.num_classes)
+        return dataset_batches(self.data, self.batch, self.data_seed)
 
     def with_policy_file(self) -> WorkerConfig:
         """Return this config with the policy of ``policy_file`` (as is without one); ``ValueError`` naming the file."""
