@@ -221,8 +221,8 @@ def test_a_move_is_taken_only_when_it_pays_for_its_pause():
     policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 5.85e6, round_steps=10, drain_bits=slow, move_bits=up)
     arms = _switches(policy, np.random.default_rng(0), segments)
     assert set(arms[1]) == {Split(3, 4)} and policy.held > 0
-    # Alone: a move that would save 10 % of 60 s is worth a 5 s pause, not a 7 s one.
-    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 1e6, drain_bits={Split(3, 4): 5e6})
+    # Alone: a move that would save 10 % of 60 s is worth a 5 s pause, not a 7 s one (hysteresis 1).
+    policy = OnlineSplit(SPLITS, EDGE_S, SHARE, WIRE, 1e6, drain_bits={Split(3, 4): 5e6}, hysteresis=1.0)
     policy.bandit.estimates = lambda bonus=True: {Split(3, 4): 10.0, Split(5, 4): 9.0, Split(8, 4): 12.0}
     assert policy.worth_moving(Split(5, 4)) and not policy.worth_moving(Split(8, 4))
     policy.drain_bits[Split(3, 4)] = 7e6

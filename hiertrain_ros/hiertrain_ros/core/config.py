@@ -49,7 +49,7 @@ class ModelParams(SplitSpec):
     split_schedule: str = ""      # "POINT[/BITS]@STEP,...", e.g. "3@0,5@200,3@400" (edge training steps)
     split_candidates: str = ""    # linucb: the positions to choose from, e.g. "3,5,8" (at bits)
     split_round_steps: int = 20   # linucb: training steps per round at one split
-    split_horizon_s: float = 60.0  # linucb: a move must save more than its pause over this many seconds
+    split_horizon_s: float = 60.0  # linucb: a move must save twice its pause over this many seconds
 
     LIVE = ()
 

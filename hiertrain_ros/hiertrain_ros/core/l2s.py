@@ -251,19 +251,22 @@ class OnlineSplit(StepPolicy):
     A move is not free: training pauses while the edge's batches in flight drain (``drain_bits[arm]`` on the
     link) and while the layers that change side cross it (``move_bits(from, to)`` the edge sends; the downlink
     is taken as fast).  The bandit's choice of another arm is taken only if, at the estimated costs, it saves
-    more than that pause over the next ``horizon_s`` seconds of training; otherwise the split stays (``held``
-    counts those rounds).  Without ``move_bits`` and ``drain_bits`` moves cost nothing (the paper's view).
+    more than ``hysteresis`` times that pause over the next ``horizon_s`` seconds of training; otherwise the split
+    stays (``held`` counts those rounds).  The margin keeps near-ties from moving back and forth on noise.
+    Without ``move_bits`` and ``drain_bits`` moves cost nothing (the paper's view).
     """
 
     def __init__(self, arms: Sequence[Split], front: Mapping[Split, float], cloud_share: Mapping[Split, float],
                  bits: Mapping[Split, float], rate_bps: float, *, round_steps: int = 20, alpha: float = 1.0,
                  gamma: float = 0.98, change: float = 0.3, monitor: DelayMonitor | None = None,
                  drain_bits: Mapping[Split, float] | None = None,
-                 move_bits: Callable[[Split, Split], float] | None = None, horizon_s: float = 60.0):
+                 move_bits: Callable[[Split, Split], float] | None = None, horizon_s: float = 60.0,
+                 hysteresis: float = 2.0):
         if not arms or round_steps < 1 or not rate_bps > 0 or not horizon_s > 0:
             raise ValueError("need at least one arm, round_steps >= 1, a link rate > 0 and horizon_s > 0")
         self.arms, self.round_steps, self.change = list(arms), round_steps, change
         self.drain_bits, self.move_bits, self.horizon_s = dict(drain_bits or {}), move_bits, horizon_s
+        self.hysteresis = hysteresis
         self.held = 0
         self.reason = ""  # why the last move was taken or not
         self.profiled = {a: 1e3 * front[a] for a in self.arms}  # ms per sample
@@ -301,12 +304,12 @@ class OnlineSplit(StepPolicy):
         return bits / self.rate
 
     def worth_moving(self, to: Split) -> bool:
-        """Whether moving to ``to`` saves more than its pause over the next ``horizon_s`` (at the estimates)."""
+        """Whether moving to ``to`` saves more than ``hysteresis`` x its pause over the next ``horizon_s``."""
         costs = self.bandit.estimates(bonus=self.monitor.adapting)
         now, then, pause = costs[self.arm], costs[to], self.pause_s(to)
         self.reason = (f"{then:.2f} instead of {now:.2f} ms/sample estimated, a pause of {pause:.1f} s at "
                        f"{self.rate / 1e6:.3g} Mbit/s")
-        return now > 0 and self.horizon_s * (1 - then / now) > pause
+        return now > 0 and self.horizon_s * (1 - then / now) > self.hysteresis * pause
 
     def measured(self, arm: Split, front_s: float, offloaded_s: float, rate_bps: float | None = None,
                  rate_is_floor: bool = False) -> None:
