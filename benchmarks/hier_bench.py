@@ -216,8 +216,13 @@ def accuracy_runs(mesh: MeshEmulator, quotas: Quotas, candidates: dict, problem,
         dump = run_logs / "weights.pt"
         domain = 60 + (os.getpid() + 7 + 2 * j) % 150
         t0 = time.monotonic()
-        run = run_retried(mesh, quotas, policy, args, domain, run_logs, f"{name} accuracy run", steps=steps,
-                          data=args.data, dump_path=str(dump))
+        try:
+            run = run_retried(mesh, quotas, policy, args, domain, run_logs, f"{name} accuracy run", steps=steps,
+                              data=args.data, dump_path=str(dump))
+        except RuntimeError as exc:  # failed twice: said in the row, the other policies still run
+            rows.append({"policy": name, "error": str(exc)[-600:]})
+            print(json.dumps(rows[-1]), flush=True)
+            continue
         wall_s = time.monotonic() - t0
         layers = model_layers(args.model, width=args.width, seed=0)
         torch.nn.ModuleList(layers).load_state_dict(torch.load(dump, weights_only=True))
