@@ -55,24 +55,23 @@ def largest_message_bytes(params_file, overrides: dict) -> int:
     The emulated link's queue holds two, so that no message is ever dropped at the shaper: over UDP, DDS repairs
     a dropped 64 KiB datagram whole, and repairs that overflow the queue again starve the link.
     """
+    from ..core.config import EdgeConfig
     from ..core.repartition import move_bytes_bound
-    from ..core.splits import parse_split_schedule
     from ..runner import graph_param
 
-    def param(name, default=None):
+    def param(name, default):
         return graph_param(params_file, overrides, "edge_node", name, default)
 
     policy = param("split_policy", "fixed")
     if policy == "fixed":
         return LARGEST_MESSAGE_BYTES
-    points = {int(param("split_point", 3))}
-    if policy == "linucb":
-        points |= {int(p) for p in str(param("split_candidates", "")).split(",") if p.strip()}
-    else:
-        points |= {s.split_point for _, s in parse_split_schedule(str(param("split_schedule", "")),
-                                                                   int(param("bits", 4)))}
-    bound = move_bytes_bound(str(param("model", "vgg16")), float(param("width", 0.25)),
-                             int(param("num_classes", 10)), points)
+    cfg = EdgeConfig(arch=str(param("model", "vgg16")), width=float(param("width", 0.25)),
+                     num_classes=int(param("num_classes", 10)), split_point=int(param("split_point", 3)),
+                     bits=int(param("bits", 4)), split_policy=policy,
+                     split_schedule=str(param("split_schedule", "")),
+                     split_candidates=str(param("split_candidates", "")))
+    points = {cfg.split_point} | {point for point, _ in cfg.split_arms()}  # the edge node's own choice of arms
+    bound = move_bytes_bound(cfg.arch, cfg.width, cfg.num_classes, points)
     return max(LARGEST_MESSAGE_BYTES, bound)
 
 
