@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
@@ -22,6 +23,7 @@ from hiertrain_interfaces.msg import (AdaptationMetrics, FeatureBatch, Heartbeat
                                       TrainingMetrics)
 from rclpy.node import Node
 
+from .core.fallback import NOT_OFFLOADED
 from .core.metrics import summarize
 from .ros_common import (LATCHED_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, config_file, heartbeat_qos, large_data_env,
                          Spinner, stamp_ns)
@@ -173,8 +175,12 @@ class Monitor(Node):
         self.output_times: list[tuple[float, int]] = []  # (publish time, source)
         self.edge_times: list[float] = []  # publish times of the edge's answers
         self.answered_at: dict[str, dict[int, float]] = {"edge": {}, "output": {}}  # frame stamp -> publish time
+        # Answer latency per path: frame stamp -> the answer's source timestamp minus the frame's stamp (ns), both
+        # on the wall clock the nodes share (network namespaces keep it), so no node's own report of its delay.
+        self.latency_ns: dict[str, dict[int, int]] = {"edge": {}, "cloud": {}, "output": {}}
         self.counts: Counter = Counter()
         self.feature_bytes = 0
+        self.infer_bytes = 0  # of feature_bytes, the inference batches' (what offloading answers costs the link)
         self.cloud_losses: list[float] = []
         self.edge_losses: list[float] = []
         self.trained_seqs: dict[str, list[int]] = {"edge": [], "cloud": []}  # feature batches, in order
@@ -231,12 +237,15 @@ class Monitor(Node):
                 self.edge_times.append(self._sent(info))
             if key in self.answered_at:
                 self.answered_at[key][stamp_ns(msg.header.stamp)] = self._sent(info)
+            self.latency_ns[key][stamp_ns(msg.header.stamp)] = info["source_timestamp"] - stamp_ns(msg.header.stamp)
 
     def _on_features(self, msg: FeatureBatch) -> None:
         with self._lock:
             self.counts["feature_batches"] += 1
             self.counts["infer_batches" if msg.purpose == FeatureBatch.PURPOSE_INFER else "train_batches"] += 1
             self.feature_bytes += len(msg.data)
+            if msg.purpose == FeatureBatch.PURPOSE_INFER:
+                self.infer_bytes += len(msg.data)
             if msg.purpose == FeatureBatch.PURPOSE_TRAIN:
                 self.batch_split[msg.seq] = msg.split_point
 
@@ -306,6 +315,44 @@ class Monitor(Node):
             hits = [(self.predictions[key][s][0] == y) for s, y in self.truth.items() if s in self.predictions[key]]
         return (sum(hits) / len(hits) if hits else None), len(hits)
 
+    def answer_latency(self) -> dict:
+        """Answer latency (ms, frame stamp to the answer's publication) per path, p50/p99/max.
+
+        ``output_kept`` and ``output_offloaded`` split the output's by the edge's decision on the frame (a frame the
+        edge kept has ``reason`` NOT_OFFLOADED on the edge's topic: progressive answering, issue 12).
+        """
+        with self._lock:
+            latency = {k: dict(v) for k, v in self.latency_ns.items()}
+            kept = {s for s, p in self.predictions["edge"].items() if p[4] == NOT_OFFLOADED}
+            edge_seen = set(self.predictions["edge"])
+        latency["output_kept"] = {s: v for s, v in latency["output"].items() if s in kept}
+        latency["output_offloaded"] = {s: v for s, v in latency["output"].items() if s in edge_seen - kept}
+        out = {}
+        for key, values in latency.items():
+            ms = np.asarray(sorted(values.values()), dtype=float) / 1e6
+            out[key] = ({"n": len(ms), "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)),
+                         "max": float(ms[-1])} if len(ms) else {"n": 0})
+        return out
+
+    def answers(self) -> list[dict]:
+        """Per held-out frame, in stamp order: its stamp, true class and each path's answer.
+
+        An answer is [class, confidence, exit_index, reason, source, latency ms] (see ``latency_ns``), or None.
+        With a camera that plays a fixed number of frames, the i-th entry is the i-th held-out frame of the stream
+        in every run, so runs can be compared frame by frame (benchmarks/progressive_link_bench.py).
+        """
+        with self._lock:
+            truth = sorted(self.truth.items())
+            paths = {k: dict(v) for k, v in self.predictions.items()}
+            latency = {k: dict(v) for k, v in self.latency_ns.items()}
+
+        def answer(key, stamp):
+            p = paths[key].get(stamp)
+            return None if p is None else [p[0], round(float(p[3]), 4), p[5], p[4], p[1],
+                                           round(latency[key][stamp] / 1e6, 3)]
+        return [{"stamp_ns": s, "truth": y, **{k: answer(k, s) for k in ("edge", "cloud", "output")}}
+                for s, y in truth]
+
     def adaptation(self) -> dict:
         """Prequential (labels), held-out (truth), forgetting, recovery: core.metrics.summarize."""
         with self._lock:
@@ -315,7 +362,8 @@ class Monitor(Node):
         return summarize(labels, answers, truth, self.metrics_window)
 
     def report(self) -> dict:
-        result = {"counts": dict(self.counts), "feature_bytes": self.feature_bytes, "adaptation": self.adaptation()}
+        result = {"counts": dict(self.counts), "feature_bytes": self.feature_bytes, "infer_bytes": self.infer_bytes,
+                  "adaptation": self.adaptation(), "answer_latency_ms": self.answer_latency()}
         for key in ("edge", "cloud", "output"):
             acc, n = self.accuracy(key)
             result[f"{key}_accuracy"] = acc

@@ -53,6 +53,13 @@ def test_a_sure_edge_answers_at_once_and_only_training_batches_leave_it(ros_env,
         status = mon.status["edge_node"]
         assert status["offload_policy"] == "unsure" and status["frames_offloaded"] == "0", status
         assert int(status["frames_kept"]) > 0, status
+        # The monitor's per-frame answers (what benchmarks/progressive_link_bench.py reads): a held-out frame's
+        # output came after its edge answer, both timed from the frame's stamp; no inference bytes were counted.
+        held = [a for a in mon.answers() if a["stamp_ns"] in frames and a["output"] is not None]
+        assert held and all(a["output"][5] >= a["edge"][5] > 0 for a in held), held[:3]
+        latency = mon.answer_latency()
+        assert latency["output_kept"]["n"] >= len(held) and latency["output_offloaded"]["n"] == 0, latency
+        assert mon.report()["infer_bytes"] == 0
     finally:
         codes = graph.stop()
         monitor.close()

@@ -21,6 +21,9 @@ def add_parser(sub) -> None:
                    help="edge graphs: no camera simulator (a real camera publishes the frames)")
     p.add_argument("--log-dir", default=None, help="write each node's output to DIR/NODE.log")
     p.add_argument("--json", default=None, help="write the final report to this file")
+    p.add_argument("--answers-json", default=None, metavar="FILE",
+                   help="write every held-out frame's true class and each path's answer (class, confidence, exit, "
+                        "reason, source, latency ms) to this file")
     p.add_argument("--link", default=None, metavar="3g|4g|BITS_PER_S[,RATE@SECONDS...]",
                    help="edge_cloud only, needs root: run the cloud node in a network namespace of its own, "
                         "behind an emulated uplink of this speed (docs/linkbench.md has the set-up); a schedule "
@@ -225,6 +228,8 @@ def run(args) -> int:
             cuts.finish(time.monotonic())
             codes = graph.stop()
             report = monitor.node.report()
+            if args.answers_json:
+                write_json(args.answers_json, monitor.node.answers())
             monitor.close()
         report["exit_codes"] = codes
         report["duration_s"] = time.monotonic() - start
