@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 
 from hiertrain_ros.cli.common import print_table, write_json
-from hiertrain_ros.core.hierschedule import (ROLES, Links, Policy, joint_split, problem_from_profiles, scaled,
-                                             schedule)
+from hiertrain_ros.core.hierschedule import (ROLES, Links, Overheads, Policy, joint_split, problem_from_profiles,
+                                             scaled, schedule)
 from hiertrain_ros.linkbench.netns import CGROUP_CPU, MeshEmulator, unavailable_reason
 
 # A short CFS period: the quota throttles within a step rather than in 100 ms bursts.  The kernel's smallest quota
@@ -103,17 +103,23 @@ def profile_one_core(arch: str, width: float, batch: int) -> dict:
     return json.loads(out)
 
 
-def whole_step_under_quota(quotas: Quotas, role: str, arch: str, width: float, batch: int) -> float:
-    """Median seconds of one whole-model SGD step on ``batch`` samples, one thread, under ``role``'s quota.
+def steps_under_quota(quotas: Quotas, role: str, args) -> dict:
+    """Median seconds of one whole-model SGD step on ``args.batch`` samples, one thread, under ``role``'s quota.
 
     A whole step is long against the 10 ms CFS period, so the quota does slow it (unlike a single layer's burst).
+    Then, under the same quota, what a worker_o adds to it in a step with no message (the extension's per-step
+    cost): the same step as ``core.hierexec.run_steps`` drives it on the node (All-Device, the bench's lr and
+    momentum, the device's synthetic batches), and the batch's preparation alone.
     """
     code = ("import json, os, statistics, sys, time, torch\n"
             "torch.set_num_threads(1)\n"
-            "from hiertrain_ros.core.hierexec import model_layers\n"
-            f"model = torch.nn.Sequential(*model_layers({arch!r}, width={width}, seed=0)).train()\n"
+            "from hiertrain_ros.core.hierexec import WorkerConfig, model_layers, run_steps\n"
+            f"model = torch.nn.Sequential(*model_layers({args.model!r}, width={args.width}, seed=0)).train()\n"
             "opt = torch.optim.SGD(model.parameters(), lr=0.0)\n"
-            f"x, y = torch.randn({batch}, 3, 32, 32), torch.randint(0, 10, ({batch},))\n"
+            f"x, y = torch.randn({args.batch}, 3, 32, 32), torch.randint(0, 10, ({args.batch},))\n"
+            f"cfg = WorkerConfig(role='device', mapping='device,edge,cloud', m_s=0, m_l=0, b_o={args.batch}, "
+            f"b_s=0, b_l=0, arch={args.model!r}, width={args.width}, lr={args.lr}, momentum={args.momentum})\n"
+            "worker, batches = cfg.worker(), cfg.batches()\n"
             f"open({str(quotas.dirs[role] / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
             "times = []\n"
             "for rep in range(6):\n"
@@ -122,9 +128,76 @@ def whole_step_under_quota(quotas: Quotas, role: str, arch: str, width: float, b
             "    torch.nn.functional.cross_entropy(model(x), y).backward()\n"
             "    opt.step()\n"
             "    times.append(time.perf_counter() - t0)\n"
-            "json.dump(statistics.median(times[1:]), sys.stdout)\n")
+            "ends = [time.perf_counter()]\n"
+            "run_steps(worker, 6, None, None, 1.0, batches, lambda step, loss: ends.append(time.perf_counter()))\n"
+            "prepare = []\n"
+            "for step in range(6):\n"
+            "    t0 = time.perf_counter()\n"
+            "    batches(100 + step)\n"
+            "    prepare.append(time.perf_counter() - t0)\n"
+            "json.dump({'sgd_step_s': statistics.median(times[1:]),\n"
+            "           'worker_step_s': statistics.median(b - a for a, b in zip(ends[1:], ends[2:])),\n"
+            "           'batch_s': statistics.median(prepare[1:])}, sys.stdout)\n")
     out = subprocess.run(_python() + ["-c", code], stdout=subprocess.PIPE, cwd=REPO, timeout=900, check=True).stdout
-    return float(json.loads(out))
+    return json.loads(out)
+
+
+def _probe(mesh: MeshEmulator, quotas: Quotas, role: str, domain: int, *probe_args: str) -> subprocess.Popen:
+    """Start ``hier_probe.py`` as ``role`` in its namespace; :func:`_go` puts it under its quota."""
+    cmd = mesh.exec_prefix(role) + _python() + [str(REPO / "benchmarks" / "hier_probe.py"), *probe_args, "--role", role]
+    return subprocess.Popen(cmd, env=_env(mesh, role, domain), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            cwd=REPO, text=True)
+
+
+def _go(quotas: Quotas, probes: dict[str, subprocess.Popen]) -> None:
+    """Once every probe has matched its peer (start-up at full speed), confine each to its role's quota; go."""
+    for role, proc in probes.items():
+        if proc.stdout.readline().strip() != "matched":
+            raise RuntimeError(f"the {role} probe did not match its peer (exit {proc.wait(timeout=60)})")
+    for role, proc in probes.items():
+        quotas.confine(role, proc.pid)  # `ip netns exec` execs: the pid is the probe
+    for proc in probes.values():
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+
+
+def _probe_result(proc: subprocess.Popen, what: str) -> dict:
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"{what}: the probe exited {proc.returncode}")
+    return json.loads(out)
+
+
+def message_cost(mesh: MeshEmulator, quotas: Quotas, role: str, domain: int) -> dict:
+    """Seconds to send or receive one small HierTensor under ``role``'s quota (``hier_probe.py loopback``)."""
+    proc = _probe(mesh, quotas, role, domain, "loopback")
+    try:
+        _go(quotas, {role: proc})
+        return _probe_result(proc, f"the {role} message probe")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def link_rates(mesh: MeshEmulator, quotas: Quotas, a: str, b: str, domain: int, size_bytes: int) -> list[dict]:
+    """Effective rates a->b and b->a of a ``size_bytes`` HierTensor, each side under its quota (``hier_probe.py``).
+
+    The bench sends the size of the whole batch's INPUT, the largest message of any policy (All-Cloud's).
+    """
+    size = ["--bytes", str(size_bytes), "--repeats", "2"]
+    probes = {b: _probe(mesh, quotas, b, domain, "link", "--peer", a, *size),
+              a: _probe(mesh, quotas, a, domain, "link", "--peer", b, "--lead", *size)}
+    try:
+        _go(quotas, probes)
+        result = _probe_result(probes[a], f"the {a}-{b} link probe")
+        _probe_result(probes[b], f"the {b}-{a} link probe")
+    finally:
+        for proc in probes.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    return result["directions"]
 
 
 def profile_step_s(profile: dict, batch: int) -> float:
@@ -255,7 +328,7 @@ def plot(result: dict, path: str) -> None:
         rows = [r for r in result["runs"] if r["policy"] == name]
         x = [r["edge_cloud_mbps"] for r in rows]
         ax.plot(x, [r["measured_s"] for r in rows], "o-", color=f"C{i}", label=f"{name} measured")
-        ax.plot(x, [r["predicted_s"] for r in rows], "x--", color=f"C{i}", alpha=0.6, label=f"{name} Eq. 12")
+        ax.plot(x, [r["predicted_s"] for r in rows], "x--", color=f"C{i}", alpha=0.6, label=f"{name} predicted")
     c = result["config"]
     ax.set_xlabel("edge-cloud Mbit/s")
     ax.set_ylabel("seconds per iteration")
@@ -288,7 +361,10 @@ def main() -> None:
     ap.add_argument("--data", default="fashion-mnist", help="the accuracy runs' dataset (core.data.load_dataset)")
     ap.add_argument("--profiles", help="reuse the profiles of an earlier --json instead of measuring")
     ap.add_argument("--calibrate", action="store_true",
-                    help="scale each role's profile by a whole step timed under its quota, not by 1/cores")
+                    help="scale each role's profile by a whole step timed under its quota, not by 1/cores, and "
+                         "measure the extension's costs (per message, per step, each link's effective rate)")
+    ap.add_argument("--paper-model", action="store_true",
+                    help="with --calibrate: schedule and predict with Eqs. 1-12 alone (the costs are still measured)")
     ap.add_argument("--json", default="out/hier_bench.json")
     ap.add_argument("--png", help="plot to this file (default: the JSON's name with .png)")
     ap.add_argument("--plot-only", action="store_true", help="plot the --json of an earlier run and stop")
@@ -311,38 +387,69 @@ def main() -> None:
             factors = {role: 1.0 / cores[role] for role in ROLES}
             if args.calibrate:  # each role's slowdown from a whole step timed under its quota
                 profile_s = profile_step_s(one_core, args.batch)
-                steps = {role: whole_step_under_quota(quotas, role, args.model, args.width, args.batch)
-                         for role in ROLES}
-                factors = {role: steps[role] / profile_s for role in ROLES}
-                result["calibration"] = {"profile_step_s": profile_s, "step_under_quota_s": steps,
+                steps = {role: steps_under_quota(quotas, role, args) for role in ROLES}
+                factors = {role: steps[role]["sgd_step_s"] / profile_s for role in ROLES}
+                result["calibration"] = {"profile_step_s": profile_s, "step_under_quota": steps,
                                          "slowdown": factors, "nominal_slowdown": {r: 1 / c for r, c in cores.items()}}
                 print(f"calibration: {result['calibration']}", flush=True)
             profiles = {role: scaled(one_core, factors[role]) for role in ROLES}
         result["profiles"] = profiles
+        costs = result.setdefault("overheads", {"used_by_the_scheduler": not args.paper_model, "per_rate": []})
+        per_message, device_edge = {}, None
         for k, ec in enumerate(args.edge_cloud_mbps):
             de = args.device_edge_mbps
             links = Links(de * 1e6, ec * 1e6)
-            problem = problem_from_profiles(profiles, links, args.batch)
-            best = schedule(problem)
-            split_k, joint_s = joint_split(problem)
-            big_b = args.batch
-            candidates = {
-                "HierTrain": best,
-                "All-Device": Policy(("device", "edge", "cloud"), 0, 0, big_b, 0, 0, 0.0),
-                "All-Edge": Policy(("edge", "device", "cloud"), 0, 0, big_b, 0, 0, 0.0),
-                "All-Cloud": Policy(("cloud", "device", "edge"), 0, 0, big_b, 0, 0, 0.0),
-                "JointDNN": (Policy(("cloud", "edge", "device"), 0, split_k, 0, 0, big_b, 0.0)
-                             if 0 < split_k < problem.n else  # k = 0 is All-Cloud, k = N All-Device
-                             Policy(("device" if split_k else "cloud", "edge", "device" if not split_k else "cloud"),
-                                    0, 0, big_b, 0, 0, 0.0)),
-            }
             rates = {("device", "edge"): de * 1e6, ("edge", "cloud"): ec * 1e6,
                      ("device", "cloud"): links.bps("device", "cloud")}
             with MeshEmulator(rates) as mesh:
+                overheads = None
+                if "calibration" in result:  # the extension's costs, measured apart from the policies' runs
+                    probe_domain = 10 + (os.getpid() + 5 * k) % 40
+                    if not per_message:
+                        per_message = {role: message_cost(mesh, quotas, role, probe_domain + i)
+                                       for i, role in enumerate(ROLES)}
+                        costs["per_message"] = per_message
+                    size = args.batch * 3 * 32 * 32  # the whole batch's INPUT (uint8 codes)
+                    if device_edge is None:  # the same 5 Mbit/s at every edge-cloud rate
+                        device_edge = link_rates(mesh, quotas, "device", "edge", probe_domain + 3, size)
+                    directions = (device_edge + link_rates(mesh, quotas, "edge", "cloud", probe_domain + 4, size)
+                                  + link_rates(mesh, quotas, "device", "cloud", probe_domain + 5, size))
+                    steps = result["calibration"]["step_under_quota"]
+                    overheads = Overheads(
+                        per_message_s={role: per_message[role]["per_message_s"] for role in ROLES},
+                        per_step_s={role: max(0.0, steps[role]["worker_step_s"] - steps[role]["sgd_step_s"]
+                                              - steps[role]["batch_s"]) for role in ROLES},
+                        batch_s=steps["device"]["batch_s"],
+                        rate_bps={(d["sender"], d["receiver"]): d["rate_bps"] for d in directions})
+                    costs["per_rate"].append({
+                        "edge_cloud_mbps": ec, "links": directions, "per_message_s": overheads.per_message_s,
+                        "per_step_s": overheads.per_step_s, "batch_s": overheads.batch_s,
+                        "effective_over_nominal": {f"{a}->{b}": r / links.bps(a, b)
+                                                   for (a, b), r in overheads.rate_bps.items()}})
+                    print(f"overheads at {ec} Mbit/s: {json.dumps(costs['per_rate'][-1])}", flush=True)
+                    write_json(args.json, result)
+                paper = problem_from_profiles(profiles, links, args.batch)  # Eqs. 1-12 alone
+                problem = paper if args.paper_model else problem_from_profiles(profiles, links, args.batch, overheads)
+                best = schedule(problem)
+                paper_best = schedule(paper)
+                result.setdefault("choices", []).append({"edge_cloud_mbps": ec, "scheduled": best.__dict__,
+                                                         "paper_model_choice": paper_best.__dict__})
+                split_k, joint_s = joint_split(problem)
+                big_b = args.batch
+                candidates = {
+                    "HierTrain": best,
+                    "All-Device": Policy(("device", "edge", "cloud"), 0, 0, big_b, 0, 0, 0.0),
+                    "All-Edge": Policy(("edge", "device", "cloud"), 0, 0, big_b, 0, 0, 0.0),
+                    "All-Cloud": Policy(("cloud", "device", "edge"), 0, 0, big_b, 0, 0, 0.0),
+                    "JointDNN": (Policy(("cloud", "edge", "device"), 0, split_k, 0, 0, big_b, 0.0)
+                                 if 0 < split_k < problem.n else  # k = 0 is All-Cloud, k = N All-Device
+                                 Policy(("device" if split_k else "cloud", "edge",
+                                         "device" if not split_k else "cloud"), 0, 0, big_b, 0, 0, 0.0)),
+                }
                 for j, name in enumerate(args.policies):
                     policy = candidates[name]
-                    predicted = problem.iteration_time(policy.mapping, policy.m_s, policy.m_l, policy.b_o,
-                                                       policy.b_s, policy.b_l)
+                    shape = (policy.mapping, policy.m_s, policy.m_l, policy.b_o, policy.b_s, policy.b_l)
+                    predicted = problem.iteration_time(*shape)
                     logs = Path(tmp) / f"{k}-{name}"
                     logs.mkdir()
                     domain = 60 + (os.getpid() + 11 * k + 2 * j) % 150
@@ -350,6 +457,7 @@ def main() -> None:
                     row = {"edge_cloud_mbps": ec, "device_edge_mbps": de, "policy": name,
                            "mapping": list(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l,
                            "split": [policy.b_o, policy.b_s, policy.b_l], "predicted_s": predicted,
+                           "paper_model_s": paper.iteration_time(*shape),
                            "measured_s": run["measured_s"], "retried": run.get("retried", False),
                            "error": run["measured_s"] / predicted - 1 if predicted else None}
                     if name == "JointDNN":
@@ -368,6 +476,7 @@ def main() -> None:
     print_table([{"edge-cloud Mbit/s": r["edge_cloud_mbps"], "policy": r["policy"],
                   "mapping (o,s,l)": ",".join(r["mapping"]), "m_s,m_l": f"{r['m_s']},{r['m_l']}",
                   "b_o,b_s,b_l": ",".join(map(str, r["split"])), "predicted s": round(r["predicted_s"], 3),
+                  "Eq. 12 alone s": round(r.get("paper_model_s", r["predicted_s"]), 3),
                   "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %"}
                  for r in result["runs"]])
     write_json(args.json, result)

@@ -7,7 +7,7 @@ from hiertrain_ros.core import hierexec
 from hiertrain_ros.core.data import FASHION_MNIST_DIR
 from hiertrain_ros.core.hierexec import (deterministic, hybrid_step, make_workers, model_layers, sgd_reference,
                                          synthetic_batch)
-from hiertrain_ros.core.hierschedule import Policy
+from hiertrain_ros.core.hierschedule import Policy, message_counts
 
 LR, MOMENTUM = 0.05, 0.9
 # Float32 sums in another order (sub-batch convolutions, gradients added worker by worker): a few ulps of the
@@ -51,6 +51,29 @@ def test_lenet5_hybrid_step_equals_whole_batch_sgd(policy):
         mine = workers[role].state_dict()
         assert all(torch.equal(v, o.state_dict()[k]) for k, v in mine.items())
     assert all(1.5 < loss < 3.5 for loss in losses)
+
+
+@pytest.mark.parametrize("policy", [
+    Policy(("device", "cloud", "edge"), 1, 2, 82, 5, 41, 0.0),  # the hybrid set-up's choice at 1.5 Mbit/s: 12 on o
+    Policy(("cloud", "edge", "device"), 2, 2, 80, 48, 0, 0.0),  # its choice at 5: the device idle
+    Policy(("cloud", "device", "edge"), 2, 2, 0, 6, 6, 0.0),
+    Policy(("cloud", "edge", "device"), 0, 4, 7, 0, 5, 0.0),
+    Policy(("edge", "device", "cloud"), 0, 0, 12, 0, 0, 0.0),  # All-Edge
+    Policy(("device", "edge", "cloud"), 0, 0, 12, 0, 0, 0.0),  # All-Device
+])
+def test_message_counts_of_the_time_model_are_the_packets_sent(policy):
+    workers = make_workers(policy, lambda: model_layers("lenet5", seed=3), lr=LR)
+    seen = dict.fromkeys(workers, 0)
+
+    def count(packet):
+        seen[packet.sender] += 1
+        seen[packet.receiver] += 1
+        return packet
+
+    hybrid_step(workers, *synthetic_batch(1, 0, policy.b_o + policy.b_s + policy.b_l), transport=count)
+    has_params = [any(True for _ in layer.parameters()) for layer in model_layers("lenet5")]
+    assert seen == message_counts(policy.mapping, policy.m_s, policy.m_l, policy.b_o, policy.b_s, policy.b_l,
+                                  has_params)
 
 
 @pytest.mark.parametrize("arch, policy", [

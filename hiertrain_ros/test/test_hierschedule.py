@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from hiertrain_ros.core.hierschedule import (ROLES, Layer, Links, ModelSizes, Problem, all_on, baselines, joint_split,
-                                             problem_from_profiles, profile_layers, scaled, schedule)
+from hiertrain_ros.core.hierschedule import (ROLES, Layer, Links, ModelSizes, Overheads, Problem, all_on, baselines,
+                                             joint_split, message_counts, problem_from_profiles, profile_layers,
+                                             scaled, schedule)
 
 # Two layers; the cloud is 10x the device, the edge 2x.
 HAND = {"device": [Layer(1.0, 2.0, 0.1)] * 2, "edge": [Layer(0.5, 1.0, 0.05)] * 2,
@@ -29,6 +30,64 @@ def test_time_model_matches_values_worked_by_hand():
     assert all_on(p, "edge").time_s == pytest.approx(4 * 20 / 10 + 4 * (1.0 + 2.0) + 0.1)
     with pytest.raises(ValueError, match="not a split"):
         p.iteration_time(("cloud", "device", "edge"), 0, 1, 2, 1, 1)  # b_s > 0 with m_s = 0
+
+
+# The extension of Eq. 12: 0.5 / 0.25 / 0.125 s per message on device / edge / cloud, worker_o's per-step cost
+# 1 s on the cloud (3 on the device), 0.75 s for the device's batch.
+OVERHEADS = Overheads(per_message_s={"device": 0.5, "edge": 0.25, "cloud": 0.125},
+                      per_step_s={"cloud": 1.0, "device": 3.0}, batch_s=0.75)
+
+
+def test_extended_model_matches_values_worked_by_hand():
+    mapping, split = ("cloud", "device", "edge"), (2, 1, 1)
+    # Messages (both layers have parameters): the device sends INPUT to the cloud and the edge and the labels (3),
+    # and as worker_s (m_s 1) sends an activation and a parameter gradient and receives their gradient and the
+    # parameters (4): 7.  The edge (worker_l, m_l 2): INPUT, activation, gradient, 2 + 2 parameter blocks: 7.
+    # The cloud: INPUT, labels, 2 activations, 2 gradients, 1 + 2 parameter gradients, 1 + 2 parameter blocks: 12.
+    assert message_counts(mapping, 1, 2, *split, [True, True]) == {"device": 7, "edge": 7, "cloud": 12}
+    # Fixed: 7 * 0.5 + 7 * 0.25 + 12 * 0.125 + 1 (worker_o the cloud) + 0.75 = 8.5, on top of the paper's 17.
+    p = Problem(HAND, SIZES, LINKS, batch=4, overheads=OVERHEADS)
+    assert p.iteration_time(mapping, 1, 2, *split) == pytest.approx(17.0 + 8.5)
+    # The device's uplink to the cloud at 2.5 bits/s instead of 5: T1f = max(2 * (20/2.5 + 0.1), 1 * (1 + 10/2.5),
+    # 2.5) = 16.2 (was 8.2); the gradients and parameters down are at 5 as before, and Eq. 11 keeps
+    # max(1 * (1/2.5 + 1/5), 3 * (1/5 + 1/5)) = 1.2: 8 s more.
+    slow_up = Overheads(rate_bps={("device", "cloud"): 2.5})
+    assert Problem(HAND, SIZES, LINKS, 4, slow_up).iteration_time(mapping, 1, 2, *split) == pytest.approx(25.0)
+    both = Overheads(**{**OVERHEADS.__dict__, "rate_bps": slow_up.rate_bps})
+    assert Problem(HAND, SIZES, LINKS, 4, both).iteration_time(mapping, 1, 2, *split) == pytest.approx(33.5)
+    # All-Device: no message; 4 samples * 2 layers * (1 + 2) + 2 * 0.1, the device's own step cost and batch: 3.75.
+    assert all_on(p, "device").time_s == pytest.approx(24.2 + 3.75)
+    assert message_counts(("device", "edge", "cloud"), 0, 0, 4, 0, 0, [True, True]) == dict.fromkeys(ROLES, 0)
+    # All-Cloud: the idle device sends INPUT and labels and waits for the end of the step: 3 each.
+    assert message_counts(("cloud", "device", "edge"), 0, 0, 4, 0, 0, [True, True]) == {
+        "device": 3, "edge": 0, "cloud": 3}
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_extended_model_without_extra_costs_is_the_papers(seed):
+    rng = random.Random(200 + seed)
+    p = _random_problem(rng)
+    nominal = {(a, b): p.links.bps(a, b) for a in ROLES for b in ROLES if a != b}
+    zeros = Overheads(per_message_s=dict.fromkeys(ROLES, 0.0), per_step_s=dict.fromkeys(ROLES, 0.0))
+    assert zeros.zero and not Overheads(rate_bps=nominal).zero
+    for overheads in (zeros, Overheads(rate_bps=nominal)):
+        q = Problem(p._profiles, p.sizes, p.links, p.batch, overheads)
+        for mapping in itertools.permutations(ROLES):
+            for m_s, m_l in ((0, 0), (1, 2), (0, 3), (2, 3)):
+                for split in _splits(p, m_s, m_l):
+                    assert q.iteration_time(mapping, m_s, m_l, *split) == pytest.approx(
+                        p.iteration_time(mapping, m_s, m_l, *split), rel=1e-12)
+    assert schedule(Problem(p._profiles, p.sizes, p.links, p.batch, zeros)) == schedule(p)
+
+
+def test_scheduler_chooses_with_the_extended_model():
+    # A costly message on the device: the paper's model splits the batch, the extension keeps it on one worker.
+    paper = schedule(Problem(HAND, SIZES, LINKS, batch=4))
+    costly = Problem(HAND, SIZES, LINKS, batch=4, overheads=Overheads(per_message_s={"device": 100.0}))
+    best = schedule(costly)
+    assert (paper.b_o, paper.b_s, paper.b_l).count(0) < 2  # a hybrid
+    assert best.mapping[0] == "device" and best.b_o == 4  # All-Device: no message at all
+    assert best.time_s == pytest.approx(all_on(costly, "device").time_s)
 
 
 def test_joint_split_spans_all_device_to_all_cloud():
@@ -56,9 +115,18 @@ def _splits(p, m_s, m_l):
             yield p.batch - b_s - b_l, b_s, b_l
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_relaxed_lp_bounds_brute_force_and_rounding_lands_near_it(seed):
+def _random_overheads(rng):
+    return Overheads(per_message_s={role: rng.uniform(0, 0.5) for role in ROLES},
+                     per_step_s={role: rng.uniform(0, 1) for role in ROLES}, batch_s=rng.uniform(0, 1),
+                     rate_bps={(a, b): rng.uniform(1, 20) for a in ROLES for b in ROLES
+                               if a != b and rng.random() < 0.5})
+
+
+@pytest.mark.parametrize("seed, extended", [(seed, False) for seed in range(6)] + [(seed, True) for seed in range(4)])
+def test_relaxed_lp_bounds_brute_force_and_rounding_lands_near_it(seed, extended):
     p = _random_problem(random.Random(seed))
+    if extended:
+        p = Problem(p._profiles, p.sizes, p.links, p.batch, _random_overheads(random.Random(50 + seed)))
     per_sample = max(sum(c for term in p.stage_terms(m, 0, p.n)[0] for coef in term for c in coef)
                      for m in itertools.permutations(ROLES))
     exact = 0

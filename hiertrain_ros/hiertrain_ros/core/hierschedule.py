@@ -8,6 +8,8 @@ shared layers' gradients are averaged by worker_o.
 
 - :func:`iteration_time` is Eqs. 1-12: forward and backward per stage (the slowest worker of each), the input
   samples, activations and their gradients over the links, and the update with the gradient/weight exchange.
+  With :class:`Overheads` (measured on the workers) it is Eq. 12 extended by what the paper leaves out: a cost per
+  message each worker handles, a fixed cost per step, and the links' effective rates in place of the nominal ones.
 - :func:`schedule` is Algorithm 1: for each of the 6 worker mappings and each (m_s, m_l), the relaxed problem
   P1 as a linear program (scipy's HiGHS), rounded as the paper rounds, timed exactly; the best policy wins.
 - :func:`baselines`: All-Device, All-Edge, All-Cloud and a JointDNN-style device-cloud split at one layer.
@@ -25,7 +27,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 ROLES = ("device", "edge", "cloud")
 
@@ -71,6 +73,74 @@ class Links:
 
 
 @dataclass(frozen=True)
+class Overheads:
+    """What Eq. 12 leaves out, measured on the workers; the defaults (all zero, no rates) give the paper's model.
+
+    The extension of Eq. 12 (:meth:`Problem.iteration_time`):
+
+        T = T_1 + T_2 + T_3 + T_update  (Eqs. 5-11, each transfer at ``rate_bps`` where it is given)
+            + sum_w n_w * per_message_s[w]  (n_w: the messages worker w sends or receives in one step)
+            + per_step_s[worker_o] + batch_s
+
+    Message handling is counted one message after another: a step's messages form one chain through worker_o
+    (worker_s's and worker_l's may overlap, which the sum ignores).
+    """
+
+    per_message_s: Mapping[str, float] = field(default_factory=dict)  # c_w: one message sent or received on role w
+    per_step_s: Mapping[str, float] = field(default_factory=dict)  # F_w: worker_o's per-step cost on role w besides
+    #                                                                its layers (the step's Python, loss, optimizer)
+    batch_s: float = 0.0  # D: the device preparing its batch, once per step
+    rate_bps: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (sender, receiver) -> effective bits/s
+
+    def __post_init__(self):
+        for name in ("per_message_s", "per_step_s"):
+            for role, value in getattr(self, name).items():
+                if role not in ROLES or not value >= 0:
+                    raise ValueError(f"{name} needs a role of {ROLES} and a value >= 0, got {role!r}: {value}")
+        if not self.batch_s >= 0:
+            raise ValueError(f"batch_s must be >= 0, got {self.batch_s}")
+        for pair, value in self.rate_bps.items():
+            if len(pair) != 2 or not set(pair) <= set(ROLES) or pair[0] == pair[1] or not value > 0:
+                raise ValueError(f"rate_bps needs (sender, receiver) roles and a rate > 0, got {pair}: {value}")
+
+    @property
+    def zero(self) -> bool:
+        """True where this is the paper's model: no extra cost and the nominal rates."""
+        return (not any(self.per_message_s.values()) and not any(self.per_step_s.values()) and not self.batch_s
+                and not self.rate_bps)
+
+
+def message_counts(mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int,
+                   param_layers: Sequence[bool]) -> dict[str, int]:
+    """Messages each role sends or receives in one step of the policy (what ``core.hierexec`` sends).
+
+    ``param_layers[i]``: layer i + 1 has parameters (a PARAM_GRADIENT and a PARAMETERS block each way it is shared).
+    """
+    o, s, l_ = mapping
+    counts = dict.fromkeys(ROLES, 0)
+    active = {s: b_s > 0, l_: b_l > 0}
+    device_task_idle = "device" != o and not active["device"]
+
+    def message(sender, receiver, k=1):
+        counts[sender] += k
+        counts[receiver] += k
+
+    for role, b in ((o, b_o), (s, b_s), (l_, b_l)):  # the device hands out the shares
+        if b and role != "device":
+            message("device", role)
+    if o != "device":
+        message("device", o)  # the labels
+    for role, m in ((s, m_s), (l_, m_l)):
+        if active[role]:
+            shared = sum(1 for has in param_layers[:m] if has)
+            message(role, o, 2)  # the activation up, its gradient down
+            message(role, o, 2 * shared)  # the parameter gradients up, the parameters down
+    if device_task_idle:
+        message(o, "device")  # the end of the step
+    return counts
+
+
+@dataclass(frozen=True)
 class Policy:
     mapping: tuple[str, str, str]  # the roles of (worker_o, worker_s, worker_l)
     m_s: int
@@ -84,7 +154,8 @@ class Policy:
 class Problem:
     """The inputs of Algorithm 1: per-role layer profiles, the model's sizes, the links and the batch size B."""
 
-    def __init__(self, profiles: Mapping[str, Sequence[Layer]], sizes: ModelSizes, links: Links, batch: int):
+    def __init__(self, profiles: Mapping[str, Sequence[Layer]], sizes: ModelSizes, links: Links, batch: int,
+                 overheads: Overheads | None = None):
         if set(profiles) != set(ROLES):
             raise ValueError(f"need a profile for each of {ROLES}, got {sorted(profiles)}")
         n = len(sizes.output_bits)
@@ -93,6 +164,8 @@ class Problem:
         if batch < 1:
             raise ValueError(f"batch must be >= 1, got {batch}")
         self.n, self.sizes, self.links, self.batch = n, sizes, links, batch
+        self._profiles = profiles
+        self.overheads = overheads or Overheads()
         # Prefix sums: [k] = layers 1..k.
         self._sum = {(role, field): list(itertools.accumulate((getattr(layer, field) for layer in layers), initial=0.0))
                      for role, layers in profiles.items() for field in ("forward_s", "backward_s", "update_s")}
@@ -106,6 +179,19 @@ class Problem:
     def _out(self, m: int) -> float:
         return self.sizes.sample_bits if m == 0 else self.sizes.output_bits[m - 1]
 
+    def bps(self, sender: str, receiver: str) -> float:
+        """Return the rate from ``sender`` to ``receiver``: the measured effective one, else the link's."""
+        return self.overheads.rate_bps.get((sender, receiver)) or self.links.bps(sender, receiver)
+
+    def fixed_cost(self, mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int) -> float:
+        """Return the extension's terms beyond Eqs. 5-11: message handling and the per-step cost (0 in the paper)."""
+        ov = self.overheads
+        if ov.zero:
+            return 0.0
+        counts = message_counts(mapping, m_s, m_l, b_o, b_s, b_l, [bits > 0 for bits in self.sizes.param_bits])
+        return (sum(n * ov.per_message_s.get(role, 0.0) for role, n in counts.items())
+                + ov.per_step_s.get(mapping[0], 0.0) + ov.batch_s)
+
     def stage_terms(self, mapping, m_s: int, m_l: int) -> tuple[list, float]:
         """Return the four max-terms of Eqs. 5-8 as per-sample coefficients on (b_o, b_s, b_l), and the rest.
 
@@ -115,36 +201,58 @@ class Problem:
         if not 0 <= m_s <= m_l <= self.n:
             raise ValueError(f"need 0 <= m_s <= m_l <= {self.n}, got m_s={m_s}, m_l={m_l}")
         o, s, l_ = mapping
-        bw = self.links.bps
+        bw = self.bps  # the paper's one rate per link, or the measured rate of each direction (the extension)
         q = self.sizes.sample_bits
-        s_out = self._out(m_s) / bw(o, s)  # T_s,output = T_s,grad per sample
-        l_out = self._out(m_l) / bw(o, l_)
+        s_out, s_grad = self._out(m_s) / bw(s, o), self._out(m_s) / bw(o, s)  # T_s,output, T_s,grad per sample
+        l_out, l_grad = self._out(m_l) / bw(l_, o), self._out(m_l) / bw(o, l_)
         f, b = "forward_s", "backward_s"
         terms = [
             [(q / bw("device", o) + self._s(o, f, 0, m_s), 0, 0),   # Eq. 5
              (0, q / bw("device", s) + self._s(s, f, 0, m_s) + s_out, 0),
              (0, 0, q / bw("device", l_) + self._s(l_, f, 0, m_s))],
-            [(self._s(o, b, 0, m_s), 0, 0), (0, self._s(s, b, 0, m_s) + s_out, 0),  # Eq. 6
+            [(self._s(o, b, 0, m_s), 0, 0), (0, self._s(s, b, 0, m_s) + s_grad, 0),  # Eq. 6
              (0, 0, self._s(l_, b, 0, m_s))],
             [(self._s(o, f, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, f, m_s, m_l) + l_out)],  # Eq. 7
-            [(self._s(o, b, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, b, m_s, m_l) + l_out)],  # Eq. 8
+            [(self._s(o, b, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, b, m_s, m_l) + l_grad)],  # Eq. 8
         ]
         tail = self.batch * (self._s(o, f, m_l, self.n) + self._s(o, b, m_l, self.n))  # Eqs. 9-10
         update = (max(self._s(o, "update_s", 0, self.n), self._s(s, "update_s", 0, m_s),
                       self._s(l_, "update_s", 0, m_l))
-                  + max(2 * self._params[m_s] / bw(o, s), 2 * self._params[m_l] / bw(o, l_)))  # Eq. 11
+                  + max(self._params[m_s] * (1 / bw(s, o) + 1 / bw(o, s)),  # Eq. 11: gradients up, weights down
+                        self._params[m_l] * (1 / bw(l_, o) + 1 / bw(o, l_))))
         return terms, tail + update
 
     def iteration_time(self, mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int) -> float:
-        """Eq. 12 for one policy."""
+        """Eq. 12 for one policy (extended by :class:`Overheads` where they are given)."""
         if b_o + b_s + b_l != self.batch or min(b_o, b_s, b_l) < 0 or (b_s and not m_s) or (b_l and not m_l):
             raise ValueError(f"({b_o}, {b_s}, {b_l}) is not a split of B={self.batch} for m_s={m_s}, m_l={m_l}")
         terms, rest = self.stage_terms(mapping, m_s, m_l)
         split = (b_o, b_s, b_l)
-        return sum(max(sum(c * x for c, x in zip(coef, split)) for coef in term) for term in terms) + rest
+        return (sum(max(sum(c * x for c, x in zip(coef, split)) for coef in term) for term in terms) + rest
+                + self.fixed_cost(mapping, m_s, m_l, b_o, b_s, b_l))
 
     def relaxed(self, mapping, m_s: int, m_l: int) -> tuple[tuple[float, float, float], float]:
-        """Solve P1 with real (b_o, b_s, b_l): the minimum of Eq. 12 for this mapping and (m_s, m_l)."""
+        """Solve P1 with real (b_o, b_s, b_l): the minimum of Eq. 12 for this mapping and (m_s, m_l).
+
+        In the paper's model, one linear program.  The extension's message count changes where a share becomes
+        zero (a worker with no samples sends and receives nothing), so with :class:`Overheads` P1 is solved once
+        per pattern of empty and non-empty shares (a non-empty one is >= 1 sample), each with its own fixed cost.
+        """
+        if self.overheads.zero:
+            return self._relaxed(mapping, m_s, m_l, [(0, self.batch)] * 3)
+        best = None
+        for pattern in itertools.product((False, True), repeat=3):
+            if sum(pattern) > self.batch or not any(pattern) or (pattern[1] and not m_s) or (pattern[2] and not m_l):
+                continue
+            bounds = [(1, self.batch) if used else (0, 0) for used in pattern]
+            fixed = self.fixed_cost(mapping, m_s, m_l, *pattern)  # the same for every split of this pattern
+            point, value = self._relaxed(mapping, m_s, m_l, bounds)
+            if point is not None and (best is None or value + fixed < best[1]):
+                best = (point, value + fixed)
+        return best
+
+    def _relaxed(self, mapping, m_s: int, m_l: int, share_bounds) -> tuple[tuple[float, float, float] | None, float]:
+        """P1 over the shares' ``share_bounds`` (Eqs. 5-11 only): the split and the minimum; None if infeasible."""
         from scipy.optimize import linprog
 
         terms, rest = self.stage_terms(mapping, m_s, m_l)
@@ -157,9 +265,14 @@ class Problem:
                 a_ub.append(row)
                 b_ub.append(0.0)
         big_b = self.batch
-        bounds = [(0, big_b), (0, big_b if m_s else 0), (0, big_b if m_l else 0)] + [(0, None)] * len(terms)
+        (lo_o, hi_o), (lo_s, hi_s), (lo_l, hi_l) = share_bounds
+        bounds = [(lo_o, hi_o), (lo_s, hi_s if m_s else 0), (lo_l, hi_l if m_l else 0)] + [(0, None)] * len(terms)
+        if any(lo > hi for lo, hi in bounds[:3]):
+            return None, math.inf
         result = linprog([0.0] * 3 + [1.0] * len(terms), A_ub=a_ub, b_ub=b_ub,
                          A_eq=[[1.0, 1.0, 1.0] + [0.0] * len(terms)], b_eq=[big_b], bounds=bounds, method="highs")
+        if result.status == 2:  # infeasible: no split of B within these bounds
+            return None, math.inf
         if result.status != 0:
             raise RuntimeError(f"P1 for {mapping}, m_s={m_s}, m_l={m_l}: {result.message}")
         return tuple(float(v) for v in result.x[:3]), float(result.fun) + rest
@@ -295,7 +408,8 @@ def scaled(profile: dict, factor: float) -> dict:
             "layers": [{**layer, **{k: layer[k] * factor for k in keys}} for layer in profile["layers"]]}
 
 
-def problem_from_profiles(profiles: Mapping[str, dict], links: Links, batch: int) -> Problem:
+def problem_from_profiles(profiles: Mapping[str, dict], links: Links, batch: int,
+                          overheads: Overheads | None = None) -> Problem:
     """Return the :class:`Problem` of one profile dict per role (of one model: same layers, sizes and input)."""
     first = profiles[ROLES[0]]
     for role, profile in profiles.items():
@@ -306,7 +420,7 @@ def problem_from_profiles(profiles: Mapping[str, dict], links: Links, batch: int
                        tuple(layer["param_bits"] for layer in first["layers"]), first["sample_bits"])
     layers = {role: [Layer(lay["forward_s"], lay["backward_s"], lay["update_s"]) for lay in profile["layers"]]
               for role, profile in profiles.items()}
-    return Problem(layers, sizes, links, batch)
+    return Problem(layers, sizes, links, batch, overheads)
 
 
 def split_forward_times(edge: dict, cloud: dict, split_point: int, batch_size: int) -> tuple[float, float, float]:
