@@ -50,6 +50,7 @@ class BenchConfig(SplitSpec):
     log_dir: str | None = None
     alpha: float | None = 2.0             # Eq. 2-3 backward/forward ratio; None = measured under the edge quota
     camera_hz: float = 100.0              # hierarchical: camera_sim's rate; faster than the link drains batches
+    edge_executor: str = ""               # hierarchical: edge_node's executor parameter; "" = the node's default
 
     def __post_init__(self):
         super().__post_init__()

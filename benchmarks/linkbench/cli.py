@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--json", required=True, help="write the full report here")
     link.add_argument("--camera-hz", type=float, default=100.0,
                       help="hierarchical: the camera simulator's frame rate (it offers 2 x --samples frames)")
+    link.add_argument("--edge-executor", default="", choices=("", "single", "events"),
+                      help="hierarchical: the edge node's executor (ros_common.make_executor); default: the node's")
     link.add_argument("--plot", default=None, help="write linkbench.png into this folder")
     return link
 
@@ -72,7 +74,7 @@ def config_from_args(args):
                       modes=tuple(args.modes or default_modes), window=args.window,
                       jpeg_quality=args.jpeg_quality, coding=args.coding, cloud_threads=args.cloud_threads,
                       epoch_samples=args.epoch_samples, data=args.data, log_dir=args.log_dir, alpha=args.alpha,
-                      camera_hz=args.camera_hz)
+                      camera_hz=args.camera_hz, edge_executor=args.edge_executor)
     return cfg, positions
 
 

@@ -27,6 +27,7 @@ CAMERA_MARGIN = 2  # frames offered per sample trained
 
 def node_overrides(cfg, rate_bps: float) -> dict:
     """Parameter overrides on top of config/edge_cloud.yaml for a bench config ``cfg``."""
+    executor = {"executor": cfg.edge_executor} if getattr(cfg, "edge_executor", "") else {}
     return {
         "*": {"model": cfg.arch, "split_point": cfg.split_point, "width": cfg.width, "bits": cfg.bits,
               "budget_bits": cfg.budget_bits, "seed": cfg.seed},
@@ -37,7 +38,7 @@ def node_overrides(cfg, rate_bps: float) -> dict:
         # bucket offers the link its nominal rate, as a robot configured for this uplink would.
         "edge_node": {"batch_size": cfg.batch_size, "predict_every": CAMERA_MARGIN * cfg.samples + 1,
                       "torch_threads": 1, "coding": cfg.coding,
-                      "buffer_size": max(512, cfg.samples), "link_budget_bps": float(rate_bps)},
+                      "buffer_size": max(512, cfg.samples), "link_budget_bps": float(rate_bps), **executor},
         "cloud_node": {"torch_threads": cfg.cloud_threads},
     }
 

@@ -22,7 +22,7 @@ from std_msgs.msg import UInt64
 from . import conversions
 from .core.buffers import DropOldestQueue, LabelMatcher
 from .core.config import EdgeConfig
-from .core.data import frames_to_tensor
+from .core.data import held_frame, held_to_samples, held_to_tensor
 from .core.frames import INPUT_SIZE
 from .core.link import AckTracker, DiskSpill, Outbox, TokenBucket
 from .core.fallback import NOT_OFFLOADED
@@ -42,6 +42,9 @@ from .trainer_node import TrainerNode
 
 class EdgeNode(TrainerNode):
     role = "edge"
+    # A camera's every frame and label pass through the executor: rclpy's EventsExecutor takes them in for a
+    # quarter of the SingleThreadedExecutor's CPU (ros_common.make_executor).
+    executor_kind = "events"
 
     def __init__(self, name: str = "edge_node"):
         super().__init__(name, EdgeConfig)
@@ -50,8 +53,10 @@ class EdgeNode(TrainerNode):
         cfg = self.config
         self.robot_id = resolve_robot_id(self, cfg.robot_id)
         self.matcher = LabelMatcher(cfg.pending_size)
+        # Frames are held as they came and converted only in the batches drawn (held_to_samples): at a camera
+        # faster than the edge trains, most are dropped unused (issue 14).
         self.train_buffer = make_sampler(cfg.buffer_size, cfg.replay, cfg.replay_memory_mb, cfg.replay_ratio,
-                                         cfg.seed)
+                                         cfg.seed, prepare=held_to_samples)
         self.replay_pacer = ReplayPacer(cfg.replay_idle_hz)
         self.infer_queue = DropOldestQueue(cfg.queue_size)
         self.spill = self._spill()
@@ -178,7 +183,7 @@ class EdgeNode(TrainerNode):
         except ValueError as exc:
             self.rejections("image", exc)
             return
-        sample = frames_to_tensor(frame[None])[0]
+        sample = held_frame(frame)  # no conversion yet: most frames of a fast camera are dropped unused
         stamp = stamp_ns(msg.header.stamp)
         self.frames += 1
         if self.frames % self.config.predict_every == 0:
@@ -356,7 +361,7 @@ class EdgeNode(TrainerNode):
         headers = [h for h, _ in items]
         stamps = [(h.stamp.sec, h.stamp.nanosec) for h in headers]
         with self._lock:  # while the split moves the cloud could not decode them: the edge answers alone
-            answers = self.trainer.answer(torch.stack([s for _, s in items]), frame_stamps=tuple(stamps),
+            answers = self.trainer.answer(held_to_tensor([s for _, s in items]), frame_stamps=tuple(stamps),
                                           offload="never" if moving else None, robot_id=self.robot_id)
         for header, c, p, exit_index, sent in zip(headers, answers.classes, answers.confidence, answers.exit_index,
                                                   answers.offloaded):

@@ -393,12 +393,34 @@ class StopFlag:
         self._old.clear()
 
 
+EXECUTORS = ("single", "events")
+
+
+def make_executor(kind: str):
+    """Return the executor that runs a node's callbacks, by name.
+
+    ``single``: rclpy's SingleThreadedExecutor, which rebuilds its wait set over every entity of the node
+    (a lifecycle node has about 40: services, timers, QoS events) in Python after each wake-up.
+    ``events``: rclpy's EventsExecutor (``rclpy.experimental`` in this ROS release), which dispatches each
+    message from C++: the edge node took in a 400 Hz camera (frames and labels) for a quarter of the CPU
+    (issue 14, docs/linkbench.md).
+    """
+    if kind == "single":
+        return SingleThreadedExecutor()
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor()
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+
+
 def run_node(node_cls, args=None) -> None:
     """Entry point shared by the node executables: spin until Ctrl-C/SIGTERM, then close cleanly.
 
     rclpy's own signal handler would invalidate the context while the node's worker
     thread may still publish; handling the signal here lets ``close()`` stop the worker
-    and write the last checkpoint first.
+    and write the last checkpoint first.  The ``executor`` parameter (:func:`make_executor`; default the node
+    class's ``executor_kind``, else ``single``) picks what spins it.
     """
     rclpy.init(args=args if args is not None else sys.argv, signal_handler_options=SignalHandlerOptions.NO)
     stop = StopFlag()
@@ -412,7 +434,8 @@ def run_node(node_cls, args=None) -> None:
         gc.freeze()
         # Callbacks only validate and enqueue (heavy work has its own thread), so one
         # executor thread is enough, and it leaves the GIL to the worker.
-        executor = SingleThreadedExecutor()
+        kind = node.declare_parameter("executor", getattr(node_cls, "executor_kind", "single")).value
+        executor = make_executor(kind)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():
             executor.spin_once(timeout_sec=0.1)

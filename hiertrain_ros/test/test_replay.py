@@ -104,6 +104,32 @@ def test_replay_sampler_mixes_old_items_at_the_ratio():
         ReplaySampler(4, ReplayMemory("reservoir", 10, size_of=lambda item: 1), ratio=1.0)
 
 
+@pytest.mark.parametrize("policy", ["none", "reservoir"])
+def test_only_drawn_items_are_prepared_once_and_the_memory_holds_prepared_ones(policy):
+    """The edge holds raw frames and converts only what it trains on (issue 14): a dropped item is never prepared."""
+    prepared = []
+
+    def prepare(batch):
+        prepared.extend(batch)
+        return [("tensor", item) for item in batch]
+
+    sampler = make_sampler(4, prepare=prepare) if policy == "none" else ReplaySampler(
+        4, ReplayMemory("reservoir", 10, size_of=lambda item: 1, label_of=None), 0.5, prepare=prepare)
+    for i in range(10):
+        sampler.add(i)
+    assert sampler.dropped == 6 and prepared == [], "adding (and dropping) prepares nothing"
+    batch = sampler.draw(4)
+    assert prepared == [6, 7, 8, 9] and batch == [("tensor", i) for i in (6, 7, 8, 9)]
+    if policy != "none":
+        assert sorted(sampler.memory.items()) == batch, "the memory holds what was trained: prepared items"
+        sampler.add(10)
+        sampler.add(11)
+        mixed = sampler.draw(4)
+        assert prepared == [6, 7, 8, 9, 10, 11], "replayed items are not prepared again"
+        assert mixed[:2] == [("tensor", 10), ("tensor", 11)] and set(mixed[2:]) <= set(batch)
+    assert sampler.draw(4) is None and len(prepared) == (4 if policy == "none" else 6)
+
+
 def test_sampler_from_config_is_fifo_unless_replay_is_on():
     assert type(make_sampler(8)) is FifoSampler and FifoSampler(8).draw_replay(1) is None
     sampler = make_sampler(8, "balanced", 1.0, 0.5, seed=3)

@@ -107,6 +107,43 @@ def frames_to_tensor(images: np.ndarray, size: int = INPUT_SIZE):
     return x.div_(127.5).sub_(1.0)
 
 
+def held_frame(frame: np.ndarray):
+    """Return what the edge holds of a camera frame until it trains on it or answers it.
+
+    A frame of the model's input size stays the uint8 frame it came as (a view, no copy): a camera faster than
+    the edge trains has most of its frames dropped unused, and a per-frame conversion to a tensor cost more than
+    the rest of the callback (issue 14).  A frame of another size is resized now, to the float tensor of the
+    input size, so that a held frame never takes more memory than one of the input size (a 640x480 frame is 300
+    times one of 32x32).  :func:`held_to_tensor` converts a batch of either.
+    """
+    if frame.shape[:2] == (INPUT_SIZE, INPUT_SIZE):
+        return frame
+    return frames_to_tensor(frame[None])[0]
+
+
+def held_to_tensor(frames):
+    """Return the float tensor N x 3 x S x S of frames :func:`held_frame` kept, the uint8 ones converted at once."""
+    import torch
+
+    raw = [i for i, f in enumerate(frames) if isinstance(f, np.ndarray)]
+    if len(raw) == len(frames):
+        return frames_to_tensor(np.stack(frames))
+    out = list(frames)
+    if raw:
+        for i, x in zip(raw, frames_to_tensor(np.stack([frames[i] for i in raw]))):
+            out[i] = x
+    return torch.stack(out)
+
+
+def held_to_samples(items: list) -> list:
+    """Return labelled held frames ``(frame, label)`` as ``(tensor, label)``, converted in one batch.
+
+    Each tensor owns its storage (a replay memory that keeps one does not keep its whole batch).
+    """
+    images = held_to_tensor([f for f, _ in items])
+    return [(x.clone(), y) for x, (_, y) in zip(images, items)]
+
+
 def batches(frames: Frames, batch_size: int, *, shuffle: bool, seed: int = 0):
     """Yield (images tensor, labels tensor) batches; the last partial batch is kept."""
     import torch

@@ -55,8 +55,18 @@ class Sampler(ABC):
 class FifoSampler(DropOldestQueue, Sampler):
     """Each item once, oldest first, as soon as ``n`` are there.
 
-    Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).  ``add`` and ``draw`` are the queue's.
+    Beyond ``maxlen`` the oldest are dropped (counted in ``dropped``).  ``add`` is the queue's.  ``prepare``, if
+    given, turns a drawn batch into what is trained on (the edge's raw frames into tensors): an item dropped
+    unused never pays for it.
     """
+
+    def __init__(self, maxlen: int, prepare=None):
+        super().__init__(maxlen)
+        self._prepare = prepare
+
+    def draw(self, n: int) -> list | None:
+        batch = super().draw(n)
+        return batch if batch is None or self._prepare is None else self._prepare(batch)
 
 
 def tensor_bytes(item) -> int:
@@ -156,12 +166,12 @@ class ReplaySampler(FifoSampler):
 
     Of ``n`` items, ``round(n * ratio)`` come from ``memory`` once it holds them.
 
-    New items join the memory after their batch is drawn, so a batch never replays its own
+    New items join the memory after their batch is drawn (and prepared), so a batch never replays its own
     items.  Only the worker thread draws, so the memory needs no lock.
     """
 
-    def __init__(self, maxlen: int, memory: ReplayMemory, ratio: float):
-        super().__init__(maxlen)
+    def __init__(self, maxlen: int, memory: ReplayMemory, ratio: float, prepare=None):
+        super().__init__(maxlen, prepare)
         if not 0 <= ratio < 1:
             raise ValueError(f"replay ratio must be in [0, 1), got {ratio}")
         self.memory = memory
@@ -191,11 +201,14 @@ class ReplaySampler(FifoSampler):
 
 
 def make_sampler(maxlen: int, policy: str = "none", memory_mb: float = 0.0, ratio: float = 0.0,
-                 seed: int = 0) -> Sampler:
-    """Return the edge's sampler from its config: ``none`` = :class:`FifoSampler` (no replay)."""
+                 seed: int = 0, prepare=None) -> Sampler:
+    """Return the edge's sampler from its config: ``none`` = :class:`FifoSampler` (no replay).
+
+    ``prepare``: see :class:`FifoSampler`; the replay memory holds prepared items.
+    """
     if policy == "none":
-        return FifoSampler(maxlen)
-    return ReplaySampler(maxlen, ReplayMemory(policy, memory_mb * 1e6, seed=seed), ratio)
+        return FifoSampler(maxlen, prepare)
+    return ReplaySampler(maxlen, ReplayMemory(policy, memory_mb * 1e6, seed=seed), ratio, prepare)
 
 
 def payload_bytes(payload) -> int:
