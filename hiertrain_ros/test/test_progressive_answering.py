@@ -29,10 +29,35 @@ def _images(n=3, seed=0):
     return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
 
 
+def _numbered(n=3):
+    """Images whose first pixel is their index, so that :func:`_fixed` tells the frames apart."""
+    images = _images(n)
+    images[:, 0, 0, 0] = torch.arange(n, dtype=images.dtype)
+    return images
+
+
 def _fixed(trainer: EdgeTrainer, *exit_logits) -> None:
-    """Make the trainer's edge answer with these logits (features from the real model)."""
-    real = trainer.model.forward_exits
-    trainer.model.forward_exits = lambda x: (real(x)[0], [torch.tensor(z) for z in exit_logits])
+    """Make the trainer's edge answer :func:`_numbered` images with these logits, exit by exit.
+
+    Each exit gets the rows of the frames that reach it; the features are the real model's.
+    """
+    real, last, reached = trainer.model.stages(), len(exit_logits) - 1, {}
+
+    def layers(i):
+        def run(x):
+            reached[i] = x[:, 0, 0, 0].round().long()
+            if i < last:
+                return x
+            for body, _ in real:
+                x = body(x)
+            return x
+        return run
+
+    def exit_(i):
+        return lambda x: torch.tensor(exit_logits[i])[reached[i]]
+
+    stages = [(layers(i), exit_(i)) for i in range(len(exit_logits))]
+    trainer.model.stages = lambda: stages
 
 
 def test_the_default_edge_is_todays_model_and_answers_as_todays_infer():
@@ -57,7 +82,7 @@ def test_the_first_sure_exit_answers_and_only_unsure_frames_are_offloaded():
     # Frame 0: the first exit is sure; frame 1: only the second; frame 2: neither.
     _fixed(edge, [SURE, UNSURE, UNSURE], [[0.0, 9.0, 0.0], [0.0, 0.0, 9.0], [0.0, 0.3, 0.0]])
     stamps = ((1, 0), (2, 0), (3, 0))
-    got = edge.answer(_images(), frame_stamps=stamps, robot_id="r1")
+    got = edge.answer(_numbered(), frame_stamps=stamps, robot_id="r1")
     assert got.exit_index.tolist() == [0, 1, 1]  # the unsure frame: the last exit's guess, served meanwhile
     assert got.classes.tolist() == [0, 2, 1]
     assert got.sure.tolist() == [True, True, False] and got.offloaded.tolist() == [False, False, True]
@@ -69,14 +94,14 @@ def test_the_first_sure_exit_answers_and_only_unsure_frames_are_offloaded():
     assert build_cloud(SPEC)(codec.decode(got.payload)).shape == (1, 10)
 
     edge.set_answering("always", 0.9, "max_softmax")  # today's: every frame goes, the answers are the same
-    always = edge.answer(_images(), frame_stamps=stamps)
+    always = edge.answer(_numbered(), frame_stamps=stamps)
     assert always.offloaded.all() and always.payload.frame_stamps == stamps
     assert always.exit_index.tolist() == [0, 1, 1] and always.classes.tolist() == [0, 2, 1]
     edge.set_answering("never", 0.9, "max_softmax")
-    never = edge.answer(_images(), frame_stamps=stamps)
+    never = edge.answer(_numbered(), frame_stamps=stamps)
     assert never.payload is None and not never.offloaded.any() and never.exit_index.tolist() == [0, 1, 1]
     edge.set_answering("unsure", 0.0, "max_softmax")  # c_thr 0: the first exit answers everything
-    everything = edge.answer(_images(), frame_stamps=stamps)
+    everything = edge.answer(_numbered(), frame_stamps=stamps)
     assert everything.payload is None and everything.exit_index.tolist() == [0, 0, 0]
 
 
@@ -85,11 +110,11 @@ def test_the_entropy_measure_decides_but_the_reported_confidence_stays_max_softm
                        measure="entropy")
     spread = [3.0, 0.0, 0.0]  # max softmax 0.909 (sure by that), entropy measure 0.666 (unsure)
     _fixed(edge, [spread, SURE])
-    got = edge.answer(_images(2))
+    got = edge.answer(_numbered(2))
     assert got.offloaded.tolist() == [True, False] and got.exit_index.tolist() == [0, 0]
     assert got.confidence[0] == pytest.approx(0.9094, abs=1e-4)
     edge.set_answering("unsure", 0.9, "max_softmax")
-    assert not edge.answer(_images(2)).offloaded.any()
+    assert not edge.answer(_numbered(2)).offloaded.any()
 
 
 def test_bad_answering_settings_are_refused_naming_the_value():
@@ -364,3 +389,28 @@ def test_cloud_config_checks_its_exits():
     defaults = {f.name: f.default for f in fields(CloudConfig)}
     for name in ("exits", "exit_placement", "exit_head", "confidence_threshold", "confidence_measure"):
         assert cloud[name] == defaults[name], name
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "resnet18"])
+def test_answering_exit_by_exit_gives_the_answers_of_all_exits_and_stops_a_sure_frame_early(arch):
+    spec = SplitSpec(arch, 3, width=0.125)
+    model = progressive_edge(spec, seed=0, exits=3).eval()
+    images = _images(16)
+    with torch.no_grad():
+        features, exits = model.forward_exits(images)
+    for c_thr in (0.0, 0.12, 0.15, 1.0):
+        expected = progressive.answers(exits, c_thr)
+        for stop in (True, False):
+            *got, reached, rows = progressive.answer_early(model.stages(), images, c_thr, stop=stop)
+            assert all(np.array_equal(g, e) for g, e in zip(got[::2], expected[::2])), (c_thr, stop)  # class, exit
+            assert np.array_equal(got[3], expected[3]) and np.allclose(got[1], expected[1], atol=1e-6)
+            # Without the early stop every frame reaches the end; with it, those no earlier exit was sure about.
+            assert rows.tolist() == (list(range(16)) if not stop else np.flatnonzero(expected[2] == 2).tolist())
+            assert torch.allclose(reached, features[rows], atol=1e-5)
+
+    sizes = []
+    model.compress.register_forward_hook(lambda module, args, out: sizes.append(len(out)))
+    edge = EdgeTrainer(model, spec, OptimConfig(), offload="unsure", c_thr=0.0)  # the first exit answers all
+    assert edge.answer(images).payload is None and sizes[-1] == 0
+    edge.set_answering("always", 0.0, "max_softmax")  # every frame's features are sent: no early stop
+    assert edge.answer(images).payload.shape[0] == 16 and sizes[-1] == 16

@@ -195,16 +195,22 @@ class EdgeModel(nn.Module):
 
     def forward_exits(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Compressed features and every exit's logits, the earliest first."""
-        if not self.exit_ends:
-            features = self.compress(self.backbone(x))
-            return features, [self.exits[-1](features)]
         logits = []
-        for i, unit in enumerate(self.backbone, 1):
-            x = unit(x)
-            if i in self.exit_ends:
-                logits.append(self.exits[len(logits)](x))
-        features = self.compress(x)
-        return features, logits + [self.exits[-1](features)]
+        for body, exit_ in self.stages():
+            x = body(x)
+            logits.append(exit_(x))
+        return x, logits
+
+    def stages(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(layers, exit) pairs in order, for progressive answering to stop a frame at its first sure exit.
+
+        The backbone is cut after each exit's unit; the last part ends in the compression conv, and its exit reads
+        the compressed features.
+        """
+        cuts = (0, *self.exit_ends, len(self.backbone))
+        bodies = [self.backbone[a:b] for a, b in zip(cuts, cuts[1:])]
+        bodies[-1] = nn.Sequential(*bodies[-1], self.compress)
+        return list(zip(bodies, self.exits, strict=True))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints from before the exits list name the one exit "early_exit".

@@ -10,6 +10,7 @@
   normalised entropy) reaches ``c_thr`` answers; none does: offload.
 - :func:`answers` turns the decisions into per-sample arrays (class, max-softmax confidence, exit, sure), as the
   edge and cloud trainers answer.
+- :func:`answer_early` answers a batch exit by exit, the frames an exit is sure about leaving the batch there.
 - :func:`load_head` loads a user's exit head from ``module:factory``.
 - :func:`cloud_exits` and :func:`progressive_cloud` do the same for the cloud part: its k - 1 early exits sit
   after the split, and its k-th is the network's own output.
@@ -158,6 +159,36 @@ def answers(exit_logits: Sequence[torch.Tensor], c_thr: float,
     probs = torch.stack([torch.softmax(z.float(), dim=1) for z in exit_logits])  # exits x N x classes
     confidence, classes = probs[torch.from_numpy(index), torch.arange(len(index))].max(dim=1)
     return classes.numpy(), confidence.numpy(), index, sure
+
+
+@torch.no_grad()
+def answer_early(stages, x: torch.Tensor, c_thr: float, measure: str = "max_softmax", *, stop: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, torch.Tensor, torch.Tensor]:
+    """Run ``stages`` ((layers, exit) pairs, the earliest first) and answer each frame from its first sure exit.
+
+    The answers are :func:`answers`' on the same logits.  With ``stop`` a frame answered by an exit leaves the batch
+    there, so the later layers run only for the frames still unsure (EdgeLessPart's early stop); without it every
+    frame runs to the end.  Returns (class, confidence, exit, sure) per frame, the last layers' output for the
+    frames that reached them and their rows (increasing).
+    """
+    check_answering(c_thr, measure)
+    n, last = x.shape[0], len(stages) - 1
+    classes, confidences = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float32)
+    index, sure = np.full(n, last, dtype=np.int64), np.zeros(n, dtype=bool)
+    rows, open_ = torch.arange(n), torch.ones(n, dtype=torch.bool)  # the frames in x; those not answered yet
+    for i, (layers, exit_) in enumerate(stages):
+        x = layers(x)
+        logits = exit_(x).float()
+        confident = confidence(logits, measure)[1] >= c_thr
+        answered = open_ & (confident | (i == last))
+        top, cls = torch.softmax(logits, dim=1).max(dim=1)
+        at = rows[answered].numpy()
+        classes[at], confidences[at], index[at] = cls[answered].numpy(), top[answered].numpy(), i
+        sure[at] = confident[answered].numpy()
+        open_ &= ~answered
+        if stop and i < last and answered.any():
+            x, rows, open_ = x[~answered], rows[~answered], open_[~answered]
+    return classes, confidences, index, sure, x, rows
 
 
 def load_head(path: str):

@@ -252,23 +252,25 @@ class EdgeTrainer(_Trainer):
 
         Per frame the first exit at least ``c_thr`` sure answers (core.progressive.decide); a frame no exit is
         sure about gets the last exit's guess.  ``always`` offloads every frame, ``unsure`` those no exit is sure
-        about, ``never`` none.  ``frame_stamps`` (one per image) are cut down to the offloaded frames'.
-        ``offload`` overrides the policy for this batch (``never`` while the split moves).
+        about, ``never`` none.  Unless every frame is offloaded, a frame stops at the exit that answers it: the
+        later layers run only for the others (core.progressive.answer_early).  ``frame_stamps`` (one per image)
+        are cut down to the offloaded frames'.  ``offload`` overrides the policy for this batch (``never`` while
+        the split moves).
         """
         policy, c_thr, measure = self.answering
         offload = offload or policy
         if frame_stamps and len(frame_stamps) != len(images):
             raise ValueError(f"need one frame stamp per image ({len(images)}), got {len(frame_stamps)}")
         self.model.eval()
-        features, exits = self.model.forward_exits(images)
-        classes, confidence, exit_index, sure = progressive.answers(exits, c_thr, measure)
+        classes, confidence, exit_index, sure, features, rows = progressive.answer_early(
+            self.model.stages(), images, c_thr, measure, stop=offload != "always")
         offloaded = {"always": np.ones_like(sure), "unsure": ~sure, "never": np.zeros_like(sure)}[offload]
         payload = None
         if offloaded.any():
-            kept = np.flatnonzero(offloaded)
             if frame_stamps:
-                meta["frame_stamps"] = tuple(frame_stamps[i] for i in kept)
-            chosen = features if offloaded.all() else features[torch.from_numpy(kept)]
+                meta["frame_stamps"] = tuple(frame_stamps[i] for i in np.flatnonzero(offloaded))
+            reached = offloaded[rows.numpy()]  # every offloaded frame reached the last layers
+            chosen = features if reached.all() else features[torch.from_numpy(reached)]
             payload = self._payload(chosen, None, **meta)
         return EdgeAnswers(classes, confidence, exit_index, sure, offloaded, payload)
 
