@@ -9,7 +9,8 @@ Lockstep protocol (``Player(lockstep=True)``), one camera frame at a time, in ba
    (for a predicted frame that is after the early-exit prediction, so every inference
    batch is exactly one frame and its quantization scale is the same every run);
 2. if the frame was predicted and a cloud is up, wait for the cloud's prediction of it
-   (``hiertrain/cloud/prediction`` with the frame's stamp);
+   (``hiertrain/cloud/prediction`` with the frame's stamp), or for the edge's saying it kept the
+   frame (``offload_policy`` unsure or never: ``reason`` NOT_OFFLOADED, no cloud answer comes);
 3. publish the frame's label(s) (a label logged before its frame is held back until the
    frame is consumed, so the edge always predicts a frame before training on it), and
    held-out truth as it comes;
@@ -215,6 +216,7 @@ class Player(Node):
         self.cloud_base = None       # cloud step when playing started
         self.edge_predicted: set[int] = set()
         self.cloud_predicted: set[int] = set()
+        self.edge_kept: set[int] = set()  # frames the edge answered alone (NOT_OFFLOADED): no cloud answer comes
         self.heartbeats = 0
         self.timeouts: Counter = Counter()
         self.frames_sent = self.labels_sent = 0
@@ -227,7 +229,8 @@ class Player(Node):
             self.create_subscription(TrainingMetrics, TOPICS["edge_metrics"], self._on_edge_metrics, RECORD_QOS)
             self.create_subscription(TrainingMetrics, TOPICS["cloud_metrics"], self._on_cloud_metrics, RECORD_QOS)
             self.create_subscription(Prediction, TOPICS["edge_prediction"],
-                                     lambda m: self._on_prediction(self.edge_predicted, m), RECORD_QOS)
+                                     lambda m: self._on_prediction(self.edge_predicted, m, self.edge_kept),
+                                     RECORD_QOS)
             self.create_subscription(Prediction, TOPICS["cloud_prediction"],
                                      lambda m: self._on_prediction(self.cloud_predicted, m), RECORD_QOS)
             self.create_subscription(Heartbeat, TOPICS["heartbeat"], self._on_heartbeat, BEST_EFFORT_WATCH_QOS)
@@ -257,9 +260,14 @@ class Player(Node):
             self.cloud_step = max(self.cloud_step or 0, int(msg.steps))
             self._cond.notify_all()
 
-    def _on_prediction(self, into: set, msg) -> None:
+    def _on_prediction(self, into: set, msg, kept: set | None = None) -> None:
+        from .core.fallback import NOT_OFFLOADED
+
+        stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         with self._cond:
-            into.add(msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec)
+            into.add(stamp)
+            if kept is not None and msg.reason == NOT_OFFLOADED:
+                kept.add(stamp)
             self._cond.notify_all()
 
     def _wait(self, predicate, timeout: float, what: str, stop=None) -> bool:
@@ -451,8 +459,8 @@ class Player(Node):
                     "edge prediction", stop)
                 self.timeouts.pop("edge prediction", None)
                 if predicted and wait_cloud:
-                    self._wait(lambda: stamp in self.cloud_predicted, timeout, "the cloud prediction of a frame",
-                               stop)
+                    self._wait(lambda: stamp in self.cloud_predicted or stamp in self.edge_kept, timeout,
+                               "the cloud prediction of a frame", stop)
                 sent_frames.add(stamp)
                 for label in pending.pop(stamp, ()):
                     send_label(label)

@@ -269,6 +269,27 @@ def test_replay_same_seed_gives_identical_numbers(tmp_path, ros_env):
     assert sum(row["held_out"] for row in first["accuracy_over_time"]) == 40
 
 
+@pytest.mark.system
+@pytest.mark.slow
+def test_replay_does_not_wait_for_cloud_answers_to_frames_the_edge_kept(tmp_path, ros_env):
+    """offload_policy never (issue 12): the edge answers every frame alone, so lockstep must not wait for the cloud."""
+    bag = tmp_path / "small"
+    bag_files.make_bag(bag, subset=64, rate_hz=30.0, storage="mcap", holdout_every=4)
+    report_file = tmp_path / "replay.json"
+    proc = subprocess.run(HIERTRAIN + ["replay", str(bag), "--set", "width=0.125", "--set", "edge_node.batch_size=16",
+                                       "--set", "edge_node.offload_policy=never", "--timeout", "10",
+                                       "--json", str(report_file), "--log-dir", str(tmp_path / "logs")],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(report_file.read_text())
+    assert report["drops"] == {"frames_not_consumed": 0, "held_out_truth_missing": 0, "edge_predictions_missing": 0,
+                               "cloud_predictions_missing": 0, "lockstep_timeouts": 0}, report["drops"]
+    # No frame went to the cloud for an answer, and it still trained on every batch.
+    assert report["counts"].get("infer_batches", 0) == 0 and report["counts"].get("cloud_predictions", 0) == 0
+    assert report["player"]["cloud_steps"] == 48 // 16
+    assert report["edge_evaluated"] == 16
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_labels_of_a_bag_from_before_the_auth_field_still_decode(tmp_path, storage):
     """A user's bag whose Label has no ``auth`` (nor ``segment``): the player reads it with the bag's definition."""

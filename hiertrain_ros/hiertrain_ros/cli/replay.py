@@ -106,6 +106,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import bag_files
+    from ..core.fallback import NOT_OFFLOADED
     from ..bag_nodes import Player
     from ..ros_common import Spinner, StopFlag
     from ..ros_common import use_large_data_transport
@@ -178,7 +179,9 @@ def run(args) -> int:
                # every held-out frame is predicted only with predict_every 1
                "edge_predictions_missing": sum(1 for s in truth if s not in predictions["edge"])
                if summary["predict_every"] == 1 else None,
-               "cloud_predictions_missing": sum(1 for s in truth if s not in predictions["cloud"])
+               # ... and offloaded unless the edge kept it (offload_policy unsure or never: reason NOT_OFFLOADED)
+               "cloud_predictions_missing": sum(1 for s in truth if s not in predictions["cloud"]
+                                                and predictions["edge"].get(s, (None,) * 5)[4] != NOT_OFFLOADED)
                if summary["predict_every"] == 1 else None,
                "lockstep_timeouts": sum(summary["timeouts"].values())})
     print("\nHeld-out accuracy over the bag:")
