@@ -99,6 +99,7 @@ class HierWorkerNode(Node):
         cfg = self.config
         try:
             self.wait_for_peers()
+            self.get_logger().info(f"{cfg.role} found its peers")  # a bench confines the process from here on
             self.step_times.append(time.monotonic())
             run_steps(self.worker, cfg.steps, self.send, self.receive, cfg.peer_timeout_s,
                       self.batches, self.on_step,
