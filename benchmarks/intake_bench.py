@@ -4,10 +4,11 @@ Two measurements, per executor the edge node may run (``ros_common.make_executor
 
 - **stream**: the package's ``camera_sim`` publishes ``--frames`` labelled frames at ``--camera-hz`` to the
   package's ``edge_node`` (no cloud, no link: the edge trains and stores its batches), both as processes, as in the
-  link bench's hierarchical mode (its node parameters).  The edge's CPU time over the stream is read per thread
-  from /proc: the main thread is the executor (every frame and label goes through it), ``dds.*`` threads are
-  Fast DDS, the rest is the trainer and the sender.  CPU time is what a cgroup quota charges, so at 0.3 core
-  ``intake core`` of the camera rate is taken from what the edge trains with.
+  link bench's hierarchical mode (its node parameters).  The edge's CPU time from the camera's start to its last
+  frame (plus ``--settle-s``) is read per thread from /proc: the main thread is the executor (every frame and
+  label goes through it), ``dds.*`` threads are Fast DDS, the rest is the trainer and the sender.  CPU time is
+  what a cgroup quota charges: ``intake core`` (main + DDS CPU per frame x ``--camera-hz``) is the share of a
+  core that taking in the camera takes from what a quota-limited edge trains with.
 - **callback**: ``on_image`` then ``on_label`` called directly on an edge node in this process, without DDS
   or the executor, on frames made as ``camera_sim`` makes them, past a full training buffer (most frames
   dropped, as at 400 Hz); CPU per frame of this thread.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -72,8 +74,12 @@ def run_stream(args, executor: str, log_dir: Path | None) -> dict:
 
     overrides = node_overrides(bench_config(args), 1.1e6)
     overrides["edge_node"]["executor"] = executor  # an older tree's node ignores it (single)
+    scratch = tempfile.TemporaryDirectory(prefix="intake-")
+    logs = log_dir / executor if log_dir else Path(scratch.name)
     graph = Graph(("edge_node", "camera_sim"), overrides=overrides, env={"ROS_DOMAIN_ID": str(args.domain)},
-                  log_dir=log_dir / executor if log_dir else None)
+                  log_dir=logs)
+    camera_log = logs / "camera_sim.log"
+    camera_from = camera_log.stat().st_size if camera_log.exists() else 0
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=args.domain)
     monitor = Monitor(context=context)
@@ -89,23 +95,39 @@ def run_stream(args, executor: str, log_dir: Path | None) -> dict:
         time.sleep(2.0)  # past start-up work
         cpu0, t0 = thread_cpu(pid), time.monotonic()
         graph.start("camera_sim")
-        time.sleep(args.frames / args.camera_hz + args.settle_s)
+        # Until the camera has sent its last frame (it may fall behind its rate on a busy machine), then settle.
+        deadline = time.monotonic() + 3 * args.frames / args.camera_hz + 60
+        while "done:" not in (text := camera_log.read_bytes()[camera_from:].decode(errors="replace")):
+            if time.monotonic() > deadline or graph.procs["camera_sim"].poll() is not None:
+                raise RuntimeError("the camera did not finish (see --log-dir)")
+            time.sleep(0.05)
+        time.sleep(args.settle_s)
         cpu1, t1 = thread_cpu(pid), time.monotonic()
-        time.sleep(1.5)  # one more status (1 Hz)
+        time.sleep(2.5)  # a status (1 Hz) from after the window: its frame count is final (none come after)
         status = dict(monitor.status.get("edge_node", {}))
     finally:
         codes = graph.stop()
         spinner.close()
         rclpy.try_shutdown(context=context)
+        scratch.cleanup()
     cpu = cpu_split(pid, cpu0, cpu1)
     received = int(status.get("frames", 0))
     return {"executor": executor, "frames_published": args.frames, "frames_received": received,
-            "wall_s": t1 - t0, "cpu_s": cpu, "edge_steps": status.get("steps"),
+            "camera_hz_achieved": camera_rate(text), "wall_s": t1 - t0, "cpu_s": cpu, "edge_steps": status.get("steps"),
             "dropped_train_buffer": status.get("dropped_train_buffer"), "exit_codes": codes,
             "main_us_per_frame": 1e6 * cpu["main"] / max(1, received),
             "process_us_per_frame": 1e6 * (cpu["main"] + cpu["dds"]) / max(1, received),
             # what taking in the camera costs, as a share of one core, at the camera's rate
             "intake_core": (cpu["main"] + cpu["dds"]) / max(1, received) * args.camera_hz}
+
+
+def camera_rate(log: str) -> float | None:
+    """Return the frames per second camera_sim achieved, from its log's first and last lines' stamps."""
+    start = re.search(r"\[(\d+\.\d+)\] \[camera_sim\]: publishing", log)
+    done = re.search(r"\[(\d+\.\d+)\] \[camera_sim\]: done: (\d+) frames", log)
+    if not (start and done):
+        return None
+    return int(done.group(2)) / max(1e-6, float(done.group(1)) - float(start.group(1)))
 
 
 def run_callback(args) -> dict:
@@ -197,7 +219,7 @@ def main(argv=None) -> int:
     parser.add_argument("--position", type=int, default=3, help="the edge's split point (VGG-16 width 0.25)")
     parser.add_argument("--executors", nargs="+", default=["single", "events"], help="edge executors to stream to")
     parser.add_argument("--callback-frames", type=int, default=4000)
-    parser.add_argument("--settle-s", type=float, default=2.0, help="measured on after the camera's last frame")
+    parser.add_argument("--settle-s", type=float, default=1.0, help="measured on after the camera's last frame")
     parser.add_argument("--domain", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 0) or 77))
     parser.add_argument("--log-dir", default=None)
     parser.add_argument("--json", required=True)
@@ -214,6 +236,7 @@ def main(argv=None) -> int:
     print(f"callback (on_image + on_label, no DDS): {cb['us_per_frame']:.1f} us CPU per frame; "
           f"drawing a batch of 32: {cb['us_per_batch_drawn']:.0f} us")
     print_table([{"executor": r["executor"], "frames in": f"{r['frames_received']}/{r['frames_published']}",
+                  "camera Hz": round(r["camera_hz_achieved"] or 0),
                   "main us/frame": round(r["main_us_per_frame"], 1),
                   "dds us/frame": round(1e6 * r["cpu_s"]["dds"] / max(1, r["frames_received"]), 1),
                   "intake core": round(r["intake_core"], 3),
