@@ -17,6 +17,7 @@ frame is the same test image in every run.  From the runner's report and its per
   and every byte the edge's side of the link sent (the link's counter: DDS headers, discovery, acknowledgements);
 - answer latency p50/p99, measured: the answer's DDS source timestamp minus the frame's stamp, on the output
   topic, for all frames and for the frames the edge kept; and on the edge's topic (``always``: today's exit);
+  over the frames every setting answered (a run's first answers, while its nodes warm up, are left out);
 - cost per 1000 answers: core.progressive.offload_cost of the offloaded frames' cloud time (one time per frame,
   measured here with the core's CloudTrainer on the same weights) and the inference bytes.
 
@@ -59,6 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--startup-s", type=float, default=25.0,
                    help="added to frames / camera-hz: the nodes start, and the last answers arrive")
     p.add_argument("--edge-cpu-quota", type=float, default=None, help="hiertrain launch --edge-cpu-quota")
+    p.add_argument("--offline-test", type=int, default=10000,
+                   help="also sweep c_thr offline (core only) over this many test frames; 0: skip")
     p.add_argument("--price-per-cloud-hour", type=float, default=3.6, help="$ per hour of cloud compute")
     p.add_argument("--price-per-gb", type=float, default=0.09, help="$ per GB transferred")
     p.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE",
@@ -93,6 +96,7 @@ def pretrain(directory: str, epochs: int, lr: float) -> dict:
     from hiertrain_ros.core.optim import OptimConfig
     from hiertrain_ros.core.training import TrainConfig, train_offline
 
+    Path(directory).mkdir(parents=True, exist_ok=True)
     train, test = load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test")
     steps = epochs * -(-len(train) // 32)
     config = TrainConfig(arch="vgg16", split_point=3, width=0.25, bits=4, num_classes=10, epochs=epochs,
@@ -102,13 +106,12 @@ def pretrain(directory: str, epochs: int, lr: float) -> dict:
                                    "test_samples")} | {"epochs": epochs, "lr": lr}
 
 
-def cloud_seconds_per_frame(init: str, frames: int = 64) -> float:
-    """Median time of the cloud's answer to one offloaded frame, on the trained weights (core only)."""
+def trained_parts(init: str):
+    """Return the nodes' default edge and cloud (core trainers) on the trained weights ``init`` (as init_from)."""
     import torch
 
-    from hiertrain_ros.core import checkpoint, codec
+    from hiertrain_ros.core import checkpoint
     from hiertrain_ros.core.archs import SplitSpec
-    from hiertrain_ros.core.data import batches, load_dataset
     from hiertrain_ros.core.models import build_cloud, build_edge
     from hiertrain_ros.core.optim import paper_optim
     from hiertrain_ros.core.training import CloudTrainer, EdgeTrainer
@@ -120,6 +123,17 @@ def cloud_seconds_per_frame(init: str, frames: int = 64) -> float:
     edge.load_weights(*checkpoint.load_init(init, "edge", spec))
     cloud.load_weights(*checkpoint.load_init(init, "cloud", spec))
     edge.model.eval()
+    return edge, cloud
+
+
+def cloud_seconds_per_frame(init: str, frames: int = 64) -> float:
+    """Median time of the cloud's answer to one offloaded frame, on the trained weights (core only)."""
+    import torch
+
+    from hiertrain_ros.core import codec
+    from hiertrain_ros.core.data import batches, load_dataset
+
+    edge, cloud = trained_parts(init)
     test = load_dataset("fashion-mnist", "test")
     times = []
     with torch.no_grad():
@@ -127,12 +141,35 @@ def cloud_seconds_per_frame(init: str, frames: int = 64) -> float:
             if i == frames:
                 break
             features, _ = edge.model.forward_exits(images)
-            payload = codec.encode(features, bits=spec.bits, split_point=spec.split_point, coding=edge.coding,
-                                   model_hash=edge.model_hash)
+            payload = codec.encode(features, bits=edge.spec.bits, split_point=edge.spec.split_point,
+                                   coding=edge.coding, model_hash=edge.model_hash)
             start = time.perf_counter()
             cloud.predict(payload)
             times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def offline_sweep(init: str, test_frames: int, thresholds: list[float]) -> dict:
+    """Accuracy and share offloaded of always, never and unsure at each c_thr over many more test frames.
+
+    Core only, the same weights (progressive_bench's forward and sweep): the nodes' runs answer ~1,200 frames,
+    too few to tell apart accuracies a few tenths of a point apart.
+    """
+    import progressive_bench
+
+    from hiertrain_ros.core.data import Frames, load_dataset
+
+    edge, cloud = trained_parts(init)
+    test = load_dataset("fashion-mnist", "test")
+    test = Frames(test.images[:test_frames], test.labels[:test_frames], test.num_classes)
+    passes = progressive_bench.forward(edge, test, 16)
+    rows, baselines = progressive_bench.sweep(edge, cloud, passes, thresholds, argparse.Namespace(
+        measure="max_softmax", price_per_cloud_hour=0.0, price_per_gb=0.0, uplink_bps=1.1e6, rtt_ms=0.0))
+    return {"test_frames": len(test), "always": baselines["always"]["accuracy"],
+            "never": baselines["never"]["accuracy"],
+            "unsure": [{"c_thr": r["c_thr"], "accuracy": r["accuracy"], "offloaded": r["offloaded"],
+                        "bits_per_answer": r["bits_per_answer"]} for r in rows],
+            "always_bits_per_answer": baselines["always"]["bits_per_answer"]}
 
 
 # ---- running -----------------------------------------------------------------------------------------------
@@ -156,8 +193,10 @@ def launch(name: str, policy: str, c_thr: float | None, args) -> dict:
         cmd += ["--set", item]
     print(f"[progressive_link_bench] {name}: {' '.join(cmd[2:])}", flush=True)
     start = time.monotonic()
+    load = os.getloadavg()[0]
     with open(out / "launch.log", "w") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+    (out / "load_avg_1m.json").write_text(json.dumps({"before": load, "after": os.getloadavg()[0]}))
     print(f"[progressive_link_bench] {name}: exit {proc.returncode} after {time.monotonic() - start:.0f} s",
           flush=True)
     if not (out / "report.json").exists():
@@ -166,8 +205,10 @@ def launch(name: str, policy: str, c_thr: float | None, args) -> dict:
 
 
 def load_run(out: Path) -> dict:
+    load = out / "load_avg_1m.json"
     return {"report": json.loads((out / "report.json").read_text()),
-            "answers": json.loads((out / "answers.json").read_text())}
+            "answers": json.loads((out / "answers.json").read_text()),
+            "load_avg_1m": json.loads(load.read_text()) if load.exists() else None}
 
 
 # ---- analysis ----------------------------------------------------------------------------------------------
@@ -184,21 +225,32 @@ def analyse(runs: dict, frames: int, cloud_s: float, args) -> tuple[list[dict], 
     from hiertrain_ros.core.fallback import NOT_OFFLOADED
     from hiertrain_ros.core.progressive import offload_cost
 
-    # Frame i is the i-th held-out frame of the stream in every run when the monitor saw all of them.
-    complete = {name: len(r["answers"]) == frames for name, r in runs.items()}
+    # Frame i is the i-th frame the camera played, the same test image in every run.  The monitor may miss the
+    # first few truths while discovery completes; the last ones it sees are the camera's last, so its j-th of M is
+    # frame j + frames - M, which the true classes (the stream's, from the core) must confirm frame by frame.
+    expected = expected_classes(frames)
+    index = {}
+    for name, r in runs.items():
+        offset = frames - len(r["answers"])
+        aligned = offset >= 0 and all(a["truth"] == expected[j + offset] for j, a in enumerate(r["answers"]))
+        index[name] = {j + offset: a for j, a in enumerate(r["answers"])} if aligned else None
+    complete = {name: index[name] is not None for name in runs}
     common = set(range(frames))
-    for r in runs.values():
-        common &= {i for i, a in enumerate(r["answers"]) if a["output"] is not None}
+    for name in runs:
+        common &= {i for i, a in (index[name] or {}).items() if a["output"] is not None}
     rows = []
     for name, r in runs.items():
         report, answers = r["report"], r["answers"]
         edge = report["node_status"].get("edge_node", {})
         offloaded, kept = int(edge.get("frames_offloaded", 0)), int(edge.get("frames_kept", 0))
         out = [a for a in answers if a["output"] is not None]
-        kept_lat = [a["output"][5] for a in out if a["edge"] is not None and a["edge"][3] == NOT_OFFLOADED]
-        sent_lat = [a["output"][5] for a in out if a["edge"] is not None and a["edge"][3] != NOT_OFFLOADED]
-        edge_lat = [a["edge"][5] for a in answers if a["edge"] is not None]
-        edge_kept_lat = [a["edge"][5] for a in answers if a["edge"] is not None and a["edge"][3] == NOT_OFFLOADED]
+        # Latency on the frames every setting answered: each run's first answers (the nodes still warming up, a
+        # different number of frames per run) would otherwise weigh in its p99 alone.
+        timed = [index[name][i] for i in sorted(common)] if complete[name] and common else answers
+        kept_lat = [a["output"][5] for a in timed if a["edge"] is not None and a["edge"][3] == NOT_OFFLOADED]
+        sent_lat = [a["output"][5] for a in timed if a["edge"] is not None and a["edge"][3] != NOT_OFFLOADED]
+        edge_lat = [a["edge"][5] for a in timed if a["edge"] is not None]
+        edge_kept_lat = [a["edge"][5] for a in timed if a["edge"] is not None and a["edge"][3] == NOT_OFFLOADED]
         answered = len(out)
         infer_bytes = report.get("infer_bytes", 0)
         cost = offload_cost(offloaded * cloud_s, infer_bytes, price_per_cloud_hour=args.price_per_cloud_hour,
@@ -207,7 +259,10 @@ def analyse(runs: dict, frames: int, cloud_s: float, args) -> tuple[list[dict], 
         exits = [a["output"][2] for a in out if a["output"][4] == 0]  # Prediction.SOURCE_EDGE = 0
         rows.append({
             "setting": name, "answered": answered, "frames_seen_by_monitor": len(answers),
-            "accuracy": float(np.mean([answers[i]["output"][0] == answers[i]["truth"] for i in sorted(common)]))
+            "accuracy": float(np.mean([index[name][i]["output"][0] == index[name][i]["truth"] for i in sorted(common)]))
+            if common and complete[name] else None,
+            "edge_exit_accuracy_common": float(np.mean([index[name][i]["edge"][0] == index[name][i]["truth"]
+                                                        for i in sorted(common) if index[name][i]["edge"]]))
             if common and complete[name] else None,
             "accuracy_all_answered": float(np.mean([a["output"][0] == a["truth"] for a in out])) if out else None,
             "edge_exit_accuracy": float(np.mean([a["edge"][0] == a["truth"] for a in answers if a["edge"]]))
@@ -219,15 +274,25 @@ def analyse(runs: dict, frames: int, cloud_s: float, args) -> tuple[list[dict], 
             "infer_bits_per_answer": 8 * infer_bytes / max(1, answered),
             "uplink_bits_per_answer": 8 * report.get("link", {}).get("uplink_bytes", 0) / max(1, answered),
             "cost_per_1000": 1000 * cost / max(1, answered),
-            "latency_ms": percentiles([a["output"][5] for a in out]),
+            "latency_ms": percentiles([a["output"][5] for a in timed if a["output"] is not None]),
+            "latency_all_answered_ms": percentiles([a["output"][5] for a in out]),
             "latency_kept_ms": percentiles(kept_lat), "latency_offloaded_ms": percentiles(sent_lat),
             "edge_topic_latency_ms": percentiles(edge_lat), "edge_topic_kept_ms": percentiles(edge_kept_lat),
             "infer_batches": report["counts"].get("infer_batches", 0),
             "train_batches": report["counts"].get("train_batches", 0),
             "link_utilisation": report.get("link", {}).get("utilisation_while_up"),
-            "exit_codes": report.get("exit_codes"),
+            "exit_codes": report.get("exit_codes"), "load_avg_1m": r.get("load_avg_1m"),
         })
-    return rows, {"common_frames": len(common), "monitor_saw_every_frame": complete}
+    return rows, {"common_frames": len(common), "frames_aligned": complete}
+
+
+def expected_classes(frames: int) -> list[int]:
+    """Return the true classes of the first ``frames`` frames camera_sim plays (holdout 1, seed 0, no scenario)."""
+    from hiertrain_ros.core.data import load_dataset
+    from hiertrain_ros.core.scenarios import plain, stream
+
+    played = stream(plain(), load_dataset("fashion-mnist", "train"), load_dataset("fashion-mnist", "test"), 1, 0)
+    return [next(played).label for _ in range(frames)]
 
 
 def targets(rows: list[dict]) -> dict:
@@ -258,6 +323,10 @@ def targets(rows: list[dict]) -> dict:
             "infer_bits_fewer_than_always": always["infer_bits_per_answer"] / max(1e-9, r["infer_bits_per_answer"]),
         }
     return out
+
+
+def fmt(value, spec: str = ".2f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def plot(rows: list[dict], path: str) -> None:
@@ -316,8 +385,10 @@ def main(argv=None) -> int:
         cloud_file.write_text(json.dumps(cloud_seconds_per_frame(args.init)))
     cloud_s = json.loads(cloud_file.read_text())
     rows, common = analyse(runs, args.frames, cloud_s, args)
+    thresholds = sorted({c for _, c in settings if c is not None} | {0.7, 0.8, 0.9, 0.95})
+    offline = offline_sweep(args.init, args.offline_test, thresholds) if args.offline_test else None
     met = targets(rows)
-    print_table([{"setting": r["setting"], "accuracy": r["accuracy"], "edge_exit_acc": r["edge_exit_accuracy"],
+    print_table([{"setting": r["setting"], "accuracy": r["accuracy"], "edge_exit_acc": r["edge_exit_accuracy_common"],
                   "offloaded": r["offloaded"], "infer_bits/answer": r["infer_bits_per_answer"],
                   "uplink_bits/answer": r["uplink_bits_per_answer"], "cost/1000": r["cost_per_1000"],
                   "p50_ms": r["latency_ms"]["p50"], "p99_ms": r["latency_ms"]["p99"],
@@ -325,11 +396,15 @@ def main(argv=None) -> int:
                   "edge_kept_p99": r["edge_topic_kept_ms"]["p99"]}
                  for r in rows])
     print(f"\naccuracy on the {common['common_frames']} frames every setting answered")
+    if offline:
+        print(f"\noffline, core only, {offline['test_frames']} test frames: always {offline['always']:.4f}, "
+              f"never {offline['never']:.4f}")
+        print_table(offline["unsure"])
     for name, m in met.items():
-        print(f"{name}: edge answers to kept frames p99 {m['kept_p99_ms']:.2f} ms vs today's exit (always, edge "
-              f"topic) p99 {m['today_exit_p99_ms']:.2f} ms + 1 ({'met' if m['latency_met'] else 'missed'}); on the "
-              f"output {m['output_kept_p99_ms']:.2f} ms vs never's {m['never_output_p99_ms']} ms + 1; "
-              f"accuracy {m['accuracy_minus_always_points']:+.2f} points "
+        print(f"{name}: edge answers to kept frames p99 {fmt(m['kept_p99_ms'])} ms vs today's exit (always, edge "
+              f"topic) p99 {fmt(m['today_exit_p99_ms'])} ms + 1 ({'met' if m['latency_met'] else 'missed'}); on the "
+              f"output {fmt(m['output_kept_p99_ms'])} ms vs never's {fmt(m['never_output_p99_ms'])} ms + 1; "
+              f"accuracy {fmt(m['accuracy_minus_always_points'], '+.2f')} points "
               f"vs always at {100 * m['offloaded']:.1f} % offloaded "
               f"({'met' if m['accuracy_and_offload_met'] else 'missed'})")
     report = {"conditions": {"model": "vgg16", "width": 0.25, "position": 3, "bits": 4, "coding": "zstd",
@@ -338,9 +413,8 @@ def main(argv=None) -> int:
                              "edge_cpu_quota": args.edge_cpu_quota, "set": args.set,
                              "cloud_ms_per_frame": 1e3 * cloud_s, "price_per_cloud_hour": args.price_per_cloud_hour,
                              "price_per_gb": args.price_per_gb, "latency": "measured: source timestamp - frame stamp",
-                             "cpus": os.cpu_count(), "load_avg_1m_at_start": load,
-                             "load_avg_1m_at_end": os.getloadavg()[0]},
-              **common, "rows": rows, "targets": met}
+                             "cpus": os.cpu_count(), "load_avg_1m_at_analysis": load},
+              **common, "rows": rows, "targets": met, "offline": offline}
     write_json(args.json, report)
     if args.png:
         plot(rows, args.png)

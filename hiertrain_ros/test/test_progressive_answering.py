@@ -62,7 +62,10 @@ def _fixed(trainer: EdgeTrainer, *exit_logits) -> None:
 
 def test_the_default_edge_is_todays_model_and_answers_as_todays_infer():
     cfg = EdgeConfig(width=0.125)
-    assert (cfg.exits, cfg.offload_policy, cfg.exit_head) == (1, "always", "")
+    assert (cfg.exits, cfg.exit_head) == (1, "")
+    # The nodes offload only unsure frames by default (chosen from benchmarks/progressive_link_bench.py); the
+    # trainer's own default, below, still sends every frame as today's infer does.
+    assert cfg.offload_policy == "unsure"
     default = progressive_edge(SPEC, seed=0, exits=cfg.exits, placement=cfg.exit_placement, head=cfg.exit_head)
     today = build_edge(SPEC, seed=0)
     assert list(default.state_dict()) == list(today.state_dict())
