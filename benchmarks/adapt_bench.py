@@ -190,7 +190,10 @@ def run_nodes(mode: str, spec: SplitSpec, bag: Path, held_out, args, start: Path
     sets = [f"model={spec.arch}", f"split_point={spec.split_point}", f"width={spec.width}", f"bits={spec.bits}",
             f"edge_node.batch_size={args.batch}",
             f"edge_node.init_from={start}", f"cloud_node.init_from={start}",
-            f"edge_node.checkpoint_dir={ckpt}", f"cloud_node.checkpoint_dir={ckpt}"]
+            f"edge_node.checkpoint_dir={ckpt}", f"cloud_node.checkpoint_dir={ckpt}",
+            # every frame to the cloud, as when docs/adaptation.md's figures were measured: the arbiter's
+            # per-path scores (and arbiter_sweep) compare both paths on the same frames
+            "edge_node.offload_policy=always"]
     if mode == "hier-replay":
         sets += [f"edge_node.replay={args.replay}", f"edge_node.replay_memory_mb={args.memory_mb}",
                  f"edge_node.replay_ratio={args.ratio}", f"cloud_node.latent_replay_mb={args.latent_mb}",

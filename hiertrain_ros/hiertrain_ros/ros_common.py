@@ -408,8 +408,11 @@ def make_executor(kind: str):
     if kind == "single":
         return SingleThreadedExecutor()
     if kind == "events":
-        from rclpy.experimental import EventsExecutor
-
+        try:
+            from rclpy.experimental import EventsExecutor
+        except ImportError as exc:  # rclpy before Jazzy has none
+            raise ValueError(f"executor: events needs rclpy.experimental.EventsExecutor, which this rclpy "
+                             f"lacks ({exc}); use executor: single") from exc
         return EventsExecutor()
     raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
 

@@ -112,5 +112,10 @@ def test_executors_by_name(ros_env):
         assert hasattr(make_executor("events"), "spin_once")
         with pytest.raises(ValueError, match="executor must be one of"):
             make_executor("multi")
+        import rclpy.experimental
+        with pytest.MonkeyPatch.context() as mp:  # an rclpy without it (before Jazzy): a clear error
+            mp.delattr(rclpy.experimental, "EventsExecutor")
+            with pytest.raises(ValueError, match="use executor: single"):
+                make_executor("events")
     finally:
         rclpy.shutdown()
