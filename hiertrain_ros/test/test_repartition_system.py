@@ -30,6 +30,8 @@ def test_the_split_moves_to_5_and_back_without_losing_a_batch(ros_env, tmp_path)
         wait_for(lambda: len(untrained()) == int(edge()["move_discarded"]), 20,
                  "the cloud to train every batch older than 3 s but those the moves dropped",
                  lambda: f"{mon.batch_report()} {edge()}")
+        # (training batches: inference features queued before the cloud's first heartbeat go stale and count
+        # in infer_stale, their frames answered by the edge)
         assert edge()["outbox_dropped"] == edge()["outbox_expired"] == "0", edge()
         report = mon.batch_report()
         assert report["cloud_trained_twice"] == 0 and report["edge"] >= 240, report

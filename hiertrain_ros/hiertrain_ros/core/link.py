@@ -156,7 +156,8 @@ class Outbox:
         self.memory_bits = memory_bits
         self._lock = threading.Lock()
         self.dropped = 0
-        self.expired = 0
+        self.expired = 0  # bulk items (training batches) older than max_age_s
+        self.stale = 0  # urgent items (inference features) older than urgent_age_s: their frames got the edge's answer
         self.spilled = 0  # bulk items on disk now
         self.spill_errors = 0
         self.recovered = 0  # bulk items an earlier run left on disk
@@ -236,12 +237,12 @@ class Outbox:
             self._spill.discard(self._spill.path_for(item))
 
     def expire(self) -> None:
-        """Drop stale entries: urgent ones after ``urgent_age_s``, bulk ones after ``max_age_s``."""
+        """Drop old entries: urgent ones after ``urgent_age_s`` (``stale``), bulk after ``max_age_s`` (``expired``)."""
         with self._lock:
             now = self._clock()
             while self._urgent and now - self._urgent[0][0] > self.urgent_age_s:
                 self._urgent.popleft()
-                self.expired += 1
+                self.stale += 1
             while self._bulk and now - self._bulk[0][0] > self.max_age_s:
                 self._forget(self._bulk.popleft())
                 self.expired += 1
