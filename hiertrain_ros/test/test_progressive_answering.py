@@ -355,14 +355,29 @@ def test_the_cloud_answers_from_its_first_sure_exit_and_trains_every_exit():
     edge = EdgeTrainer(build_edge(SPEC, seed=0), SPEC, OptimConfig())
     cloud = CloudTrainer(progressive.progressive_cloud(SPEC, seed=0, exits=3), SPEC, OptimConfig(), c_thr=0.9)
     # Frame 0: the cloud's first exit is sure; frame 1: its second; frame 2: none (the network's output answers).
-    cloud.model.forward_exits = lambda x: [torch.tensor(z) for z in (
-        [SURE, UNSURE, UNSURE], [UNSURE, [0.0, 9.0, 0.0], UNSURE], [UNSURE, UNSURE, [0.0, 0.0, 0.5]])]
+    exit_logits = ([SURE, UNSURE, UNSURE], [UNSURE, [0.0, 9.0, 0.0], UNSURE], [UNSURE, UNSURE, [0.0, 0.0, 0.5]])
+    reached = []  # the frames (rows) each stage's layers saw
+
+    def layers(i):
+        def run(x):
+            x = torch.arange(len(x)) if i == 0 else x  # from here on the "features" are the frames' rows
+            reached.append(x.tolist())
+            return x
+        return run
+
+    stages = [(layers(i), lambda rows, z=z: torch.tensor(z)[rows]) for i, z in enumerate(exit_logits)]
+    real_stages, cloud.model.stages = cloud.model.stages, lambda: stages
     payload = edge.answer(_images()).payload
     classes, confidence, index = cloud.predict_exits(payload)
     assert index.tolist() == [0, 1, 2] and classes.tolist() == [0, 1, 2]
     assert confidence[0] == pytest.approx(torch.softmax(torch.tensor(SURE), 0).max().item())
+    assert reached == [[0, 1, 2], [1, 2], [2]]  # a frame answered early skips the later layers
     cloud.set_answering(0.0, "max_softmax")
     assert cloud.predict_exits(payload)[2].tolist() == [0, 0, 0]
+    cloud.model.stages = real_stages
+    sizes = []  # the real layers: at c_thr 0 the first exit answers every frame and the last unit sees none
+    cloud.model.body[-1].register_forward_hook(lambda module, args, out: sizes.append(len(out)))
+    assert cloud.predict_exits(payload)[2].tolist() == [0, 0, 0] and sizes == [0]
     plain = CloudTrainer(build_cloud(SPEC, seed=0), SPEC, OptimConfig())  # no early exits: exit 0 is the output
     assert plain.predict_exits(payload)[2].tolist() == [0, 0, 0]
     assert plain.predict_exits(payload)[0].tolist() == plain.predict(payload)[0].tolist()

@@ -245,14 +245,17 @@ class CloudModel(nn.Module):
 
     def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Every exit's logits, the earliest first and the final ones last."""
-        if not self.exit_ends:
-            return [self.body(x)]
         logits = []
-        for i, unit in enumerate(self.body, 1):
-            x = unit(x)
-            if i in self.exit_ends:
-                logits.append(self.exits[len(logits)](x))
-        return logits + [x]
+        for body, exit_ in self.stages():
+            x = body(x)
+            logits.append(exit_(x))
+        return logits
+
+    def stages(self) -> list[tuple[nn.Module, nn.Module]]:
+        """(layers, exit) pairs in order, as :meth:`EdgeModel.stages`; the last exit is the network's output."""
+        cuts = (0, *self.exit_ends, len(self.body))
+        bodies = [self.body[a:b] for a, b in zip(cuts, cuts[1:])]
+        return list(zip(bodies, [*self.exits, nn.Identity()], strict=True))
 
 
 def _accepting(module: nn.Module, channels: int) -> nn.Module:

@@ -392,7 +392,8 @@ class CloudTrainer(_Trainer):
         """Classes, confidences (max softmax) and the cloud exit that answered each frame, 0 = the first.
 
         Without early exits: :meth:`predict`, every frame from exit 0 (the network's output).  With them, the
-        first exit at least ``c_thr`` sure answers, else the network's output (core.progressive.decide).
+        first exit at least ``c_thr`` sure answers, else the network's output; a frame answered early skips the
+        later layers (core.progressive.answer_early).
         """
         if not self._has_exits:
             classes, confidence = self.predict(payload, serving)
@@ -400,12 +401,9 @@ class CloudTrainer(_Trainer):
         self.check(payload, train=False)
         features = codec.decode(payload)
         if serving is not None:
-            exits = serving.exit_logits(features)
-        else:
-            self.model.eval()
-            exits = self.model.forward_exits(features)
-        classes, confidence, index, _ = progressive.answers(exits, *self.answering)
-        return classes, confidence, index
+            return serving.answer_early(features, *self.answering)
+        self.model.eval()
+        return progressive.answer_early(self.model.stages(), features, *self.answering)[:3]
 
 
 def _labels(payload: codec.FeaturePayload) -> torch.Tensor:
@@ -445,10 +443,10 @@ class ServingCopy:
             return _predictions(self.model(inputs))
 
     @torch.no_grad()
-    def exit_logits(self, inputs: torch.Tensor) -> list[torch.Tensor]:
-        """Every exit's logits, from a model with ``forward_exits`` (a cloud part with early exits)."""
+    def answer_early(self, inputs: torch.Tensor, c_thr: float, measure: str) -> tuple[np.ndarray, ...]:
+        """Class, confidence and answering exit per frame from a model with ``stages`` (a cloud part with exits)."""
         with self._lock:
-            return self.model.forward_exits(inputs)
+            return progressive.answer_early(self.model.stages(), inputs, c_thr, measure)[:3]
 
 
 class FullCloudTrainer(_Trainer):
