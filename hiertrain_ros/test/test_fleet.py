@@ -4,6 +4,7 @@ Each edge (with its own camera) runs in its robot's namespace, the cloud in the 
 shared.  Every training batch of each edge must be trained once and acknowledged to that edge, and to no other.
 """
 
+import math
 import os
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from collections import Counter
 import pytest
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
-from hiertrain_interfaces.msg import Heartbeat, Prediction, TrainingMetrics
+from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
 
-from hiertrain_ros.ros_common import RECORD_QOS, TOPICS, heartbeat_qos, stamp_ns
+from hiertrain_ros.core import codec
+from hiertrain_ros.core.config import CloudConfig
+from hiertrain_ros.ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, stamp_ns
 from hiertrain_ros.runner import MonitorThread, stop_processes
 from waiting import wait_for
 
@@ -39,13 +42,14 @@ class Fleet:
     The parameters sit under ``/**``, which matches the node in any namespace.
     """
 
-    def __init__(self, tmp_path):
+    def __init__(self, tmp_path, params: dict = PARAMS):
         self.dir = tmp_path
+        self.params = params
         self.procs = {}
 
     def start(self, node: str, namespace: str = "") -> None:
         params = self.dir / f"{namespace or 'root'}-{node}.yaml"
-        params.write_text(yaml.safe_dump({"/**": {"ros__parameters": PARAMS[node]}}))
+        params.write_text(yaml.safe_dump({"/**": {"ros__parameters": self.params[node]}}))
         cmd = [sys.executable, "-m", f"hiertrain_ros.{node}", "--ros-args", "--params-file", str(params)]
         if namespace:
             cmd += ["-r", f"__ns:=/{namespace}"]
@@ -138,6 +142,64 @@ def test_two_edges_one_cloud_keep_their_batches_apart(ros_env, tmp_path):
             assert answered <= edge_answers[robot], f"cloud answers for {robot} name frames {robot} never sent"
         codes = fleet.stop()
         assert all(code == 0 for code in codes.values()), codes
+    finally:
+        fleet.stop()
+        monitor.close()
+
+
+def test_a_flood_from_one_publisher_starves_neither_robot(ros_env, tmp_path):
+    """Two robots stream while a third publisher floods the cloud with valid batches of the largest size it takes.
+
+    The cloud shares its training between publishers (per-robot deficit round robin on samples), so each robot's
+    batches made during the flood are trained within seconds of it, and the flood is served too.
+    """
+    params = {**PARAMS, "edge_node": {**PARAMS["edge_node"], "predict_every": 10**8 + 1},  # training only
+              "camera_sim": {**PARAMS["camera_sim"], "max_frames": 10**6}}  # streams throughout
+    monitor = MonitorThread()
+    mon = monitor.node
+    made = {}  # (robot, seq) -> monotonic time its edge's metrics arrived: when it was made
+    trained = set()  # (robot, seq) the cloud trained
+    real = []  # one real training batch, the flood's template
+    for robot in ROBOTS:
+        mon.create_subscription(TrainingMetrics, f"/{robot}/{TOPICS['edge_metrics']}",
+                                lambda m: made.setdefault((m.robot_id, m.seq), time.monotonic()), RECORD_QOS)
+    mon.create_subscription(TrainingMetrics, "/" + TOPICS["cloud_metrics"],
+                            lambda m: trained.add((m.robot_id, m.seq)), RECORD_QOS)
+    mon.create_subscription(FeatureBatch, TOPICS["features"],
+                            lambda m: real.append(m) if m.purpose == FeatureBatch.PURPOSE_TRAIN and not real else None,
+                            RELIABLE_QOS)
+    feature_pub = mon.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
+    fleet = Fleet(tmp_path, params)
+    try:
+        fleet.start("cloud_node")
+        for robot in ROBOTS:
+            fleet.start("edge_node", robot)
+            fleet.start("camera_sim", robot)
+        wait_for(lambda: all(sum(r == robot for r, _ in trained) >= 3 for robot in ROBOTS)
+                 and feature_pub.get_subscription_count() >= 2,  # the cloud and this monitor
+                 300, "the cloud training both robots' batches",
+                 lambda: f"{fleet.alive()} made {len(made)} trained {Counter(r for r, _ in trained)}")
+        n, shape = CloudConfig.max_batch_samples, list(real[0].shape)
+        flood = FeatureBatch(model_hash=real[0].model_hash, encoder_version=real[0].encoder_version,
+                             robot_id="flooder", purpose=FeatureBatch.PURPOSE_TRAIN, split_point=real[0].split_point,
+                             bits=real[0].bits, scale=1.0, shape=[n, *shape[1:]], labels=[0] * n,
+                             data=bytes(codec.packed_size(n * math.prod(shape[1:]), real[0].bits)))
+        flood_seqs = range(10**9, 10**9 + 300)  # an edge numbers its batches from its start time in µs
+        start = time.monotonic()
+        for seq in flood_seqs:  # 20 per second for 15 s: far more than the cloud can train
+            flood.seq = seq
+            feature_pub.publish(flood)
+            time.sleep(0.05)
+        end = time.monotonic()
+        during = {robot: {key for key, t in list(made.items()) if key[0] == robot and start <= t <= end}
+                  for robot in ROBOTS}
+        wait_for(lambda: all(during[r] <= trained for r in ROBOTS), 10,
+                 "both robots' batches made during the flood trained",
+                 lambda: f"not trained: { {r: len(during[r] - trained) for r in ROBOTS} } of "
+                         f"{ {r: len(during[r]) for r in ROBOTS} }; flood trained "
+                         f"{sum(r == 'flooder' for r, _ in trained)}")
+        assert all(len(during[r]) >= 10 for r in ROBOTS), {r: len(during[r]) for r in ROBOTS}
+        assert any(r == "flooder" for r, _ in trained), "the flood is served too"
     finally:
         fleet.stop()
         monitor.close()
