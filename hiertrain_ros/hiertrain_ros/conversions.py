@@ -15,7 +15,7 @@ from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, HierTensor, Label,
 from sensor_msgs.msg import Image
 
 from .core import codec
-from .core.frames import decode_frame
+from .core.frames import MAX_SIDE, decode_frame
 
 if TYPE_CHECKING:
     from .core.hierexec import Packet
@@ -26,9 +26,9 @@ _CODING_IDS = {"none": FeatureBatch.CODING_NONE, "zstd": FeatureBatch.CODING_ZST
 _CODING_NAMES = {v: k for k, v in _CODING_IDS.items()}
 
 
-def frame_from_msg(msg: Image) -> np.ndarray:
-    """RGB uint8 H x W x 3 frame of an rgb8/bgr8/mono8 image."""
-    return decode_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+def frame_from_msg(msg: Image, max_side: int = MAX_SIDE) -> np.ndarray:
+    """RGB uint8 H x W x 3 frame of an rgb8/bgr8/mono8 image no taller or wider than ``max_side``."""
+    return decode_frame(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_side)
 
 
 def image_msg(frame: np.ndarray, stamp, frame_id: str = "camera") -> Image:

@@ -181,7 +181,7 @@ class EdgeNode(TrainerNode):
     # -- executor callbacks: validate and enqueue only ------------------------------------------
     def on_image(self, msg: Image) -> None:
         try:
-            frame = conversions.frame_from_msg(msg)
+            frame = conversions.frame_from_msg(msg, self.config.max_frame_side)
         except ValueError as exc:
             self.rejections("image", exc)
             return

@@ -20,8 +20,8 @@ from sensor_msgs.msg import Image
 
 from hiertrain_ros import conversions
 from hiertrain_ros.core import codec
-from hiertrain_ros.core.config import CloudConfig
-from hiertrain_ros.core.frames import ENCODINGS, MAX_SIDE
+from hiertrain_ros.core.config import CloudConfig, EdgeConfig
+from hiertrain_ros.core.frames import ENCODINGS, MAX_SIDE, decode_frame
 from waiting import wait_for
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,6 +71,18 @@ def test_frame_round_trip_of_a_camera_image():
     frame = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     msg = conversions.image_msg(frame, Time(sec=1, nanosec=2))
     assert np.array_equal(conversions.frame_from_msg(msg), frame)
+
+
+def test_max_side_refuses_larger_frames_and_is_capped():
+    msg = conversions.image_msg(np.zeros((480, 640, 3), np.uint8), Time(sec=1))
+    assert conversions.frame_from_msg(msg, 640).shape == (480, 640, 3)
+    with pytest.raises(ValueError, match=r"must be in 1\.\.480, got 480x640"):
+        conversions.frame_from_msg(msg, 480)
+    with pytest.raises(ValueError, match=f"must be in 1..{MAX_SIDE}"):  # a larger max_side does not lift the cap
+        decode_frame("mono8", MAX_SIDE + 1, 1, 1, bytes(MAX_SIDE + 1), max_side=10 * MAX_SIDE)
+    for bad in (0, MAX_SIDE + 1):
+        with pytest.raises(ValueError, match="max_frame_side"):
+            EdgeConfig(max_frame_side=bad)
 
 
 # -- labels ----------------------------------------------------------------------------------------
@@ -505,6 +517,43 @@ def test_a_flood_of_valid_large_batches_does_not_starve_the_robot(ros_env, tmp_p
                  lambda: f"{len(during - mon.trained_by_cloud())} of {len(during)} not; flood trained "
                          f"{len(trained_flood)}, cloud {mon.status.get('cloud_node')}")
         assert len(during) > 20 and trained_flood, (len(during), len(trained_flood))  # both were served
+    finally:
+        graph.stop()
+        monitor.close()
+
+
+@pytest.mark.system
+@pytest.mark.parametrize("max_frame_side", [480, 640])
+def test_live_edge_bounds_the_frame_size(ros_env, tmp_path, max_frame_side):
+    """A 640x480 camera: refused and counted by an edge whose ``max_frame_side`` is below 640, answered at 640."""
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from hiertrain_ros.runner import Graph, MonitorThread
+
+    graph = Graph(("camera_sim", "edge_node"), log_dir=tmp_path / "logs",
+                  overrides={"camera_sim": {"width_px": 640, "height_px": 480, "rate_hz": 20.0},
+                             "edge_node": {"max_frame_side": max_frame_side}})
+    monitor = MonitorThread()
+    mon = monitor.node
+    diag = {}
+    mon.create_subscription(DiagnosticArray, "/diagnostics",
+                            lambda msg: diag.update({s.hardware_id: [(kv.key, kv.value) for kv in s.values]
+                                                     for s in msg.status}), 50)
+    graph.start()
+    try:
+        refused = max_frame_side < 640
+        if refused:
+            wait_for(lambda: _count(_diagnostics(diag), "edge_node", "rejected_image") >= 20, 60,
+                     "the edge refusing the camera's frames", lambda: _diagnostics(diag).get("edge_node"))
+            assert mon.counts["edge_predictions"] == 0
+        else:
+            wait_for(lambda: mon.counts["edge_predictions"] >= 20 and "edge_node" in diag, 60,
+                     "the edge answering the camera's frames")
+            assert _count(_diagnostics(diag), "edge_node", "rejected_image") == 0
+        log = (tmp_path / "logs" / "edge_node.log").read_text(errors="replace")
+        assert ("height and width must be in 1..480, got 480x640" in log) == refused
+        codes = graph.stop()
+        assert all(code == 0 for code in codes.values()), codes
     finally:
         graph.stop()
         monitor.close()

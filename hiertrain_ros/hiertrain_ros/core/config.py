@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from .archs import ARCHS, POSITIONS, SplitSpec  # noqa: F401 (ARCHS re-exported)
 from .codec import MAX_ROBOT_ID
+from .frames import MAX_SIDE
 from .coding import CODINGS, DEFAULT_CODING
 from .optim import OptimConfig, paper_optim
 from .replay import MEMORY_POLICIES, STALENESS
@@ -173,6 +174,9 @@ class EdgeConfig(ModelParams):
     buffer_size: int = 512          # labelled frames waiting for training (drop-oldest)
     queue_size: int = 64            # frames waiting for inference (drop-oldest)
     pending_size: int = 256         # frames waiting for their label, and labels for their frame
+    max_frame_side: int = MAX_SIDE  # frames taller or wider than this (px) are refused and counted
+                                    # (rejected_image); the camera's own size, e.g. 640, keeps the node's memory
+                                    # and time per frame bounded against a hostile or misconfigured publisher
     predict_every: int = 1          # early-exit prediction (and cloud features) for every k-th frame
     infer_batch: int = 16           # most frames predicted in one forward pass
     coding: str = DEFAULT_CODING    # lossless coding of the feature codes on the link: "zstd" or "none"
@@ -223,6 +227,8 @@ class EdgeConfig(ModelParams):
                   "heartbeat_timeout_s", "checkpoint_every", "move_drain_timeout_s")
         if len(self.robot_id) > MAX_ROBOT_ID:
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
+        if not 1 <= self.max_frame_side <= MAX_SIDE:
+            raise ValueError(f"max_frame_side must be in 1..{MAX_SIDE}, got {self.max_frame_side}")
         for name in ("link_budget_bps", "outbox_memory_bits"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -13,13 +13,17 @@ ENCODINGS = {"rgb8": 3, "bgr8": 3, "mono8": 1}
 MAX_SIDE = 4096  # above 4K UHD, small enough that a hostile header cannot cost gigabytes
 
 
-def decode_frame(encoding: str, height: int, width: int, step: int, data) -> np.ndarray:
-    """RGB uint8 H x W x 3 view of a frame, or ``ValueError`` naming what is wrong."""
+def decode_frame(encoding: str, height: int, width: int, step: int, data, max_side: int = MAX_SIDE) -> np.ndarray:
+    """RGB uint8 H x W x 3 view of a frame, or ``ValueError`` naming what is wrong.
+
+    ``max_side`` (at most ``MAX_SIDE``) is the largest height or width accepted.
+    """
     channels = ENCODINGS.get(encoding)
     if channels is None:
         raise ValueError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
-    if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise ValueError(f"height and width must be in 1..{MAX_SIDE}, got {height}x{width}")
+    max_side = min(max_side, MAX_SIDE)
+    if not (1 <= height <= max_side and 1 <= width <= max_side):
+        raise ValueError(f"height and width must be in 1..{max_side}, got {height}x{width}")
     row = width * channels
     if step < row:
         raise ValueError(f"step {step} is smaller than width*channels {row}")
