@@ -402,8 +402,10 @@ def make_executor(kind: str):
     ``single``: rclpy's SingleThreadedExecutor, which rebuilds its wait set over every entity of the node
     (a lifecycle node has about 40: services, timers, QoS events) in Python after each wake-up.
     ``events``: rclpy's EventsExecutor (``rclpy.experimental`` in this ROS release), which dispatches each
-    message from C++: the edge node took in a 400 Hz camera (frames and labels) for a quarter of the CPU, but
-    under a 0.3-core quota it stopped receiving frames in 2 of 3 link-bench runs (issue 14, docs/linkbench.md).
+    message from C++: the edge node took in a 400 Hz camera (frames and labels) for a quarter of the CPU, and
+    under a 0.3-core quota it trained about 1.5x faster than with ``single`` (issue 14, docs/linkbench.md).  It is
+    experimental in rclpy, so ``single`` stays the default.  (Link-bench runs once read as this executor
+    stalling were a camera that had stopped: the edge had received fewer frames than the run needed.)
     """
     if kind == "single":
         return SingleThreadedExecutor()

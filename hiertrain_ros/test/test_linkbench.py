@@ -106,9 +106,10 @@ def test_bench_link_args_carry_budget_bits_and_positions():
     assert cfg.spec().budget_bits == 8192 and cfg.alpha == 2.0
     nodes = node_overrides(cfg, 1.1e6)
     assert (nodes["*"]["bits"], nodes["*"]["budget_bits"], nodes["*"]["model"]) == (2, 8192, "resnet18")
-    # Labelled frames only, no answers: only training batches use the link.
-    frames = nodes["camera_sim"]["max_frames"]
-    assert cfg.samples <= frames < min(nodes["edge_node"]["predict_every"], nodes["camera_sim"]["holdout_every"])
+    # Labelled frames only, no answers: only training batches use the link.  The camera streams until the run
+    # ends, so an edge that loses frames still gets its samples.
+    assert nodes["camera_sim"]["max_frames"] == 0
+    assert min(nodes["edge_node"]["predict_every"], nodes["camera_sim"]["holdout_every"]) >= 10**9
     args = build_parser().parse_args(["--alpha", "measured", "--json", "x.json"])
     assert config_from_args(args)[0].alpha is None
     args = build_parser().parse_args(["--positions", "5,1,3", "--json", "x.json"])
