@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 
 from .archs import ARCHS, POSITIONS, SplitSpec  # noqa: F401 (ARCHS re-exported)
 from .codec import MAX_ROBOT_ID
-from .frames import MAX_SIDE
 from .coding import CODINGS, DEFAULT_CODING
+from .frames import MAX_SIDE
 from .optim import OptimConfig, paper_optim
 from .replay import MEMORY_POLICIES, STALENESS
 from .splits import parse_split_schedule
