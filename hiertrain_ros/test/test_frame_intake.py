@@ -105,7 +105,7 @@ def test_executors_by_name(ros_env):
     from hiertrain_ros.edge_node import EdgeNode
     from hiertrain_ros.ros_common import make_executor
 
-    assert EdgeNode.executor_kind == "single", "events stalled the edge's intake under a CPU quota (issue 14)"
+    assert EdgeNode.executor_kind == "single", "events is experimental in rclpy: an option, not the default (issue 14)"
     rclpy.init()
     try:
         assert isinstance(make_executor("single"), SingleThreadedExecutor)
