@@ -4,7 +4,6 @@ Each edge (with its own camera) runs in its robot's namespace, the cloud in the 
 shared.  Every training batch of each edge must be trained once and acknowledged to that edge, and to no other.
 """
 
-import math
 import os
 import subprocess
 import sys
@@ -16,10 +15,9 @@ import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics
 
-from hiertrain_ros.core import codec
-from hiertrain_ros.core.config import CloudConfig
 from hiertrain_ros.ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, heartbeat_qos, stamp_ns
 from hiertrain_ros.runner import MonitorThread, stop_processes
+from flooding import flood_cloud
 from waiting import wait_for
 
 pytestmark = [pytest.mark.system, pytest.mark.slow]
@@ -179,18 +177,7 @@ def test_a_flood_from_one_publisher_starves_neither_robot(ros_env, tmp_path):
                  and feature_pub.get_subscription_count() >= 2,  # the cloud and this monitor
                  300, "the cloud training both robots' batches",
                  lambda: f"{fleet.alive()} made {len(made)} trained {Counter(r for r, _ in trained)}")
-        n, shape = CloudConfig.max_batch_samples, list(real[0].shape)
-        flood = FeatureBatch(model_hash=real[0].model_hash, encoder_version=real[0].encoder_version,
-                             robot_id="flooder", purpose=FeatureBatch.PURPOSE_TRAIN, split_point=real[0].split_point,
-                             bits=real[0].bits, scale=1.0, shape=[n, *shape[1:]], labels=[0] * n,
-                             data=bytes(codec.packed_size(n * math.prod(shape[1:]), real[0].bits)))
-        flood_seqs = range(10**9, 10**9 + 300)  # an edge numbers its batches from its start time in µs
-        start = time.monotonic()
-        for seq in flood_seqs:  # 20 per second for 15 s: far more than the cloud can train
-            flood.seq = seq
-            feature_pub.publish(flood)
-            time.sleep(0.05)
-        end = time.monotonic()
+        start, end = flood_cloud(feature_pub, real[0])
         during = {robot: {key for key, t in list(made.items()) if key[0] == robot and start <= t <= end}
                   for robot in ROBOTS}
         wait_for(lambda: all(during[r] <= trained for r in ROBOTS), 10,

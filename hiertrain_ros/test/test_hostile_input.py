@@ -22,6 +22,7 @@ from hiertrain_ros import conversions
 from hiertrain_ros.core import codec
 from hiertrain_ros.core.config import CloudConfig, EdgeConfig
 from hiertrain_ros.core.frames import ENCODINGS, MAX_SIDE, decode_frame
+from flooding import FLOOD_SEQS, flood_cloud
 from waiting import wait_for
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -499,20 +500,9 @@ def test_a_flood_of_valid_large_batches_does_not_starve_the_robot(ros_env, tmp_p
     try:
         wait_for(lambda: len(mon.trained_seqs["cloud"]) >= 5 and real and feature_pub.get_subscription_count() >= 2,
                  90, "the cloud training")
-        n, shape = CloudConfig.max_batch_samples, list(real[0].shape)
-        flood = FeatureBatch(model_hash=real[0].model_hash, encoder_version=real[0].encoder_version,
-                             robot_id="flooder", purpose=FeatureBatch.PURPOSE_TRAIN, split_point=real[0].split_point,
-                             bits=real[0].bits, scale=1.0, shape=[n, *shape[1:]], labels=[0] * n,
-                             data=bytes(codec.packed_size(n * math.prod(shape[1:]), real[0].bits)))
-        flood_seqs = range(10**9, 10**9 + 300)  # the edge numbers its batches from its start time in µs
-        start = time.monotonic()
-        for seq in flood_seqs:  # 20 per second for 15 s
-            flood.seq = seq
-            feature_pub.publish(flood)
-            time.sleep(0.05)
-        end = time.monotonic()
+        start, end = flood_cloud(feature_pub, real[0])
         during = {seq for seq, t in list(mon.edge_batch_times.items()) if start <= t <= end}
-        trained_flood = [s for s in mon.trained_seqs["cloud"] if s in flood_seqs]
+        trained_flood = [s for s in mon.trained_seqs["cloud"] if s in FLOOD_SEQS]
         wait_for(lambda: during <= mon.trained_by_cloud(), 10, "the robot's batches made during the flood trained",
                  lambda: f"{len(during - mon.trained_by_cloud())} of {len(during)} not; flood trained "
                          f"{len(trained_flood)}, cloud {mon.status.get('cloud_node')}")
