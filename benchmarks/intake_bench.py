@@ -74,6 +74,7 @@ def run_stream(args, executor: str, log_dir: Path | None) -> dict:
 
     overrides = node_overrides(bench_config(args), 1.1e6)
     overrides["edge_node"]["executor"] = executor  # an older tree's node ignores it (single)
+    overrides["camera_sim"]["max_frames"] = args.frames  # the link bench's camera streams until stopped
     scratch = tempfile.TemporaryDirectory(prefix="intake-")
     logs = log_dir / executor if log_dir else Path(scratch.name)
     graph = Graph(("edge_node", "camera_sim"), overrides=overrides, env={"ROS_DOMAIN_ID": str(args.domain)},
