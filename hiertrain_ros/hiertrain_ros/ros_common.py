@@ -404,8 +404,10 @@ def make_executor(kind: str):
     ``events``: rclpy's EventsExecutor (``rclpy.experimental`` in this ROS release), which dispatches each
     message from C++: the edge node took in a 400 Hz camera (frames and labels) for a quarter of the CPU, and
     under a 0.3-core quota it trained about 1.5x faster than with ``single`` (issue 14, docs/linkbench.md).  It is
-    experimental in rclpy, so ``single`` stays the default.  (Link-bench runs once read as this executor
-    stalling were a camera that had stopped: the edge had received fewer frames than the run needed.)
+    experimental in rclpy, with an open segfault when subscriptions or publishers with event callbacks are destroyed
+    while it spins (ros2/rclpy#1644; a lifecycle node's deactivate does that), so ``single`` stays the default.
+    (Link-bench runs once read as this executor stalling were a camera that had stopped: the edge had received
+    fewer frames than the run needed.)
     """
     if kind == "single":
         return SingleThreadedExecutor()
