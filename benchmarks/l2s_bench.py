@@ -10,7 +10,9 @@ which split) it computes the per-sample training delay over time, per link segme
 - Algorithm 1's static choice (``core.planner.select_position`` at the first segment's rate, see
   :func:`algorithm1`);
 - the oracle: per segment, the best fixed run's delay in that segment (moves free);
-- LinUCB-E's delay per segment after its first ``--rounds`` rounds there, against the oracle's in the same window;
+- the steady oracle: per segment, the best of the ``steady:P@RATE`` runs, each a fixed split P on a link held at the
+  segment's rate from the start (no backlog from an earlier, slower segment), in the same window;
+- LinUCB-E's delay per segment after its first ``--rounds`` rounds there, against both oracles in the same window;
 - cumulative regret (seconds) against the oracle.
 
 Needs root, iproute2 and the cgroup-v1 CPU controller (docs/linkbench.md).  docs/l2s_bench.md has the set-up.
@@ -50,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--acc-batches", type=int, default=50, help="final accuracy: the cloud's last N training batches")
     p.add_argument("--set", action="append", default=[], metavar="NODE.NAME=VALUE",
                    help="more parameter overrides for every run")
-    p.add_argument("--runs", default="all", help="'all', or a comma list of fixed:P and linucb (a smoke test)")
+    p.add_argument("--runs", default="all",
+                   help="'all', or a comma list of linucb, fixed:P and steady (every steady:P@RATE run)")
     p.add_argument("--log-dir", default=None, help="node logs and each run's raw report under DIR/RUN/")
     p.add_argument("--reanalyse", action="store_true",
                    help="run nothing: analyse the raw reports an earlier run left under --log-dir")
@@ -195,11 +198,40 @@ def algorithm1(candidates: list[int], rate_bps: float, quota: float, measured_s_
             "measured_epoch_s": result.measured_s, "s2": result.s2, "s3": result.s3, "rate_bps": rate_bps}
 
 
+def segment_bounds(schedule, segment_s: float) -> list[tuple[float, float, float]]:
+    """(start, end, rate) per link segment, on the schedule's clock."""
+    duration = schedule[-1][0] + segment_s
+    return [(start, (schedule[i + 1][0] if i + 1 < len(schedule) else duration), rate)
+            for i, (start, rate) in enumerate(schedule)]
+
+
+def steady_names(schedule, candidates: list[int]) -> list[str]:
+    """Name the steady runs: each candidate on a link held at each of the schedule's rates."""
+    rates = sorted({rate for _, rate in schedule}, reverse=True)
+    return [f"steady:{p}@{rate:.6g}" for rate in rates for p in candidates]
+
+
+def steady_oracle(rows: dict, a: float, u: float, b: float, rate: float, batch: int) -> tuple[str | None, float | None]:
+    """Return the best steady run at ``rate`` and its delay over [u, b) of a segment that starts at ``a``.
+
+    Each steady run is measured in the same window of its own run (its clock starts after its warm-up).
+
+    A steady run holds the link at one rate from its start, so no slower segment left a backlog in its outbox: its
+    delay is the split's own at that rate, which is what an oracle that knows the true per-split costs pays.
+    """
+    seg = {n: delay_ms(r, u - a, b - a, batch, 0.0) for n, r in rows.items()
+           if n.startswith("steady:") and math.isclose(float(n.rpartition("@")[2]), rate, rel_tol=1e-6)}
+    seg = {n: d for n, d in seg.items() if d}
+    if not seg:
+        return None, None
+    best = min(seg, key=seg.get)
+    return best, seg[best]
+
+
 def analyse(runs: dict, schedule, args) -> dict:
     batch = 32
-    duration = schedule[-1][0] + args.segment_s
-    bounds = [(start, (schedule[i + 1][0] if i + 1 < len(schedule) else duration), rate)
-              for i, (start, rate) in enumerate(schedule)]
+    bounds = segment_bounds(schedule, args.segment_s)
+    duration = bounds[-1][1]
     rows = {name: timeline(r) for name, r in runs.items()}
     out = {"segments": [{"start_s": a, "end_s": b, "rate_bps": rate} for a, b, rate in bounds], "runs": {}}
     for name, report in runs.items():
@@ -222,6 +254,10 @@ def analyse(runs: dict, schedule, args) -> dict:
             "edge_frames": edge.get("frames"), "edge_dropped_train_buffer": edge.get("dropped_train_buffer"),
             "launch_exit": report.get("launch_exit"), "exit_codes": report.get("exit_codes"),
         }
+    steady = [steady_oracle(rows, a, a, b, rate, batch) for a, b, rate in bounds]
+    if any(d for _, d in steady):
+        out["steady_oracle_arm_per_segment"] = [n for n, _ in steady]
+        out["steady_oracle_segment_delay_ms"] = [d for _, d in steady]
     fixed = {n: v for n, v in out["runs"].items() if n.startswith("fixed:")}
     if not fixed:
         return out
@@ -239,13 +275,17 @@ def analyse(runs: dict, schedule, args) -> dict:
     if "linucb" in runs:
         lin = rows["linucb"]
         after = []
-        for i, (a, b, _) in enumerate(bounds):
+        for i, (a, b, rate) in enumerate(bounds):
             t, rounds = round_times(lin, a, b, args.round_steps, args.rounds)
             row = {"segment": i, "rounds_in_segment": rounds, "window_start_s": t, "oracle": oracle[i]}
             if t is not None and b - t >= args.bin_s and oracle[i]:
                 row["linucb_ms"] = delay_ms(lin, t, b, batch, a)
                 row["oracle_ms"] = delay_ms(rows[oracle[i]], t, b, batch, a)
                 row["ratio"] = row["linucb_ms"] / row["oracle_ms"] if row["linucb_ms"] and row["oracle_ms"] else None
+            if t is not None and b - t >= args.bin_s:
+                row["steady_oracle"], row["steady_oracle_ms"] = steady_oracle(rows, a, t, b, rate, batch)
+                if row.get("linucb_ms") and row["steady_oracle_ms"]:
+                    row["steady_ratio"] = row["linucb_ms"] / row["steady_oracle_ms"]
             after.append(row)
         out["linucb_after_rounds"] = after
         out["regret"] = {n: regret_curve(rows[n], rows, oracle, bounds, batch, args.bin_s)
@@ -256,6 +296,9 @@ def analyse(runs: dict, schedule, args) -> dict:
             "within_10pct_of_oracle_after_rounds": {
                 "met": bool(ratios) and all(x is not None and x <= 1.10 for x in ratios),
                 "ratios": ratios},
+            **({"within_10pct_of_steady_oracle_after_rounds": {
+                "met": all(r.get("steady_ratio") is not None and r["steady_ratio"] <= 1.10 for r in after),
+                "ratios": [r.get("steady_ratio") for r in after]}} if "steady_oracle_segment_delay_ms" in out else {}),
             "beats_best_fixed": {"met": bool(lin_total and lin_total < fixed[best]["total_delay_ms"]),
                                  "linucb_ms": lin_total, "best_fixed_ms": fixed[best]["total_delay_ms"]},
             "zero_batches_lost": {"met": _lost(out["runs"]["linucb"]["batches"]) <= 0,
@@ -324,6 +367,8 @@ def print_tables(summary: dict) -> None:
     print("\nPer-sample training delay (ms/sample) per link segment:")
     print(" | ".join(head))
     for name, v in summary["runs"].items():
+        if name.startswith("steady:"):  # one segment each, below
+            continue
         cells = [name] + [_f(x) for x in v["segment_delay_ms"]] + [
             _f(v["total_delay_ms"]), str(v["moves"]), v["move_pause_ms_last5"] or "-",
             str(v["batches"]["made"]), str(v["batches"]["trained"]), str(_counted(v["batches"])),
@@ -334,12 +379,20 @@ def print_tables(summary: dict) -> None:
         print(" | ".join(["oracle"] + [_f(x) for x in summary["oracle_segment_delay_ms"]]
                          + [_f(summary["oracle_total_delay_ms"])]))
         print(f"oracle arms per segment: {summary['oracle_arm_per_segment']}; best fixed: {summary['best_fixed']}")
+    steady = {n: v["segment_delay_ms"][0] for n, v in summary["runs"].items() if n.startswith("steady:")}
+    if steady:
+        print("steady runs (ms/sample over the first segment's length): "
+              + ", ".join(f"{n} {_f(d)}" for n, d in steady.items()))
+    if "steady_oracle_segment_delay_ms" in summary:
+        print(" | ".join(["steady oracle"] + [_f(x) for x in summary["steady_oracle_segment_delay_ms"]]))
+        print(f"steady oracle runs per segment: {summary['steady_oracle_arm_per_segment']}")
     if "algorithm1" in summary:
         print(f"Algorithm 1's static choice: {summary['algorithm1']['chosen']}")
     for row in summary.get("linucb_after_rounds", []):
         print(f"segment {row['segment']}: {row['rounds_in_segment']} rounds; after {summary['rounds']} rounds "
               f"(from {_f(row['window_start_s'])} s): linucb {_f(row.get('linucb_ms'))} vs oracle "
-              f"{_f(row.get('oracle_ms'))} ms/sample, ratio {_f(row.get('ratio'), 3)}")
+              f"{_f(row.get('oracle_ms'))} ms/sample, ratio {_f(row.get('ratio'), 3)}; steady oracle "
+              f"{_f(row.get('steady_oracle_ms'))}, ratio {_f(row.get('steady_ratio'), 3)}")
     for name, t in summary.get("targets", {}).items():
         print(f"target {name}: {'met' if t['met'] else 'MISSED'} {({k: v for k, v in t.items() if k != 'met'})}")
 
@@ -357,9 +410,15 @@ def plot(summary: dict, path: str) -> None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
     colors = {name: f"C{i}" for i, name in enumerate(summary["runs"])}  # one colour per run in both panels
     for name, v in summary["runs"].items():
+        if name.startswith("steady:"):  # each on its own constant link: not on the schedule's clock
+            continue
         pts = [(t, d) for t, d in v["delay_over_time"] if d is not None]
         ax1.plot([t for t, _ in pts], [d for _, d in pts], label=name, lw=2.2 if name == "linucb" else 1.2,
                  color=colors[name])
+    for i, (s, d) in enumerate(zip(summary["segments"], summary.get("steady_oracle_segment_delay_ms", []))):
+        if d:
+            ax1.hlines(d, s["start_s"], s["end_s"], color="black", ls="--", lw=1.0,
+                       label="steady oracle" if i == 0 else None)
     for s in summary["segments"]:
         ax1.axvline(s["start_s"], color="grey", lw=0.6, ls=":")
         ax1.text(s["start_s"] + 1, 0.98, f"{s['rate_bps'] / 1e6:.3g} Mbit/s", transform=ax1.get_xaxis_transform(),
@@ -387,19 +446,30 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     schedule = parse_link_schedule(args.link)
     candidates = [int(p) for p in args.candidates.split(",")]
-    names = ["linucb"] + [f"fixed:{p}" for p in candidates] if args.runs == "all" else args.runs.split(",")
+    names = ["linucb", *(f"fixed:{p}" for p in candidates), "steady"] if args.runs == "all" else args.runs.split(",")
+    if "steady" in names:
+        names.remove("steady")
+        names += steady_names(schedule, candidates)
     duration = args.warmup_s + schedule[-1][0] + args.segment_s
     link = launch_schedule(schedule, args.warmup_s)
+    longest = max(b - a for a, b, _ in segment_bounds(schedule, args.segment_s))
     log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="l2s_bench-"))
     if args.reanalyse and not args.log_dir:
         raise SystemExit("--reanalyse needs --log-dir")
-    runs = {}
+    runs, overrides = {}, {}
     for name in names:
         policy, _, point = name.partition(":")
-        sets = run_overrides(args, policy, int(point) if point else candidates[0])
+        point, _, rate = point.partition("@")
+        point = int(point) if point else candidates[0]
+        if rate:  # a steady run: fixed at ``point`` on a link held at ``rate``
+            policy, run_s = "fixed", args.warmup_s + longest
+            run_link = launch_schedule([(0.0, float(rate))], args.warmup_s)
+        else:
+            run_link, run_s = link, duration
+        sets = overrides[name] = run_overrides(args, policy, point)
         out = log_dir / name.replace(":", "_")
         report = json.loads((out / "report.json").read_text()) if args.reanalyse else launch(
-            name, sets, link, duration, args, out)
+            name, sets, run_link, run_s, args, out)
         # The analysis counts from the end of the warm-up.
         report["started_after_monitor_s"] += args.warmup_s
         runs[name] = report
@@ -412,8 +482,7 @@ def main(argv=None) -> int:
         summary["algorithm1_run"] = f"fixed:{summary['algorithm1']['chosen']}"
     summary["rounds"] = args.rounds
     summary["config"] = {**vars(args), "launch_link": link, "duration_s": duration,
-                         "overrides": {n: run_overrides(args, n.partition(":")[0],
-                                                        int(n.partition(":")[2] or candidates[0])) for n in names}}
+                         "overrides": overrides}
     print_tables(summary)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(summary, indent=1))
