@@ -157,6 +157,8 @@ def batches_row(report: dict) -> dict:
     cloud = report["node_status"].get("cloud_node", {})
     ages = b["not_trained_by_cloud_age_s"]
     return {"made": b["edge"], "trained": b["cloud"], "trained_twice": b["cloud_trained_twice"],
+            # made and trained when the edge sent its last status: the moment of its outbox and dropped counts
+            "at_edge_status": b.get("at_edge_status"),
             "untrained_at_end": len(ages), "untrained_older_than_30s": sum(a > 30 for a in ages),
             "outbox_dropped": int(edge.get("outbox_dropped", 0)), "outbox_expired": int(edge.get("outbox_expired", 0)),
             "outbox_at_end": int(edge.get("outbox", 0)), "unacked_at_end": int(edge.get("unacked", 0)),
@@ -317,7 +319,8 @@ def _lost(b: dict) -> int:
     The edge's counts come from its last status, up to a second older than the last metrics the monitor got,
     so a count a few below zero means the status lagged, never that a batch was trained twice.
     """
-    return b["made"] - b["trained"] - _counted(b) - b["outbox_at_end"] - b["unacked_at_end"]
+    now = b.get("at_edge_status") or b  # a report from before the counts at the edge's status: at the end
+    return now["made"] - now["trained"] - _counted(b) - b["outbox_at_end"] - b["unacked_at_end"]
 
 
 def _counted(b: dict) -> int:

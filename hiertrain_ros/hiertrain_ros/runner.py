@@ -191,9 +191,10 @@ class Monitor(Node):
         self.link: LinkStatus | None = None
         self.live_adaptation: AdaptationMetrics | None = None  # the fallback's latest
         self.status: dict[str, dict[str, str]] = {}  # latest /diagnostics values per node
+        self.status_times: dict[str, float] = {}  # when each node published its latest status
         self.peaks: Counter = Counter()  # high-water marks of the nodes' queues
         self.heartbeat_times: list[float] = []
-        self.cloud_acked: set[int] = set()  # batches the cloud acknowledged (= trained), from its heartbeats
+        self.cloud_acked: dict[int, float] = {}  # batch -> when the cloud first acknowledged it (= trained)
         self.link_changes: list[tuple[float, bool]] = []  # (publish time, cloud alive)
         self._lock = threading.Lock()
         self.create_subscription(Label, TOPICS["truth"], self._on_truth, RECORD_QOS)
@@ -260,8 +261,10 @@ class Monitor(Node):
 
     def _on_heartbeat(self, msg: Heartbeat, info) -> None:
         with self._lock:
-            self.heartbeat_times.append(self._sent(info))
-            self.cloud_acked.update(msg.acked)
+            sent = self._sent(info)
+            self.heartbeat_times.append(sent)
+            for seq in msg.acked:
+                self.cloud_acked.setdefault(seq, sent)
 
     def trained_by_cloud(self) -> set:
         """Batches the cloud trained.
@@ -270,7 +273,7 @@ class Monitor(Node):
         before an outage can be lost to a reader that the lease unmatched; the acknowledgement comes again).
         """
         with self._lock:
-            return set(self.trained_seqs["cloud"]) | self.cloud_acked
+            return set(self.trained_seqs["cloud"]) | set(self.cloud_acked)
 
     def batch_report(self) -> dict:
         """Training batches produced by the edge and trained by the cloud.
@@ -283,7 +286,22 @@ class Monitor(Node):
             twice = sum(1 for n in Counter(self.trained_seqs["cloud"]).values() if n > 1)
             untrained = sorted(round(now - t, 3) for seq, t in self.edge_batch_times.items() if seq not in trained)
         return {"edge": len(self.edge_batch_times), "cloud": len(trained), "cloud_trained_twice": twice,
-                "not_trained_by_cloud_age_s": untrained}
+                "not_trained_by_cloud_age_s": untrained, "at_edge_status": self._batches_at_status("edge_node")}
+
+    def _batches_at_status(self, node: str) -> dict | None:
+        """Batches the edge had made and the cloud had trained when ``node`` published its latest status.
+
+        The edge's counts (outbox, unacknowledged, dropped) are from that status, up to a second before the end of a
+        run; these counts are from the same moment (each batch's time is when its node published it), so the two can
+        be set against each other.
+        """
+        with self._lock:
+            if node not in self.status_times:
+                return None
+            t = self.status_times[node]
+            trained = {**self.cloud_acked, **self.cloud_batch_times}  # when trained, else when acknowledged
+            return {"made": sum(1 for u in self.edge_batch_times.values() if u <= t),
+                    "trained": sum(1 for seq, u in trained.items() if u <= t and seq in self.edge_batch_times)}
 
     def batch_timeline(self) -> list:
         """Per training batch the edge made: [seq, edge time, cloud time or None, split, cloud accuracy or None].
@@ -296,10 +314,11 @@ class Monitor(Node):
                      self.batch_split.get(seq), self.cloud_batch_accuracy.get(seq)]
                     for seq, t in sorted(self.edge_batch_times.items())]
 
-    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+    def _on_diagnostics(self, msg: DiagnosticArray, info) -> None:
         for status in msg.status:
             values = {kv.key: kv.value for kv in status.values}
             self.status[status.hardware_id] = values
+            self.status_times[status.hardware_id] = self._sent(info)
             for key in QUEUE_KEYS:
                 if key in values:
                     name = f"{status.hardware_id}.{key}"
