@@ -299,7 +299,9 @@ class Monitor(Node):
             if node not in self.status_times:
                 return None
             t = self.status_times[node]
-            trained = {**self.cloud_acked, **self.cloud_batch_times}  # when trained, else when acknowledged
+            # When the cloud's acknowledgement was sent (the edge's unacknowledged count goes by those), else when
+            # it trained the batch.
+            trained = {**self.cloud_batch_times, **self.cloud_acked}
             return {"made": sum(1 for u in self.edge_batch_times.values() if u <= t),
                     "trained": sum(1 for seq, u in trained.items() if u <= t and seq in self.edge_batch_times)}
 
