@@ -216,10 +216,9 @@ def steady_names(schedule, candidates: list[int]) -> list[str]:
 def steady_oracle(rows: dict, a: float, u: float, b: float, rate: float, batch: int) -> tuple[str | None, float | None]:
     """Return the best steady run at ``rate`` and its delay over [u, b) of a segment that starts at ``a``.
 
-    Each steady run is measured in the same window of its own run (its clock starts after its warm-up).
-
-    A steady run holds the link at one rate from its start, so no slower segment left a backlog in its outbox: its
-    delay is the split's own at that rate, which is what an oracle that knows the true per-split costs pays.
+    Each steady run is measured in the same window of its own clock (which starts after its warm-up).  It holds the
+    link at one rate from its start, so no slower segment left a backlog in its outbox: its delay is the split's own
+    at that rate, which is what an oracle that knows the true per-split costs pays.
     """
     seg = {n: delay_ms(r, u - a, b - a, batch, 0.0) for n, r in rows.items()
            if n.startswith("steady:") and math.isclose(float(n.rpartition("@")[2]), rate, rel_tol=1e-6)}
@@ -316,8 +315,9 @@ def _lost(b: dict) -> int:
 
     The edge counts the batches it drops: the oldest when its outbox is full (a link slower than the edge), those
     past their age, and those not yet sent when a move began (made for the old split, see docs/l2s_bench.md).
-    The edge's counts come from its last status, up to a second older than the last metrics the monitor got,
-    so a count a few below zero means the status lagged, never that a batch was trained twice.
+    The edge's counts come from its last status, up to a second before the end; made and trained are counted at
+    that status's moment (the runner's ``at_edge_status``).  A report from before that has only the end's counts,
+    where a count a few off zero means the status lagged, never that a batch was trained twice.
     """
     now = b.get("at_edge_status") or b  # a report from before the counts at the edge's status: at the end
     return now["made"] - now["trained"] - _counted(b) - b["outbox_at_end"] - b["unacked_at_end"]
