@@ -11,6 +11,7 @@ message, and the process exits 1: never a hang.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -90,6 +91,16 @@ class HierWorkerNode(Node):
                                   f"{', '.join(self.pubs[m].topic_name for m in missing)})")
             time.sleep(0.05)
 
+    def wait_for_start_file(self) -> None:
+        """Wait for ``start_file``, if set: the steps must not begin before a bench has applied the CPU quota."""
+        path = self.config.start_file
+        deadline = time.monotonic() + self.config.startup_timeout_s
+        while path and not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise PeerTimeout(f"the {self.config.role} worker's start_file {path} did not appear within "
+                                  f"{self.config.startup_timeout_s} s")
+            time.sleep(0.01)
+
     def on_step(self, step: int, loss: float | None) -> None:
         self.step_times.append(time.monotonic())
         if loss is not None and (step < 10 or step % 100 == 0):
@@ -100,6 +111,7 @@ class HierWorkerNode(Node):
         try:
             self.wait_for_peers()
             self.get_logger().info(f"{cfg.role} found its peers")  # a bench confines the process from here on
+            self.wait_for_start_file()
             self.step_times.append(time.monotonic())
             run_steps(self.worker, cfg.steps, self.send, self.receive, cfg.peer_timeout_s,
                       self.batches, self.on_step,

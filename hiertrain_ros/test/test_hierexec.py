@@ -232,6 +232,30 @@ def test_three_workers_on_dds_equal_single_process_sgd(ros_env, tmp_path):
 
 
 @pytest.mark.system
+def test_workers_step_only_once_their_start_file_exists(ros_env, tmp_path):
+    # What hier_bench relies on: no step runs before the bench has put the worker under its CPU quota.
+    import time
+
+    from waiting import wait_for
+
+    go, dump = tmp_path / "go", tmp_path / "weights.pt"
+    procs = _start_workers(tmp_path, DDS_POLICY, steps=3, dump_path=str(dump), peer_timeout_s=20.0, start_file=str(go))
+    try:
+        wait_for(lambda: all(" found its peers" in (tmp_path / f"{role}.log").read_text(errors="replace")
+                             for role in procs) or any(p.poll() is not None for p in procs.values()),
+                 60, "the three workers to find each other", lambda: str(_logs(tmp_path)))
+        time.sleep(1.0)
+        assert all(p.poll() is None for p in procs.values()), _logs(tmp_path)
+        assert not dump.exists() and not any("step 0:" in text for text in _logs(tmp_path).values())
+        go.touch()
+        codes = {role: proc.wait(timeout=60) for role, proc in procs.items()}
+    finally:
+        _stop(procs)
+    assert codes == {"device": 0, "edge": 0, "cloud": 0}, _logs(tmp_path)
+    assert dump.exists() and "step 0:" in _logs(tmp_path)["edge"]
+
+
+@pytest.mark.system
 def test_a_killed_worker_is_a_clear_error_not_a_hang(ros_env, tmp_path):
     import signal
     import time

@@ -443,6 +443,8 @@ class WorkerConfig:
     topic_prefix: str = "hiertrain/hier"
     auth_key_file: str = ""  # sign and check every HierTensor (core.auth), as the other nodes do
     policy_file: str = ""    # hiertrain schedule --json FILE: its policy replaces mapping, m_s, m_l, b_o, b_s, b_l
+    start_file: str = ""     # once the peers are found, wait for this file before the first step (a bench makes it
+    #                          after moving the process under its CPU quota); within startup_timeout_s
 
     def __post_init__(self):
         if self.role not in ROLES:
