@@ -225,15 +225,15 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
               "steps": args.steps, "lr": args.lr, "momentum": args.momentum, "peer_timeout_s": 60.0,
               "startup_timeout_s": 120.0, **extra}
     procs, logfiles = {}, {}
+    starts = {role: logs / f"{role}.go" for role in ROLES}  # each made once its worker is under its quota (below)
     try:
         for role in ROLES:
             cmd = mesh.exec_prefix(role) + _python() + ["-m", "hiertrain_ros.hier_worker_node", "--ros-args",
                                                         "-r", f"__node:=hier_{role}", "-p", f"role:={role}"]
             for k, v in params.items():
                 cmd += ["-p", f"{k}:={v}"]
-            start = logs / f"{role}.go"  # made once the worker is under its quota (below)
-            start.unlink(missing_ok=True)
-            cmd += ["-p", f"start_file:={start}"]
+            starts[role].unlink(missing_ok=True)
+            cmd += ["-p", f"start_file:={starts[role]}"]
             logfiles[role] = logs / f"{role}.log"
             with open(logfiles[role], "wb") as out:
                 procs[role] = subprocess.Popen(cmd, env=_env(mesh, role, domain), stdout=out,
@@ -248,7 +248,7 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
             for role in ROLES:
                 if role not in confined and " found its peers" in logfiles[role].read_text(errors="replace"):
                     quotas.confine(role, procs[role].pid)  # `ip netns exec` execs: the pid is the node
-                    (logs / f"{role}.go").touch()  # now it may step
+                    starts[role].touch()  # now it may step
                     confined.add(role)
             time.sleep(0.05)
         codes = {role: proc.wait(timeout=1800) for role, proc in procs.items()}
