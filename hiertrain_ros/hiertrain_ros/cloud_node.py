@@ -13,6 +13,7 @@ but the same weights answer the same frames on every run (what a replay needs).
 from __future__ import annotations
 
 import contextlib
+import time
 
 from builtin_interfaces.msg import Time
 from hiertrain_interfaces.msg import FeatureBatch, Heartbeat, Prediction, TrainingMetrics, WeightSync
@@ -26,7 +27,8 @@ from .core.replay import LatentReplay, ReplayPacer
 from .core.repartition import MovableSide
 from .core.splits import Split, TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
-from .ros_common import RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, run_node, seconds_since
+from .ros_common import (RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, received_s, run_node,
+                         seconds_since)
 from .trainer_node import TrainerNode
 
 
@@ -66,7 +68,8 @@ class CloudNode(TrainerNode):
             self.weights_pub = self.publisher(WeightSync, TOPICS["weights_to_edge"], RELIABLE_QOS)
 
     def activate(self) -> None:
-        self.features_sub = self.subscription(FeatureBatch, TOPICS["features"], self.on_features, RELIABLE_QOS)
+        self.features_sub = self.subscription(FeatureBatch, TOPICS["features"],
+                                              lambda msg, info: self.on_features(msg, received_s(info)), RELIABLE_QOS)
         if self.config.movable:
             self.subscription(WeightSync, TOPICS["weights_to_cloud"], self.on_weights, RELIABLE_QOS)
         # No heartbeat while inactive: to the edge a paused cloud is an unreachable one (it stores).
@@ -115,7 +118,8 @@ class CloudNode(TrainerNode):
     def restore_extra(self, state: dict) -> None:
         self.ledger.restore(state)
 
-    def on_features(self, msg: FeatureBatch) -> None:
+    def on_features(self, msg: FeatureBatch, received: float | None = None) -> None:
+        """Take a feature batch, received (by the middleware) at ``received`` s on the system clock."""
         if not self.auth.check("features", msg):
             return
         try:
@@ -126,7 +130,7 @@ class CloudNode(TrainerNode):
             return
         if purpose == conversions.PURPOSE_INFER:
             self.infer_queue.put(payload)
-        elif self.ledger.admit(payload.robot_id, payload.seq):
+        elif self.ledger.admit(payload.robot_id, payload.seq, received or time.time()):
             evicted = self.train_queue.add(payload)
             if evicted is not None:  # unacknowledged: its edge resends it
                 self.ledger.evicted(evicted.robot_id, evicted.seq)
@@ -247,7 +251,7 @@ class CloudNode(TrainerNode):
         if self.features_sub.get_publisher_count() == 0:
             return
         self.heartbeat_pub.publish(self.auth.sign("heartbeat", conversions.heartbeat_msg(
-            self.get_clock().now().to_msg(), self.trainer.step, self._last_seq(), self.ledger.acks())))
+            self.get_clock().now().to_msg(), self.trainer.step, self._last_seq(), self.ledger.acks(), time.time())))
 
     def _last_seq(self) -> int:
         return max(self.ledger.last_seqs().values(), default=0)

@@ -7,6 +7,7 @@ must be rejected; the checks run before anything large is allocated.
 from __future__ import annotations
 
 import array
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -115,10 +116,14 @@ def prediction_msg(stamp, frame_id: str, class_id: int, confidence: float, sourc
     return msg
 
 
-def heartbeat_msg(stamp, steps: int, last_seq: int, acks) -> Heartbeat:
-    """``acks``: (robot_id, seq) pairs, sent as two parallel arrays."""
-    msg = Heartbeat(steps=steps, last_seq=last_seq, acked=[seq for _, seq in acks],
-                    acked_robots=[robot for robot, _ in acks])
+def heartbeat_msg(stamp, steps: int, last_seq: int, acks, now: float | None = None) -> Heartbeat:
+    """``acks``: (robot_id, seq) pairs, or (robot_id, seq, when received) triples, sent as parallel arrays.
+
+    With triples, ``now`` (on the clock of the receptions) makes each batch's held time, NaN where not known.
+    """
+    msg = Heartbeat(steps=steps, last_seq=last_seq, acked=[a[1] for a in acks], acked_robots=[a[0] for a in acks])
+    if now is not None:
+        msg.acked_held_s = [math.nan if len(a) < 3 or a[2] is None else max(now - a[2], 0.0) for a in acks]
     msg.header.stamp = stamp
     return msg
 
@@ -134,6 +139,18 @@ def acks_for(msg: Heartbeat, robot_id: str) -> list[int]:
     if len(msg.acked_robots) != len(msg.acked):
         raise ValueError(f"heartbeat has {len(msg.acked)} acks but {len(msg.acked_robots)} robot ids")
     return [seq for robot, seq in zip(msg.acked_robots, msg.acked) if robot == robot_id]
+
+
+def held_for(msg: Heartbeat, robot_id: str) -> dict[int, float]:
+    """Return, per seq a heartbeat acknowledges to ``robot_id``, how long the cloud had held it (s), where it says.
+
+    Empty from a cloud that does not say (an older one), or when the arrays do not pair up.
+    """
+    if len(msg.acked_held_s) != len(msg.acked) or (msg.acked_robots and len(msg.acked_robots) != len(msg.acked)):
+        return {}
+    robots = msg.acked_robots or [robot_id] * len(msg.acked)
+    return {seq: float(held) for robot, seq, held in zip(robots, msg.acked, msg.acked_held_s)
+            if robot == robot_id and math.isfinite(held)}
 
 
 def hier_tensor_msg(packet: Packet) -> HierTensor:

@@ -29,14 +29,14 @@ from .core.fallback import NOT_OFFLOADED
 from .core.progressive import progressive_edge
 from .core.replay import ReplayPacer, make_sampler
 from .core.hierschedule import profile_layers
-from .core.l2s import OnlineSplit, profile_arms
+from .core.l2s import LinkRateMeter, OnlineSplit, profile_arms
 from .core.models import payload_bits_per_sample
 from .core.privacy import allowed_splits, privacy_by_position
 from .core.repartition import EdgeMove, MovableSide, move_bytes
 from .core.splits import ScheduledSplit, Split, SplitContext
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
-                         run_node, seconds_since, stamp_ns)
+                         received_s, run_node, seconds_since, stamp_ns)
 from .trainer_node import TrainerNode
 
 
@@ -86,9 +86,8 @@ class EdgeNode(TrainerNode):
         self._batch_cost: dict[int, float] = {}  # seq -> edge seconds per sample of the step that made it
         self._sent_at: dict[int, float] = {}  # seq -> when first sent
         self._last_ack = 0.0
-        self._rate_window: list | None = None  # [since, bits acknowledged] while the link stays busy
+        self.link_meter = LinkRateMeter()
         self.split_arms = self._private_splits()
-        self.link_rate_seen = 0.0  # bits/s the acknowledgements show while the link is kept busy
         self.mover = EdgeMove(resend_s=cfg.resend_after_s, drain_timeout_s=cfg.move_drain_timeout_s)
         self._move_lock = threading.Lock()  # the worker asks, the executor takes the answer
         self.move_discarded = 0  # training batches not sent when a move began: made for the old split
@@ -103,7 +102,7 @@ class EdgeNode(TrainerNode):
     def activate(self) -> None:
         self.subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
-        self.subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
+        self.subscription(Heartbeat, TOPICS["heartbeat"], lambda msg, info: self.on_heartbeat(msg, received_s(info)),
                           heartbeat_qos(self.config.heartbeat_timeout_s))
         if self.config.movable:
             self.subscription(WeightSync, TOPICS["weights_to_edge"], self.on_weights, RELIABLE_QOS)
@@ -206,7 +205,8 @@ class EdgeNode(TrainerNode):
         if matched is not None:
             self.train_buffer.add(matched)
 
-    def on_heartbeat(self, msg: Heartbeat) -> None:
+    def on_heartbeat(self, msg: Heartbeat, received: float | None = None) -> None:
+        """Take the cloud's heartbeat, received (by the middleware) at ``received`` s on the system clock."""
         if not self.auth.check("heartbeat", msg):
             return
         self._last_heartbeat = self.get_clock().now()
@@ -218,7 +218,9 @@ class EdgeNode(TrainerNode):
         for batch in acked:
             self.outbox.acknowledged(batch)  # its file, if it waited on disk
         if acked and isinstance(self.split_policy, OnlineSplit):
-            self._measure_offloaded(acked)
+            # When it came, on the clock of _sent_at; how long the cloud held each batch, where it says
+            heard = time.monotonic() - max(time.time() - received, 0.0) if received else time.monotonic()
+            self._measure_offloaded(acked, heard, conversions.held_for(msg, self.robot_id))
 
     def _private_splits(self) -> list[Split]:
         """Return the splits the policy may use: those at or above privacy_floor (all of them without a floor).
@@ -243,16 +245,15 @@ class EdgeNode(TrainerNode):
                                "allowed")
         return kept
 
-    def _measure_offloaded(self, acked) -> None:
-        """Teach the split policy from newly acknowledged batches: the offloaded stage's time and the link rate.
+    def _measure_offloaded(self, acked, now: float, held: dict[int, float]) -> None:
+        """Teach the split policy from batches acknowledged at ``now``: the offloaded stage's time and the link rate.
 
         The batches' service time is from when the first was sent, or the previous acknowledgement if later, to
         now: while the link is kept busy it is the link and the cloud's time for them, which the sender sees.
-        The link rate: while the link stays busy, the bits acknowledged over at least a second (acknowledgements
-        come in bunches, with the heartbeat); while it is not, a batch's bits over its time from sending to its
-        acknowledgement, which only says the link is at least that fast.
+        While the link idles (the edge is the slow stage) that is their latency, not the offloaded stage's time:
+        where the cloud says how long it held them, their time on the link is taken instead.
+        The link rate: see :class:`LinkRateMeter`; ``held`` is how long the cloud held each (by seq).
         """
-        now = time.monotonic()
         busy = len(self.unacked) > 0 or self.outbox.holds_bulk()
         with self._move_lock:
             sent_at = [self._sent_at.pop(m.seq, now) for m in acked]
@@ -260,22 +261,15 @@ class EdgeNode(TrainerNode):
             self._last_ack = now
             samples = sum(len(m.labels) for m in acked)
             bits = sum(8 * len(m.data) for m in acked)
-            rate = None
-            if not busy:
-                self._rate_window = None
-                rate = bits / max(now - min(sent_at), 1e-3)
-            elif self._rate_window is None:  # these bits crossed partly before the link got busy: not counted
-                self._rate_window = [now, 0.0]
-            else:
-                self._rate_window[1] += bits
-                if now - self._rate_window[0] >= 1.0:
-                    rate = self.link_rate_seen = self._rate_window[1] / (now - self._rate_window[0])
-                    self._rate_window = [now, 0.0]
+            last_held = min(held[m.seq] for m in acked) if all(m.seq in held for m in acked) else None
+            rate, floor = self.link_meter.acknowledged(now, bits, min(sent_at), busy, last_held)
+            if rate and not busy and not floor:
+                service = bits / rate
             for m in acked:
                 front = self._batch_cost.pop(m.seq, None)
                 if front is not None:
                     self.split_policy.measured(Split(m.split_point, m.bits), front, service / samples, rate,
-                                               rate_is_floor=not busy)
+                                               rate_is_floor=floor)
 
     def on_weights(self, msg: WeightSync) -> None:
         """Take the cloud's answer to a move: the layers it hands over; train at the new split from now."""
@@ -443,7 +437,7 @@ class EdgeNode(TrainerNode):
                 "moves": self.mover.moves, "moves_abandoned": self.mover.abandoned,
                 "move_discarded": self.move_discarded,
                 "move_pause_ms": ",".join(f"{1e3 * s:.0f}" for s in self.mover.pauses[-5:]),
-                "link_rate_seen_bps": round(self.link_rate_seen),
+                "link_rate_seen_bps": round(self.link_meter.rate),
                 "offload_policy": self.config.offload_policy, "frames_offloaded": self.offloaded,
                 "frames_kept": self.kept, "exit_answers": ",".join(map(str, self.exit_answers)),
                 "encode_ms": round(1e3 * self.trainer.encode_s / max(1, self.trainer.encoded), 3),

@@ -328,6 +328,14 @@ def stamp_ns(stamp) -> int:
     return stamp.sec * 1_000_000_000 + stamp.nanosec
 
 
+def received_s(info) -> float | None:
+    """Return when the middleware received a message (s, system clock), from a subscription's message info.
+
+    None where the middleware does not say (0).
+    """
+    return info["received_timestamp"] * 1e-9 or None
+
+
 def seconds_since(node, stamp) -> float:
     return (node.get_clock().now().nanoseconds - stamp_ns(stamp)) / 1e9
 

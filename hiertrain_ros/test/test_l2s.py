@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from hiertrain_ros.core.l2s import (DelayMonitor, FixedPolicy, LinUCBE, OnlineSplit, OraclePolicy, eligible,
-                                    run_rounds)
+from hiertrain_ros.core.l2s import (DelayMonitor, FixedPolicy, LinkRateMeter, LinUCBE, OnlineSplit, OraclePolicy,
+                                    eligible, run_rounds)
 from hiertrain_ros.core.privacy import allowed_splits
 from hiertrain_ros.core.splits import Split, SplitContext
 
@@ -227,3 +227,18 @@ def test_a_move_is_taken_only_when_it_pays_for_its_pause():
     assert policy.worth_moving(Split(5, 4)) and not policy.worth_moving(Split(8, 4))
     policy.drain_bits[Split(3, 4)] = 7e6
     assert not policy.worth_moving(Split(5, 4))
+
+
+def test_the_link_rate_meter_tells_the_link_from_the_cloud():
+    meter = LinkRateMeter(window_s=1.0)
+    # The link idles: 1 Mbit sent at t=10, acknowledged at 10.6; the cloud held it 0.1 s: 0.5 s on a 2 Mbit/s link.
+    assert meter.acknowledged(10.6, 1e6, 10.0, busy=False, held=0.1) == (pytest.approx(2e6), False)
+    assert meter.rate == pytest.approx(2e6)
+    # From a cloud that does not say how long it held it: all 0.6 s count, and the rate is only a floor.
+    assert meter.acknowledged(10.6, 1e6, 10.0, busy=False) == (pytest.approx(1e6 / 0.6), True)
+    assert meter.rate == pytest.approx(2e6), "a floor is not a measurement"
+    # The link is kept busy: the bits acknowledged over at least a second, from the first acknowledgement on.
+    assert meter.acknowledged(20.0, 5e5, 19.0, busy=True) == (None, False)
+    assert meter.acknowledged(20.5, 5e5, 19.5, busy=True) == (None, False)
+    assert meter.acknowledged(21.0, 5e5, 20.0, busy=True, held=0.2) == (pytest.approx(1e6), False)
+    assert meter.rate == pytest.approx(1e6)

@@ -35,7 +35,7 @@ def test_ledger_keeps_robots_apart_and_never_trains_a_batch_twice():
     ledger.trained("r2", 7)
     ledger.duplicate("r1", 7)  # a resend: acknowledged again, counted
     ledger.trained("r2", 9)
-    assert ledger.acks() == [("r1", 7), ("r2", 7), ("r1", 7), ("r2", 9)]
+    assert [a[:2] for a in ledger.acks()] == [("r1", 7), ("r2", 7), ("r1", 7), ("r2", 9)]
     assert ledger.duplicates == 1
     assert ledger.last_seqs() == {"r1": 7, "r2": 9}
 
@@ -45,7 +45,23 @@ def test_ledger_bounds_its_memory():
     for seq in range(5):
         ledger.trained("r1", seq)
     assert [ledger.is_trained("r1", s) for s in range(5)] == [False, False, True, True, True]
-    assert ledger.acks() == [("r1", 3), ("r1", 4)]
+    assert [a[:2] for a in ledger.acks()] == [("r1", 3), ("r1", 4)]
+
+
+def test_heartbeats_say_how_long_the_cloud_held_each_batch():
+    ledger = BatchLedger()
+    assert ledger.admit("r1", 5, received=100.0) and ledger.admit("r2", 5, received=100.2)
+    ledger.trained("r1", 5)
+    ledger.trained("r2", 5)
+    assert not ledger.admit("r1", 5, received=101.0)  # a resend of a trained batch: acknowledged, this copy's time
+    ledger.duplicate("r2", 5)  # a resend found trained only when its turn came: its reception is not known
+    msg = conversions.heartbeat_msg(Time(sec=1), 2, 5, ledger.acks(), now=101.5)
+    assert list(msg.acked_held_s[:3]) == pytest.approx([1.5, 1.3, 0.5])
+    assert conversions.held_for(msg, "r1") == pytest.approx({5: 0.5})  # the latest copy's
+    assert conversions.held_for(msg, "r2") == pytest.approx({5: 1.3}), "an unknown time is left out"
+    # A heartbeat without them (an older cloud, or arrays that do not pair up) says nothing.
+    assert conversions.held_for(conversions.heartbeat_msg(Time(sec=1), 2, 5, [("r1", 5)]), "r1") == {}
+    assert conversions.held_for(Heartbeat(acked=[4, 5], acked_held_s=[0.1]), "r1") == {}
 
 
 def test_ledger_state_round_trip_and_checkpoints_from_before_robot_ids():

@@ -237,6 +237,46 @@ def profile_arms(profile: dict, arms: Sequence[Split]) -> tuple[dict, dict]:
     return front, cloud
 
 
+class LinkRateMeter:
+    """The link rate the sender sees, from the acknowledgements of its batches (seconds on the sender's clock).
+
+    While the link is kept busy (batches wait to be sent or acknowledged): the bits acknowledged over at least
+    ``window_s`` (acknowledgements come in bunches, with the heartbeat).  While it is not: the batches' bits over
+    their time on the link, from sending the first to the cloud receiving the last, which is the time to their
+    acknowledgement less the time the cloud says it held them (its queue, its step, the wait for its heartbeat).
+    Where the cloud does not say (an older one), the time to acknowledgement includes all that, and the rate it
+    gives only says the link is at least that fast: a floor.
+    """
+
+    def __init__(self, window_s: float = 1.0):
+        self.window_s = window_s
+        self.rate = 0.0  # the latest measurement but a floor, bits/s
+        self._window: list | None = None  # [since, bits acknowledged] while the link stays busy
+
+    def acknowledged(self, now: float, bits: float, first_sent: float, busy: bool,
+                     held: float | None = None) -> tuple[float | None, bool]:
+        """Return the rate acknowledged batches show (None: not yet one) and whether it is only a floor.
+
+        ``bits`` in all, the first sent at ``first_sent``, acknowledged at ``now``; the cloud held the last one it
+        received for ``held`` s.  ``busy``: others wait to be sent or acknowledged.
+        """
+        if not busy:
+            self._window = None
+            rate = bits / max(now - first_sent - (held or 0.0), 1e-3)
+            if held is not None:
+                self.rate = rate
+            return rate, held is None
+        if self._window is None:  # these bits crossed partly before the link got busy: not counted
+            self._window = [now, 0.0]
+            return None, False
+        self._window[1] += bits
+        if now - self._window[0] < self.window_s:
+            return None, False
+        self.rate = self._window[1] / (now - self._window[0])
+        self._window = [now, 0.0]
+        return self.rate, False
+
+
 class OnlineSplit(StepPolicy):
     """LinUCB-E choosing the edge's split from what the edge measures while it trains (L2S §IV on the nodes).
 

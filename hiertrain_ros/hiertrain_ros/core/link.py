@@ -353,13 +353,15 @@ class BatchLedger:
     the queue out of it; every trained batch (and every duplicate of a trained one, since the
     first acknowledgement may have been lost) is acknowledged, and the most recent ``max_acks``
     acknowledgements are repeated in every heartbeat so that one lost heartbeat costs nothing.
+    Each acknowledgement keeps when its copy of the batch was received (``received``, any clock the
+    caller uses throughout), so that the heartbeat can say how long the cloud held it.
     The lock is never held during training, so heartbeats stay on time.
     """
 
     def __init__(self, max_trained: int = 4096, max_acks: int = 256):
         self._trained: dict = {}  # (robot_id, seq) -> None, oldest first, bounded
-        self._queued: set = set()  # (robot_id, seq) admitted and not yet trained or evicted
-        self._acks: deque = deque(maxlen=max_acks)  # (robot_id, seq)
+        self._queued: dict = {}  # (robot_id, seq) admitted and not yet trained or evicted -> when received
+        self._acks: deque = deque(maxlen=max_acks)  # (robot_id, seq, when received or None)
         self._max = max_trained
         self._lock = threading.Lock()
         self._last_seq: dict[str, int] = {}  # highest seq trained, per robot
@@ -369,8 +371,8 @@ class BatchLedger:
         with self._lock:
             return (robot_id, seq) in self._trained
 
-    def admit(self, robot_id: str, seq: int) -> bool:
-        """Tell whether a received training batch goes into the queue.
+    def admit(self, robot_id: str, seq: int, received: float | None = None) -> bool:
+        """Tell whether a training batch received at ``received`` goes into the queue.
 
         A copy of one trained (acknowledged again) or still queued does not, and counts as a duplicate.
         """
@@ -379,37 +381,38 @@ class BatchLedger:
             if key in self._trained or key in self._queued:
                 self.duplicates += 1
                 if key in self._trained:
-                    self._acks.append(key)
+                    self._acks.append((*key, received))
                 return False
-            self._queued.add(key)
+            self._queued[key] = received
             return True
 
     def evicted(self, robot_id: str, seq: int) -> None:
         """Forget a queued batch dropped untrained (a full queue), so that its resent copy is admitted."""
         with self._lock:
-            self._queued.discard((robot_id, seq))
+            self._queued.pop((robot_id, seq), None)
 
     def trained(self, robot_id: str, seq: int) -> None:
         with self._lock:
-            self._queued.discard((robot_id, seq))
+            received = self._queued.pop((robot_id, seq), None)
             self._trained[(robot_id, seq)] = None
             while len(self._trained) > self._max:
                 del self._trained[next(iter(self._trained))]
             self._last_seq[robot_id] = max(self._last_seq.get(robot_id, 0), seq)
-            self._acks.append((robot_id, seq))
+            self._acks.append((robot_id, seq, received))
 
     def duplicate(self, robot_id: str, seq: int) -> None:
         """Record a resent batch already trained: not again, but acknowledged again."""
         with self._lock:
             self.duplicates += 1
-            self._acks.append((robot_id, seq))
+            self._acks.append((robot_id, seq, None))
 
     def last_seqs(self) -> dict[str, int]:
         """Return the highest seq trained, per robot."""
         with self._lock:
             return dict(self._last_seq)
 
-    def acks(self) -> list[tuple[str, int]]:
+    def acks(self) -> list[tuple[str, int, float | None]]:
+        """Return the recent acknowledgements, oldest first: (robot_id, seq, when that copy was received)."""
         with self._lock:
             return list(self._acks)
 
