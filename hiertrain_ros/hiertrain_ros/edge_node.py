@@ -217,7 +217,7 @@ class EdgeNode(TrainerNode):
             return
         for batch in acked:
             self.outbox.acknowledged(batch)  # its file, if it waited on disk
-        if acked and isinstance(self.split_policy, OnlineSplit):
+        if acked:
             # When it came, on the clock of _sent_at; how long the cloud held each batch, where it says
             heard = time.monotonic() - max(time.time() - received, 0.0) if received else time.monotonic()
             self._measure_offloaded(acked, heard, conversions.held_for(msg, self.robot_id))
@@ -246,7 +246,7 @@ class EdgeNode(TrainerNode):
         return kept
 
     def _measure_offloaded(self, acked, now: float, held: dict[int, float]) -> None:
-        """Teach the split policy from batches acknowledged at ``now``: the offloaded stage's time and the link rate.
+        """Measure the link rate from batches acknowledged at ``now``; teach LinUCB-E the offloaded stage's time.
 
         The batches' service time is from when the first was sent, or the previous acknowledgement if later, to
         now: while the link is kept busy it is the link and the cloud's time for them, which the sender sees.
@@ -384,9 +384,7 @@ class EdgeNode(TrainerNode):
         if isinstance(self.split_policy, OnlineSplit) and not replay_only:
             with self._move_lock:
                 self._batch_cost[payload.seq] = (time.perf_counter() - start) / len(items)
-                for pending in (self._batch_cost, self._sent_at):  # batches never acknowledged (dropped) leave too
-                    while len(pending) > 4 * self.config.unacked_max + 64:
-                        del pending[next(iter(pending))]
+                _forget_oldest(self._batch_cost, 4 * self.config.unacked_max + 64)
         self.last_loss = result.loss
         if replay_only:  # idle compute stays on the edge: the link carries new frames (the cloud replays its own)
             self.checkpoint_due(step)
@@ -410,9 +408,9 @@ class EdgeNode(TrainerNode):
             self.features_sent += 1
             if msg.purpose == conversions.PURPOSE_TRAIN:
                 self.unacked.sent(msg.seq, len(msg.data) * 8 + 32, msg)
-                if isinstance(self.split_policy, OnlineSplit):
-                    with self._move_lock:
-                        self._sent_at.setdefault(msg.seq, time.monotonic())
+                with self._move_lock:
+                    self._sent_at.setdefault(msg.seq, time.monotonic())
+                    _forget_oldest(self._sent_at, 4 * self.config.unacked_max + 64)
 
     # -- status -----------------------------------------------------------------------------------
     def extra_state(self) -> dict:
@@ -445,6 +443,12 @@ class EdgeNode(TrainerNode):
                 "frames_never_labelled": self.matcher.frames_expired,
                 "labels_without_frame": self.matcher.labels_expired,
                 "cloud_alive": self.cloud_alive()}
+
+
+def _forget_oldest(pending: dict, keep: int) -> None:
+    """Bound a per-batch record: batches never acknowledged (dropped) leave it too."""
+    while len(pending) > keep:
+        del pending[next(iter(pending))]
 
 
 def main(args=None) -> None:
