@@ -1,5 +1,7 @@
 """Live repartition in core (core.repartition): layers change side with their weights and optimizer state."""
 
+import io
+
 import pytest
 import torch
 
@@ -151,8 +153,80 @@ def test_the_payload_codec_is_unchanged_by_a_move():
 def test_move_bytes_bound_holds_a_real_move_with_adam_state():
     edge, cloud = _pair(OptimConfig(name="adam", lr=1e-3))
     images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    for moves, to in enumerate((Split(8, 4), Split(5, 4), Split(3, 4)), 1):  # the cloud ends with every adapter
+        _step(edge, cloud, images, labels)
+        _move(edge, cloud, to, moves)
     _step(edge, cloud, images, labels)
     blob = cloud.movable.export(Split(8, 4), cloud.optimizer)  # every unit between 3 and 8, two Adam moments each
-    bound = move_bytes_bound("vgg16", 0.125, 10, [8, 3, 5])
+    assert len(torch.load(io.BytesIO(blob), weights_only=True)) == len(cloud.movable.leaving(Split(8, 4))) + 4
+    arms = [Split(8, 4), Split(3, 4), Split(5, 4)]
+    bound = move_bytes_bound("vgg16", 0.125, 10, arms)
     assert len(blob) <= bound <= 1.2 * len(blob) + (64 << 10)
-    assert move_bytes_bound("vgg16", 0.125, 10, [3, 5]) < bound
+    assert move_bytes_bound("vgg16", 0.125, 10, arms[1:]) < bound
+
+
+def _weights(module):
+    return [t.detach().clone() for t in module.state_dict().values()]
+
+
+def _same(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_a_splits_adapters_travel_with_its_units_and_the_side_that_holds_them_keeps_them_ready():
+    edge, cloud = _pair()
+    images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    _step(edge, cloud, images, labels)
+    assert edge.movable.shadows(3) == cloud.movable.shadows(3) == []
+    _move(edge, cloud, Split(8, 4), 1)  # the cloud's decoder of split 3 goes with the unit after split 3
+    assert edge.movable.shadows(8) == [Split(3, 4)] and cloud.movable.shadows(8) == []
+    compress8 = _weights(edge.movable.adapters["compress/8/4"])
+    _step(edge, cloud, images, labels)
+    assert not _same(compress8, _weights(edge.movable.adapters["compress/8/4"]))  # trained by the edge's exit
+    compress8 = _weights(edge.movable.adapters["compress/8/4"])
+    _move(edge, cloud, Split(3, 4), 2)  # split 8's compression goes to the cloud, split 3's decoder comes back
+    assert cloud.movable.shadows(3) == [Split(8, 4)] and edge.movable.shadows(3) == []
+    assert _same(compress8, _weights(cloud.movable.adapters["compress/8/4"]))
+    before = {kind: _weights(cloud.movable.adapters[f"{kind}/8/4"]) for kind in ("compress", "decoder")}
+    _step(edge, cloud, images, labels)  # the cloud trains split 8's compression and decoder while at split 3
+    ready = {kind: _weights(cloud.movable.adapters[f"{kind}/8/4"]) for kind in ("compress", "decoder")}
+    assert not any(_same(before[k], ready[k]) for k in before)
+    assert _same(compress8, _weights(edge.movable.adapters["compress/8/4"]))  # the edge's copy is a placeholder
+    _move(edge, cloud, Split(8, 4), 3)
+    assert _same(ready["compress"], _weights(edge.movable.adapters["compress/8/4"]))
+    assert _same(ready["decoder"], _weights(cloud.model.body[0]))
+    _step(edge, cloud, images, labels)
+
+
+def test_the_adapters_kept_ready_learn_to_give_back_the_backbones_map():
+    # Fashion-MNIST; after a visit to split 8, the cloud at split 3 trains split 8's compression and decoder.
+    # Measured: the relative error through the 4-bit codes fell from 1.13 (first step) to 0.19-0.22 over 61 steps.
+    edge, cloud = _pair(OptimConfig(name="adam", lr=2e-3))
+    data = batches(load_fashion_mnist("train").subset(32 * 64), 32, shuffle=True)
+    moves, losses = 0, []
+    for step, (images, labels) in enumerate(data):
+        if step in (1, 2):
+            moves += 1
+            _move(edge, cloud, Split(8 if step == 1 else 3, 4), moves)
+        _, payload = edge.train_step(images, labels)
+        if step > 2:
+            cloud.model.train()
+            cloud.model(codec.decode(payload))
+            losses.append(float(cloud.movable.shadow_loss().detach()))
+        cloud.train_step(payload)
+    assert sum(losses[-8:]) / 8 < 0.4 * sum(losses[:4]) / 4, losses
+
+
+def test_a_move_refuses_adapters_it_does_not_bring():
+    edge, cloud = _pair()
+    _move(edge, cloud, Split(8, 4), 1)
+    blob = edge.movable.export(Split(3, 4), edge.optimizer)
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    for name, match in (("exits/8/4", "does not bring"), ("decoder/9/4", "does not bring"),
+                        ("decoder/99/4", "not at a split"), ("flow/8/4", "unknown part")):
+        bad = io.BytesIO()
+        torch.save({**state, name: state["compress/8/4"]}, bad)
+        with pytest.raises(ValueError, match=match):
+            cloud.move(Split(3, 4), 2, bad.getvalue())
+    assert cloud.spec.split_point == 8
+    cloud.move(Split(3, 4), 2, blob)

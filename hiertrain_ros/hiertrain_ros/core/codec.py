@@ -99,6 +99,24 @@ def dequantize(codes: np.ndarray, scale: float, zero_point: float) -> torch.Tens
     return torch.from_numpy(codes.astype(np.float32)) * scale + zero_point
 
 
+def fake_quantize(features: torch.Tensor, bits: int) -> torch.Tensor:
+    """Return what the cloud decodes from ``features`` (:func:`quantize`, then :func:`dequantize`) for training.
+
+    The gradient passes straight through the rounding (the straight-through estimator).
+    """
+    import torch
+
+    if bits not in VALID_BITS:
+        raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
+    x = features.detach()
+    lo = x.min()
+    scale = (x.max() - lo) / ((1 << bits) - 1)
+    if float(scale) == 0.0:
+        return features
+    rounded = torch.round((x - lo) / scale).clamp_(0, (1 << bits) - 1) * scale + lo
+    return features + (rounded - x)
+
+
 def pack(codes: np.ndarray, bits: int) -> bytes:
     """Pack uint8 codes (< 2**bits) densely, first value in the high bits."""
     flat = np.ascontiguousarray(codes, dtype=np.uint8).reshape(-1)

@@ -155,6 +155,13 @@ def _units(arch: str, model: nn.Module) -> tuple[list[nn.Module], list[int]]:
 
 # -- the two parts ---------------------------------------------------------------------------------
 
+def compression(in_channels: int, compressed: int) -> nn.Module:
+    """Return the edge's compression convolution: the backbone's channels down to the ``compressed`` ones sent."""
+    # ReLU at the end makes the map non-negative, so the quantizer's zero point is 0.
+    return nn.Sequential(nn.Conv2d(in_channels, compressed, kernel_size=3, padding=1, bias=False),
+                         nn.BatchNorm2d(compressed), nn.ReLU(inplace=True))
+
+
 class EdgeModel(nn.Module):
     """Edge layers + compression conv + exits; ``forward`` returns (compressed features, last exit's logits).
 
@@ -168,13 +175,7 @@ class EdgeModel(nn.Module):
                  exit_head: ExitHead = linear_exit):
         super().__init__()
         self.backbone = backbone
-        compressed = feature_shape[0]
-        # ReLU at the end makes the map non-negative, so the quantizer's zero point is 0.
-        self.compress = nn.Sequential(
-            nn.Conv2d(in_channels, compressed, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(compressed),
-            nn.ReLU(inplace=True),
-        )
+        self.compress = compression(in_channels, feature_shape[0])
         self.exit_ends = tuple(end for end, _ in taps)
         if list(self.exit_ends) != sorted(set(self.exit_ends)) or any(not 0 < e < len(backbone)
                                                                       for e in self.exit_ends):
