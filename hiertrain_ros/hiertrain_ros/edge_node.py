@@ -254,7 +254,7 @@ class EdgeNode(TrainerNode):
         where the cloud says how long it held them, their time on the link is taken instead.
         The link rate: see :class:`LinkRateMeter`; ``held`` is how long the cloud held each (by seq).
         """
-        busy = len(self.unacked) > 0 or self.outbox.holds_bulk()
+        busy = len(self.unacked) > 0 or self.outbox.holds_bulk()  # the meter's own view where the cloud says
         with self._move_lock:
             sent_at = [self._sent_at.pop(m.seq, now) for m in acked]
             service = max(now - max(min(sent_at), self._last_ack), 1e-3)
@@ -263,7 +263,7 @@ class EdgeNode(TrainerNode):
             bits = sum(8 * len(m.data) for m in acked)
             last_held = min(held[m.seq] for m in acked) if all(m.seq in held for m in acked) else None
             rate, floor = self.link_meter.acknowledged(now, bits, min(sent_at), busy, last_held)
-            if rate and not busy and not floor:
+            if rate and self.link_meter.lone:
                 service = bits / rate
             for m in acked:
                 front = self._batch_cost.pop(m.seq, None)

@@ -234,13 +234,14 @@ def test_the_link_rate_meter_tells_the_link_from_the_cloud():
     # The link idles: 1 Mbit sent at t=10, acknowledged at 10.6; the cloud held it 0.1 s: 0.5 s on a 2 Mbit/s link.
     # Another batch still unacknowledged does not make the link busy: this one was sent after the last arrived.
     assert meter.acknowledged(10.6, 1e6, 10.0, busy=True, held=0.1) == (pytest.approx(2e6), False)
-    assert meter.rate == pytest.approx(2e6)
+    assert meter.rate == pytest.approx(2e6) and meter.lone
     # A lone batch's time on the link only comes out too long (a late heartbeat): the fastest recent one counts.
     assert meter.acknowledged(10.9, 1e5, 10.7, busy=False, held=0.1) == (pytest.approx(2e6), False)  # 1 Mbit/s seen
     assert meter.acknowledged(11.2, 1e5, 11.0, busy=False, held=0.15) == (pytest.approx(2e6), False)
     # Sent at 11.0, before that one arrived (11.05): it waited for the link, which is busy.  The bits acknowledged
     # over at least a second count, from the first acknowledgement on.
     assert meter.acknowledged(11.4, 5e5, 11.0, busy=False, held=0.2) == (None, False)
+    assert not meter.lone
     assert meter.acknowledged(11.9, 5e5, 11.1, busy=False, held=0.2) == (None, False)
     assert meter.acknowledged(12.4, 5e5, 11.6, busy=False, held=0.2) == (pytest.approx(1e6), False)
     assert meter.rate == pytest.approx(1e6)
@@ -248,5 +249,5 @@ def test_the_link_rate_meter_tells_the_link_from_the_cloud():
     # 0.6 s count: the rate is only a floor.
     old = LinkRateMeter()
     assert old.acknowledged(10.6, 1e6, 10.0, busy=False) == (pytest.approx(1e6 / 0.6), True)
-    assert old.rate == 0.0, "a floor is not a measurement"
+    assert old.rate == 0.0 and not old.lone, "a floor is not a measurement"
     assert old.acknowledged(20.0, 5e5, 19.0, busy=True) == (None, False)

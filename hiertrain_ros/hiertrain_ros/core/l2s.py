@@ -258,6 +258,7 @@ class LinkRateMeter:
         self.rate = 0.0  # the latest measurement but a floor, bits/s
         self._window: list | None = None  # [since, bits acknowledged] while the link stays busy
         self._arrived = float("-inf")  # when the last batch acknowledged arrived at the cloud (where it says)
+        self.lone = False  # the last acknowledgement's batch had the link to itself (where the cloud says)
 
     def acknowledged(self, now: float, bits: float, first_sent: float, busy: bool,
                      held: float | None = None) -> tuple[float | None, bool]:
@@ -266,11 +267,13 @@ class LinkRateMeter:
         ``bits`` in all, the first sent at ``first_sent``, acknowledged at ``now``; the cloud held the last one it
         received for ``held`` s.
         """
+        self.lone = False
         if held is not None:
             arrived, previous = now - held, self._arrived
             self._arrived = max(previous, arrived)
             busy = first_sent < previous  # it waited for the batch before it
             if not busy and arrived > first_sent:
+                self.lone = True
                 self._window = None
                 self._lone.append(bits / (arrived - first_sent))
                 self.rate = max(self._lone)
