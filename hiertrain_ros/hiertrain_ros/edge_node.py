@@ -155,7 +155,7 @@ class EdgeNode(TrainerNode):
             bits = {a: payload_bits_per_sample(spec, spec.feature_shape, cfg.batch_size) for a, spec in specs.items()}
             # What a move costs: the batches in flight drain, and the layers that come to the cloud cross the
             # uplink (those going to the edge come down, taken as fast).
-            layers = move_bytes(cfg.arch, cfg.width, cfg.num_classes, arms)
+            layers = move_bytes(cfg.arch, cfg.width, cfg.num_classes)
             self.split_policy = OnlineSplit(
                 arms, front, cloud_share, bits, cfg.link_budget_bps or 10e6, round_steps=cfg.split_round_steps,
                 drain_bits={a: cfg.unacked_max * cfg.batch_size * bits[a] for a in arms},

@@ -459,14 +459,12 @@ def test_label_matcher_is_bounded_and_counts_expiries():
 def test_the_emulated_link_queue_holds_a_weight_sync_when_the_split_moves():
     from hiertrain_ros.cli.launch import LARGEST_MESSAGE_BYTES, largest_message_bytes
     from hiertrain_ros.core.repartition import move_bytes_bound
-    from hiertrain_ros.core.splits import Split
 
     assert largest_message_bytes(None, {}) == LARGEST_MESSAGE_BYTES  # the default graph: a fixed split
     moving = {"*": {"split_policy": "linucb"}, "edge_node": {"split_candidates": "3,8"}}
-    bound = move_bytes_bound("vgg16", 0.25, 10, [Split(3, 4), Split(8, 4)])
-    assert largest_message_bytes(None, moving) == bound > 2 << 20
+    assert largest_message_bytes(None, moving) == move_bytes_bound("vgg16", 0.25, 10, [3, 8]) > 2 << 20
     scheduled = {"*": {"split_policy": "schedule", "split_point": 5}, "edge_node": {"split_schedule": "5@0,3@10"}}
-    assert largest_message_bytes(None, scheduled) == move_bytes_bound("vgg16", 0.25, 10, [Split(3, 4), Split(5, 4)])
+    assert largest_message_bytes(None, scheduled) == move_bytes_bound("vgg16", 0.25, 10, [3, 5])
 
 
 def test_link_rate_schedule_parses_changes_on_time_and_averages_while_up():

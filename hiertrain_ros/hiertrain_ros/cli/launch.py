@@ -60,7 +60,6 @@ def largest_message_bytes(params_file, overrides: dict) -> int:
     """
     from ..core.config import EdgeConfig
     from ..core.repartition import move_bytes_bound
-    from ..core.splits import Split
     from ..runner import graph_param
 
     def param(name, default):
@@ -74,8 +73,8 @@ def largest_message_bytes(params_file, overrides: dict) -> int:
                      bits=int(param("bits", 4)), split_policy=policy,
                      split_schedule=str(param("split_schedule", "")),
                      split_candidates=str(param("split_candidates", "")))
-    arms = {Split(cfg.split_point, cfg.bits), *(Split(*a) for a in cfg.split_arms())}  # the edge node's own choice
-    bound = move_bytes_bound(cfg.arch, cfg.width, cfg.num_classes, arms)
+    points = {cfg.split_point} | {point for point, _ in cfg.split_arms()}  # the edge node's own choice of arms
+    bound = move_bytes_bound(cfg.arch, cfg.width, cfg.num_classes, points)
     return max(LARGEST_MESSAGE_BYTES, bound)
 
 
