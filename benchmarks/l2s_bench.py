@@ -84,7 +84,7 @@ def run_overrides(args, policy: str, point: int) -> list[str]:
             "edge_node.unacked_max=8", "edge_node.resend_after_s=30.0",
             f"split_point={point}", f"split_policy={policy}"]
     if policy == "linucb":
-        sets += [f"edge_node.split_candidates={args.candidates}", f"edge_node.split_round_steps={args.round_steps}"]
+        sets += [f"split_candidates={args.candidates}", f"edge_node.split_round_steps={args.round_steps}"]
     return sets + list(args.set)
 
 

@@ -91,7 +91,9 @@ class CloudNode(TrainerNode):
 
     def make_trainer(self, spec, optim):
         cfg = self.config
-        side = MovableSide("cloud", spec, seed=cfg.seed) if cfg.movable else None
+        # The edge's candidates, where this cloud is told them too: it keeps them ready from the start.
+        candidates = [Split(*arm) for arm in cfg.split_arms()] if cfg.knows_splits else []
+        side = MovableSide("cloud", spec, seed=cfg.seed, candidates=candidates) if cfg.movable else None
         cloud = side.model if side else progressive_cloud(spec, seed=cfg.seed, exits=cfg.exits,
                                                           placement=cfg.exit_placement, head=cfg.exit_head)
         trainer = CloudTrainer(cloud, spec, optim, c_thr=cfg.confidence_threshold, measure=cfg.confidence_measure,

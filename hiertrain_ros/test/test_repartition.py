@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from hiertrain_ros.core import codec
+from hiertrain_ros.core.config import CloudConfig
 from hiertrain_ros.core.data import batches, load_fashion_mnist
 from hiertrain_ros.core.models import SplitSpec, build_edge
 from hiertrain_ros.core.repartition import EdgeMove, MovableSide, decoder, move_bytes_bound
@@ -192,9 +193,24 @@ def test_the_cloud_keeps_the_splits_past_its_own_ready_and_hands_their_compressi
     assert _same(after["decoder"], _weights(cloud.model.body[0]))
     _step(edge, cloud, images, labels)
     # Without keep_ready, as before: no compression is kept or sent.
-    plain = MovableSide("cloud", SPEC, keep_ready=False)
+    plain = MovableSide("cloud", SPEC, keep_ready=False, candidates=[Split(8, 4)])
     plain.adapters[Split(8, 4)] = decoder(replace(SPEC, split_point=8))
     assert plain.shadows(3) == [] and plain.shadow_loss() is None
+
+
+def test_a_cloud_told_the_candidates_keeps_them_ready_from_the_start():
+    config = CloudConfig(split_policy="linucb", split_candidates="3,8", split_point=3, width=0.125)
+    assert config.knows_splits and not CloudConfig(split_policy="linucb").knows_splits
+    with pytest.raises(ValueError, match="split_point"):
+        CloudConfig(split_policy="linucb", split_candidates="3,99")
+    cloud = MovableSide("cloud", SPEC, candidates=[Split(*arm) for arm in config.split_arms()])
+    assert cloud.shadows(3) == [Split(8, 4)]  # 3 is where it is
+    optimizer = torch.optim.SGD(cloud.parameters(), lr=0.1)
+    cloud.model.train()
+    cloud.model(torch.rand(4, *cloud.model.feature_shape)).sum().backward()
+    cloud.shadow_loss().backward()
+    optimizer.step()
+    assert "compress" in torch.load(io.BytesIO(cloud.export(Split(8, 4), optimizer)), weights_only=True)
 
 
 def test_the_compressions_kept_ready_learn_to_give_back_the_backbones_map():

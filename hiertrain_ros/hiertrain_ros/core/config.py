@@ -48,7 +48,8 @@ class ModelParams(SplitSpec):
                                   # follows, core.repartition) with "schedule" (split_schedule) or "linucb"
                                   # (L2S's LinUCB-E over split_candidates, from what the edge measures)
     split_schedule: str = ""      # "POINT[/BITS]@STEP,...", e.g. "3@0,5@200,3@400" (edge training steps)
-    split_candidates: str = ""    # linucb: the positions to choose from, e.g. "3,5,8" (at bits)
+    split_candidates: str = ""    # linucb: the positions to choose from, e.g. "3,5,8" (at bits); a cloud told them
+                                  # too keeps them ready to move to (core.repartition)
     split_round_steps: int = 20   # linucb: training steps per round at one split
     split_horizon_s: float = 60.0  # linucb: a move must save twice its pause over this many seconds
 
@@ -62,7 +63,7 @@ class ModelParams(SplitSpec):
             if getattr(self, "checkpoint_dir", "") or self.init_from or getattr(self, "exits", 1) != 1:
                 raise ValueError("a moving split (split_policy not 'fixed') works without checkpoint_dir and "
                                  "init_from, with one exit on each side")
-            for point, bits in self.split_arms() if isinstance(self, EdgeConfig) else ():  # the cloud follows
+            for point, bits in self.split_arms() if self.knows_splits else ():
                 replace(self.model_spec(), split_point=point, bits=bits)  # its checks
             if self.split_round_steps < 1:
                 raise ValueError(f"split_round_steps must be >= 1, got {self.split_round_steps}")
@@ -78,6 +79,11 @@ class ModelParams(SplitSpec):
     @property
     def movable(self) -> bool:
         return self.split_policy != "fixed"
+
+    @property
+    def knows_splits(self) -> bool:
+        """Whether this node knows the splits the policy may choose: the edge always, the cloud where told too."""
+        return isinstance(self, EdgeConfig) or bool(self.split_candidates or self.split_schedule)
 
     def split_arms(self) -> list[tuple[int, int]]:
         """(split_point, bits) of every split the policy may choose (the cloud: none of its own)."""

@@ -91,10 +91,11 @@ def move_bytes_bound(arch: str, width: float, num_classes: int, points) -> int:
 class MovableSide:
     """One side's share of a network whose split moves: its run of units and every split's adapters.
 
-    ``keep_ready`` (the cloud only): train a compression for the splits past the cloud's (see the module).
+    ``keep_ready`` (the cloud only): train a compression for the splits past the cloud's (see the module), those
+    it has been at and the ``candidates`` (:class:`Split` s the edge may move to) from the start.
     """
 
-    def __init__(self, role: str, spec: SplitSpec, *, seed: int = 0, keep_ready: bool = True):
+    def __init__(self, role: str, spec: SplitSpec, *, seed: int = 0, keep_ready: bool = True, candidates=()):
         if role not in ("edge", "cloud"):
             raise ValueError(f"role must be 'edge' or 'cloud', got {role!r}")
         self.role, self.seed = role, seed
@@ -106,6 +107,8 @@ class MovableSide:
         self.units, self.ends = _units(spec.arch, build_model(spec.arch, num_classes=spec.num_classes,
                                                               width=spec.width))
         self.adapters: dict[Split, nn.Module] = {}
+        for split in candidates if self.keep_ready else ():
+            self._adapter(replace(self.spec, split_point=split.split_point, bits=split.bits))
         self.model = self._build(self.spec)
 
     def owned(self, split_point: int) -> range:
