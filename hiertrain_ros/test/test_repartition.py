@@ -170,7 +170,7 @@ def _same(a, b):
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_the_cloud_keeps_the_splits_past_its_own_ready_and_hands_their_compression_over():
+def test_the_cloud_keeps_the_splits_past_its_own_ready_and_hands_their_adapters_over():
     edge, cloud = _pair()
     images, labels = torch.rand(8, 3, 32, 32), torch.randint(0, 10, (8,))
     _step(edge, cloud, images, labels)
@@ -178,24 +178,25 @@ def test_the_cloud_keeps_the_splits_past_its_own_ready_and_hands_their_compressi
     _step(edge, cloud, images, labels)
     _move(edge, cloud, Split(3, 4), 2)
     assert cloud.movable.shadows(3) == [Split(8, 4)] and edge.movable.shadows(8) == []  # the edge keeps none
-    ready = cloud.movable.ready[Split(8, 4)]  # starts as the edge's compression started
-    assert _same(_weights(ready), _weights(MovableSide("edge", replace(SPEC, split_point=8)).model.compress))
-    before = {"compress": _weights(ready), "decoder": _weights(cloud.movable.adapters[Split(8, 4)])}
-    edge_copy = _weights(edge.movable.adapters[Split(8, 4)]["compress"])
-    _step(edge, cloud, images, labels)  # the cloud trains split 8's compression and decoder while at split 3
-    after = {"compress": _weights(ready), "decoder": _weights(cloud.movable.adapters[Split(8, 4)])}
+    ready = cloud.movable.ready[Split(8, 4)]  # starts as the edge's compression and exit started
+    fresh = MovableSide("edge", replace(SPEC, split_point=8)).model
+    assert _same(_weights(ready), _weights(fresh.compress) + _weights(fresh.exits))
+    before = {"adapter": _weights(ready), "decoder": _weights(cloud.movable.adapters[Split(8, 4)])}
+    edge_copy = _weights(edge.movable.adapters[Split(8, 4)])
+    _step(edge, cloud, images, labels)  # the cloud trains split 8's adapters while at split 3
+    after = {"adapter": _weights(ready), "decoder": _weights(cloud.movable.adapters[Split(8, 4)])}
     assert not any(_same(before[k], after[k]) for k in before)
-    assert _same(edge_copy, _weights(edge.movable.adapters[Split(8, 4)]["compress"]))
-    _move(edge, cloud, Split(8, 4), 3)  # the cloud's compression comes with the units
-    assert _same(after["compress"], _weights(edge.model.compress))
+    assert _same(edge_copy, _weights(edge.movable.adapters[Split(8, 4)]))
+    _move(edge, cloud, Split(8, 4), 3)  # the cloud's compression and exit come with the units
+    assert _same(after["adapter"], _weights(edge.model.compress) + _weights(edge.model.exits))
     assert edge.model.compress is edge.movable.adapters[Split(8, 4)]["compress"]
-    assert {id(p) for p in edge.model.compress.parameters()} <= _params(edge)
+    assert {id(p) for p in edge.movable.adapters[Split(8, 4)].parameters()} <= _params(edge)
     assert _same(after["decoder"], _weights(cloud.model.body[0]))
     _step(edge, cloud, images, labels)
     # Without keep_ready, as before: no compression is kept or sent.
     plain = MovableSide("cloud", SPEC, keep_ready=False, candidates=[Split(8, 4)])
     plain.adapters[Split(8, 4)] = decoder(replace(SPEC, split_point=8))
-    assert plain.shadows(3) == [] and plain.shadow_loss() is None
+    assert plain.shadows(3) == [] and plain.shadow_loss(labels) is None
 
 
 def test_a_cloud_told_the_candidates_keeps_them_ready_from_the_start():
@@ -208,14 +209,15 @@ def test_a_cloud_told_the_candidates_keeps_them_ready_from_the_start():
     optimizer = torch.optim.SGD(cloud.parameters(), lr=0.1)
     cloud.model.train()
     cloud.model(torch.rand(4, *cloud.model.feature_shape)).sum().backward()
-    cloud.shadow_loss().backward()
+    cloud.shadow_loss(torch.randint(0, 10, (4,))).backward()
     optimizer.step()
-    assert "compress" in torch.load(io.BytesIO(cloud.export(Split(8, 4), optimizer)), weights_only=True)
+    assert "adapter" in torch.load(io.BytesIO(cloud.export(Split(8, 4), optimizer)), weights_only=True)
 
 
-def test_the_compressions_kept_ready_learn_to_give_back_the_backbones_map():
-    # Fashion-MNIST; after a visit to split 8, the cloud at split 3 trains split 8's compression and decoder.
-    # Measured: the relative error through the 4-bit codes fell from 1.13 (first step) to 0.19-0.22 over 61 steps.
+def test_the_adapters_kept_ready_learn_the_backbones_map_and_the_labels():
+    # Fashion-MNIST; after a visit to split 8, the cloud at split 3 trains split 8's compression, exit and decoder.
+    # Measured: their loss (relative error through the 4-bit codes + the exit's cross-entropy) fell from 3.41 at
+    # the first step to 0.75-1.06 over the last 8 of 61 (a mean 0.32 x the first 4's).
     edge, cloud = _pair(OptimConfig(name="adam", lr=2e-3))
     data = batches(load_fashion_mnist("train").subset(32 * 64), 32, shuffle=True)
     moves, losses = 0, []
@@ -227,17 +229,17 @@ def test_the_compressions_kept_ready_learn_to_give_back_the_backbones_map():
         if step > 2:
             cloud.model.train()
             cloud.model(codec.decode(payload))
-            losses.append(float(cloud.movable.shadow_loss().detach()))
+            losses.append(float(cloud.movable.shadow_loss(labels).detach()))
         cloud.train_step(payload)
-    assert sum(losses[-8:]) / 8 < 0.4 * sum(losses[:4]) / 4, losses
+    assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:4]) / 4, losses
 
 
-def test_only_the_edge_takes_a_compression_and_only_one_that_fits():
+def test_only_the_edge_takes_adapters_and_only_ones_that_fit():
     edge, cloud = _pair()
     _move(edge, cloud, Split(8, 4), 1)
     _move(edge, cloud, Split(3, 4), 2)
     blob = torch.load(io.BytesIO(cloud.movable.export(Split(8, 4), cloud.optimizer)), weights_only=True)
-    assert "compress" in blob
+    assert "adapter" in blob
 
     def saved(state):
         buffer = io.BytesIO()
@@ -245,8 +247,8 @@ def test_only_the_edge_takes_a_compression_and_only_one_that_fits():
         return buffer.getvalue()
     up = torch.load(io.BytesIO(edge.movable.export(Split(2, 4), edge.optimizer)), weights_only=True)
     with pytest.raises(ValueError, match="needs units"):  # the cloud never takes one
-        cloud.move(Split(2, 4), 3, saved({**up, "compress": blob["compress"]}))
-    wrong = dict(blob, compress=blob[min(k for k in blob if k != "compress")])
+        cloud.move(Split(2, 4), 3, saved({**up, "adapter": blob["adapter"]}))
+    wrong = dict(blob, adapter=blob[min(k for k in blob if k != "adapter")])
     with pytest.raises(ValueError, match="does not fit"):
         edge.move(Split(8, 4), 3, saved(wrong))
     assert edge.spec.split_point == 3

@@ -16,14 +16,16 @@ batch-norm buffers and optimizer state (:meth:`MovableSide.export`), as one ``to
 :meth:`MovableSide.apply` reads back with ``weights_only=True`` (tensors and plain containers only: no code
 travels).  Adapters stay where they are; going back to a split resumes its adapters where they were.  The
 edge's compression and exit of a split it has left are kept untrained.  The cloud keeps the splits past its own
-ready (:meth:`MovableSide.shadow_loss`): for every decoder it holds of a split inside its run of units it trains a
-compression of its own with it, to give back the backbone's map there through the codec's quantization, and a
-move to that split hands that compression to the edge (in the cloud's answer, with the units).  The layers
-behind the new split then get what they got before the move.  (Before the cloud did, the cloud's training
-accuracy fell from about 0.77 to 0.62 for 20 s after a 3->8 move in the L2S bench's run J, docs/l2s_bench.md.)
-The edge keeps nothing ready: its compute is the robot's, and LinUCB-E would charge it to the split in use.  A
-split's adapters start from weights seeded by the split (the same on every run, the cloud's compression the
-same as the edge's).
+ready (:meth:`MovableSide.shadow_loss`): for every decoder it holds of a split inside its run of units (the
+candidates it is told, and splits it has been at) it trains a compression and an exit of its own with it, the
+compression to give back the backbone's map there through the codec's quantization, the exit from the labels, as
+the edge's would.  A move to that split hands both to the edge (in the cloud's answer, with the units): the
+layers behind the new split get what they got before, and the edge's new exit does not start untrained (an
+untrained exit's loss would train the edge's layers on noise).  Before the cloud kept them ready, the cloud's
+training accuracy fell from about 0.77 to 0.62 for 20 s after a 3->8 move in the L2S bench's run J
+(docs/l2s_bench.md).  The edge keeps nothing ready: its compute is the robot's, and LinUCB-E would charge it to the
+split in use.  A split's adapters start from weights seeded by the split (the same on every run, the cloud's
+compression and exit the same as the edge's).
 
 Every feature batch is tagged with :func:`tag` of the split, the bit width and the move count, so the cloud
 never decodes a batch against another split, bit width or encoder.  The protocol that keeps both sides in
@@ -91,8 +93,8 @@ def move_bytes_bound(arch: str, width: float, num_classes: int, points) -> int:
 class MovableSide:
     """One side's share of a network whose split moves: its run of units and every split's adapters.
 
-    ``keep_ready`` (the cloud only): train a compression for the splits past the cloud's (see the module), those
-    it has been at and the ``candidates`` (:class:`Split` s the edge may move to) from the start.
+    ``keep_ready`` (the cloud only): train a compression and an exit for the splits past the cloud's (see the
+    module), those it has been at and the ``candidates`` (:class:`Split` s the edge may move to) from the start.
     """
 
     def __init__(self, role: str, spec: SplitSpec, *, seed: int = 0, keep_ready: bool = True, candidates=()):
@@ -100,7 +102,7 @@ class MovableSide:
             raise ValueError(f"role must be 'edge' or 'cloud', got {role!r}")
         self.role, self.seed = role, seed
         self.keep_ready = keep_ready and role == "cloud"
-        self.ready: dict[Split, nn.Module] = {}  # the cloud's compressions of other splits, by split
+        self.ready: dict[Split, nn.Module] = {}  # the cloud's compression and exit of other splits, by split
         self._hooks, self._taps = [], {}
         self.spec = spec.model_spec()
         _seed(seed, 2)  # the same units on both sides: one side's are placeholders until they arrive
@@ -115,31 +117,26 @@ class MovableSide:
         end = self.ends[split_point - 1]
         return range(0, end) if self.role == "edge" else range(end, len(self.units))
 
-    def _seeded(self, spec: SplitSpec):
-        torch.manual_seed(self.seed * 1000 + spec.split_point * 10 + spec.bits)
-
     def _adapter(self, spec: SplitSpec) -> nn.Module:
         key = Split(spec.split_point, spec.bits)
         if key not in self.adapters:
-            with torch.random.fork_rng():
-                self._seeded(spec)
-                if self.role == "edge":
-                    probe = EdgeModel(nn.Sequential(nn.Identity()), spec.backbone_channels, spec.feature_shape,
-                                      spec.num_classes, exit_head=linear_exit)
-                    self.adapters[key] = nn.ModuleDict({"compress": probe.compress, "exits": probe.exits})
-                else:
-                    self.adapters[key] = decoder(spec)
+            self.adapters[key] = self._edge_adapter(key) if self.role == "edge" else self._seeded(spec, decoder)
         return self.adapters[key]
 
-    def _compression(self, split: Split) -> nn.Module:
-        """Return a compression for ``split``, as the edge's starts (its exit's weights are drawn after it)."""
-        spec = replace(self.spec, split_point=split.split_point, bits=split.bits)
+    def _seeded(self, spec: SplitSpec, make) -> nn.Module:
         with torch.random.fork_rng():
-            self._seeded(spec)
-            return compression(spec.backbone_channels, spec.feature_shape[0])
+            torch.manual_seed(self.seed * 1000 + spec.split_point * 10 + spec.bits)
+            return make(spec)
+
+    def _edge_adapter(self, split: Split) -> nn.ModuleDict:
+        """Return the edge's adapters of ``split`` as they start: its compression and its exit."""
+        def make(spec):
+            return nn.ModuleDict({"compress": compression(spec.backbone_channels, spec.feature_shape[0]),
+                                  "exits": nn.ModuleList([linear_exit(*spec.feature_shape, spec.num_classes)])})
+        return self._seeded(replace(self.spec, split_point=split.split_point, bits=split.bits), make)
 
     def shadows(self, split_point: int) -> list[Split]:
-        """Return the splits whose compression the cloud keeps ready at ``split_point``: its decoders' past it."""
+        """Return the splits the cloud keeps ready at ``split_point``: those of its decoders past it."""
         if not self.keep_ready:
             return []
         end = self.ends[split_point - 1]
@@ -150,18 +147,21 @@ class MovableSide:
         if module.training and torch.is_grad_enabled():
             self._taps[split] = out.detach()
 
-    def shadow_loss(self) -> torch.Tensor | None:
+    def shadow_loss(self, labels: torch.Tensor) -> torch.Tensor | None:
         """Return the loss that keeps the splits past the cloud's ready to be moved to (None: there are none).
 
         Per such split, the backbone's map there (taken in this step's forward pass, not trained through) goes
         through the split's compression, the codec's quantization and the split's decoder, which learn to give it
-        back: the mean squared error relative to the map's power.
+        back (the mean squared error relative to the map's power), and the split's exit learns from the
+        compressed map as the edge's would (cross-entropy on ``labels``).
         """
         taps, self._taps = self._taps, {}
         loss = None
         for split, target in taps.items():
-            code = fake_quantize(self.ready[split](target), split.bits)
-            part = F.mse_loss(self.adapters[split](code), target) / target.pow(2).mean().clamp_min(1e-12)
+            code = self.ready[split]["compress"](target)
+            back = self.adapters[split](fake_quantize(code, split.bits))
+            part = (F.mse_loss(back, target) / target.pow(2).mean().clamp_min(1e-12)
+                    + F.cross_entropy(self.ready[split]["exits"][-1](code), labels))
             loss = part if loss is None else loss + part
         return loss
 
@@ -173,7 +173,7 @@ class MovableSide:
         self._hooks, self._taps = [], {}
         for split in self.shadows(spec.split_point):  # the map after the unit before the split
             if split not in self.ready:
-                self.ready[split] = self._compression(split)
+                self.ready[split] = self._edge_adapter(split)
             self._hooks.append(self.units[self.ends[split.split_point - 1] - 1].register_forward_hook(
                 lambda module, args, out, split=split: self._tap(split, module, out)))
         if self.role == "cloud":
@@ -194,10 +194,10 @@ class MovableSide:
     def export(self, to: Split, optimizer: torch.optim.Optimizer) -> bytes:
         """Return the units this side hands over in a move to ``to``: weights, buffers, optimizer state.
 
-        Keyed by unit index; the cloud's compression kept ready for ``to``, if any, under ``"compress"``.
+        Keyed by unit index; the cloud's compression and exit kept ready for ``to``, if any, under ``"adapter"``.
         """
         blob = {}
-        ready = [("compress", self.ready[to])] if to in self.shadows(self.spec.split_point) else []
+        ready = [("adapter", self.ready[to])] if to in self.shadows(self.spec.split_point) else []
         for key, module in [*((i, self.units[i]) for i in self.leaving(to)), *ready]:
             blob[key] = {"weights": module.state_dict(),
                          "optim": {name: optimizer.state[p] for name, p in module.named_parameters()
@@ -210,21 +210,21 @@ class MovableSide:
         """Move to ``to``: drop the units that leave, load those that arrive from ``incoming``; return the model.
 
         The optimizer follows: the state of the units that leave is dropped, that of the units that arrive is
-        theirs, and a new split's adapters join with none.  The edge takes the cloud's compression for ``to``,
-        with its state, where the cloud sends one.  ``ValueError`` when ``incoming`` is not the other side's
+        theirs, and a new split's adapters join with none.  The edge takes the cloud's compression and exit for
+        ``to``, with their state, where the cloud sends them.  ``ValueError`` when ``incoming`` is not the other side's
         export for this move (then nothing has changed).
         """
         spec = replace(self.spec, split_point=to.split_point, bits=to.bits)  # checks the position and bits
         arriving = sorted(set(self.owned(to.split_point)) - set(self.owned(self.spec.split_point)))
         blob = _load(incoming)
-        units = sorted(k for k in blob if k != "compress")
-        if units != arriving or ("compress" in blob and not (self.role == "edge" and arriving)):
+        units = sorted(k for k in blob if k != "adapter")
+        if units != arriving or ("adapter" in blob and not (self.role == "edge" and arriving)):
             raise ValueError(f"a move of the {self.role} from split {self.spec.split_point} to {to.split_point} "
                              f"needs units {arriving}, got {sorted(blob, key=str)}")
         # Loaded aside first: a bad blob changes nothing.
         fresh = {i: copy.deepcopy(self.units[i]) for i in arriving}
-        if "compress" in blob:
-            fresh["compress"] = self._compression(to)
+        if "adapter" in blob:
+            fresh["adapter"] = self._edge_adapter(to)
         states = {}
         for key, module in fresh.items():
             try:
@@ -233,14 +233,15 @@ class MovableSide:
                 states.update({named[name]: state for name, state in blob[key]["optim"].items()})
             except (KeyError, RuntimeError, TypeError) as exc:
                 raise ValueError(f"part {key} of the move does not fit this model: {exc}") from exc
-        adapter = self._adapter(spec)
-        leaving = [self.units[i] for i in self.leaving(to)] + ([adapter["compress"]] if "compress" in blob else [])
+        leaving = [self.units[i] for i in self.leaving(to)]
+        if "adapter" in blob:
+            leaving.append(self._adapter(spec))
         for module in leaving:
             for p in module.parameters():
                 optimizer.state.pop(p, None)
         for key, module in fresh.items():
-            if key == "compress":
-                adapter["compress"] = module
+            if key == "adapter":
+                self.adapters[to] = module
             else:
                 self.units[key] = module
         optimizer.state.update(states)
@@ -257,9 +258,9 @@ def _load(data: bytes) -> dict:
         blob = torch.load(io.BytesIO(bytes(data)), weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable blob is refused the same way
         raise ValueError(f"a move's state could not be read: {exc}") from exc
-    if not isinstance(blob, dict) or not all((isinstance(k, int) or k == "compress") and isinstance(v, dict)
+    if not isinstance(blob, dict) or not all((isinstance(k, int) or k == "adapter") and isinstance(v, dict)
                                              for k, v in blob.items()):
-        raise ValueError("a move's state must map unit indices (and 'compress') to their weights and optimizer "
+        raise ValueError("a move's state must map unit indices (and 'adapter') to their weights and optimizer "
                          "state")
     return blob
 

@@ -61,13 +61,13 @@ class _Trainer:
         self.model.train()
         logits = self.model(inputs)
         loss = F.cross_entropy(logits, labels)
-        self._update(self._with_shadows(loss))
+        self._update(self._with_shadows(loss, labels))
         return StepResult(float(loss.detach()), int((logits.argmax(1) == labels).sum()), len(labels))
 
-    def _with_shadows(self, loss: torch.Tensor) -> torch.Tensor:
+    def _with_shadows(self, loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``loss`` plus, on a cloud whose split moves, what keeps the splits past it ready (MovableSide)."""
         movable = getattr(self, "movable", None)
-        shadows = movable.shadow_loss() if movable is not None else None
+        shadows = movable.shadow_loss(labels) if movable is not None else None
         return loss if shadows is None else loss + shadows
 
     def _apply(self, backward) -> None:
@@ -377,7 +377,7 @@ class CloudTrainer(_Trainer):
         loss = sum(w * (F.cross_entropy(z, labels, reduction="none") * weights).sum()
                    for w, z in zip(self.exit_weights, exits, strict=True) if w)
         loss = loss / weights.sum().clamp_min(1e-12)
-        self._update(self._with_shadows(loss))
+        self._update(self._with_shadows(loss, labels))
         correct = int((logits[:new].argmax(1) == labels[:new]).sum())
         return StepResult(float(loss.detach()), correct, new)
 
