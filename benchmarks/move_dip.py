@@ -3,9 +3,10 @@ r"""Move-dip bench: what a move of the split costs the cloud's accuracy, with an
 The package's core trainers (``core.training.EdgeTrainer`` / ``CloudTrainer`` on ``core.repartition.MovableSide``,
 what the edge and cloud nodes run) train one network in one process, without ROS or a link: the edge trains its
 layers from its exit's loss, the cloud the rest from the final loss on the codec's decoded features, batch after
-batch.  The split moves on a schedule of edge steps (by default a warm-up visit 3 -> 8 -> 3, then 3 -> 8 at step
-700 and 8 -> 3 at step 1100, as LinUCB-E's moves in the L2S bench).  Each seed runs twice: with the adapters of the
-splits a side holds kept trained (``keep_ready``, the default) and without (how moves were made before).
+batch.  The split moves on a schedule of edge steps (by default 3 -> 8 at step 700 and 8 -> 3 at step 1100, as
+LinUCB-E's moves in the L2S bench, where the first move also comes before any visit to 8).  Each seed runs twice:
+with the cloud keeping the schedule's splits ready (``keep_ready``, the default: it is told them as a cloud node
+is told ``split_candidates``) and without (how moves were made before).
 
 Reported per run: the cloud's training accuracy (each batch scored before its step: prequential) in the 50 steps
 before and after each move after the warm-up, the dip (before - after), and the cloud's and the edge exit's test
@@ -37,7 +38,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--arch", default="vgg16")
     p.add_argument("--width", type=float, default=0.25)
-    p.add_argument("--schedule", default="3@0,8@10,3@20,8@700,3@1100", help="split schedule in edge steps")
+    p.add_argument("--schedule", default="3@0,8@700,3@1100", help="split schedule in edge steps")
     p.add_argument("--warmup-steps", type=int, default=100, help="moves before this step are not reported")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--batch-size", type=int, default=32)
@@ -53,9 +54,11 @@ def parse_args(argv=None):
 def run(args, seed: int, keep_ready: bool) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    spec = SplitSpec(args.arch, parse_split_schedule(args.schedule, 4)[0][1].split_point, width=args.width)
+    splits = [split for _, split in parse_split_schedule(args.schedule, 4)]
+    spec = SplitSpec(args.arch, splits[0].split_point, width=args.width)
     optim = OptimConfig(name="adam", lr=args.lr)
-    sides = {role: MovableSide(role, spec, seed=seed, keep_ready=keep_ready) for role in ("edge", "cloud")}
+    sides = {role: MovableSide(role, spec, seed=seed, keep_ready=keep_ready, candidates=splits)
+             for role in ("edge", "cloud")}
     edge = EdgeTrainer(sides["edge"].model, spec, optim)
     edge.make_movable(sides["edge"])
     cloud = CloudTrainer(sides["cloud"].model, spec, optim)
