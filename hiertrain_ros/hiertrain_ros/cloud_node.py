@@ -266,7 +266,14 @@ class CloudNode(TrainerNode):
                 "latent_batches": len(self.latent or ()),
                 "latent_stale_evicted": getattr(self.latent, "evicted_stale", 0),
                 "replay_steps": self.replay_steps, "split_point": self.trainer.spec.split_point,
-                "moves": self._moved.move_id if self._moved is not None else 0}
+                "moves": self._moved.move_id if self._moved is not None else 0, **self._ready_status()}
+
+    def _ready_status(self) -> dict:
+        movable = getattr(self.trainer, "movable", None)
+        if movable is None:
+            return {}
+        return {"kept_ready": ",".join(str(s.split_point) for s in movable.shadows(self.trainer.spec.split_point)),
+                "ready_handed_over": movable.handed_over}
 
 
 def main(args=None) -> None:

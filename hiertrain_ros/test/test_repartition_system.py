@@ -9,9 +9,9 @@ pytestmark = [pytest.mark.system, pytest.mark.slow]
 
 
 def test_the_split_moves_to_5_and_back_without_losing_a_batch(ros_env, tmp_path):
-    overrides = {"camera_sim": {"rate_hz": 100.0},
-                 "edge_node": {"batch_size": 16, "split_policy": "schedule", "split_schedule": "3@0,5@40,3@80"},
-                 "cloud_node": {"split_policy": "schedule"}}
+    # The schedule is shared: the cloud keeps split 5 ready while at 3, and hands its adapters over at the move.
+    overrides = {"*": {"split_policy": "schedule", "split_schedule": "3@0,5@40,3@80"},
+                 "camera_sim": {"rate_hz": 100.0}, "edge_node": {"batch_size": 16}}
     graph = Graph(GRAPHS["edge_cloud"], overrides=overrides, log_dir=tmp_path / "logs")
     monitor = MonitorThread()
     mon = monitor.node
@@ -40,6 +40,7 @@ def test_the_split_moves_to_5_and_back_without_losing_a_batch(ros_env, tmp_path)
         # ... none was refused (a batch decoded against the wrong split would have been) ...
         assert not {k: v for k, v in {**cloud, **status}.items() if k.startswith("rejected_")}, (cloud, status)
         assert status["split_point"] == cloud["split_point"] == "3" and status["moves_abandoned"] == "0", status
+        assert cloud["kept_ready"] == "5" and cloud["ready_handed_over"] == "1", cloud
         pauses = [float(ms) for ms in status["move_pause_ms"].split(",")]
         assert len(pauses) == 2 and all(p < 10_000 for p in pauses), pauses
         # ... and the cloud's loss keeps falling across the moves (in core, the same schedule at the paper's Adam

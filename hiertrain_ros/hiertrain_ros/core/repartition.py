@@ -103,6 +103,7 @@ class MovableSide:
         self.role, self.seed = role, seed
         self.keep_ready = keep_ready and role == "cloud"
         self.ready: dict[Split, nn.Module] = {}  # the cloud's compression and exit of other splits, by split
+        self.handed_over = 0  # moves whose answer carried a compression and exit kept ready
         self._hooks, self._taps = [], {}
         self.spec = spec.model_spec()
         _seed(seed, 2)  # the same units on both sides: one side's are placeholders until they arrive
@@ -198,6 +199,7 @@ class MovableSide:
         """
         blob = {}
         ready = [("adapter", self.ready[to])] if to in self.shadows(self.spec.split_point) else []
+        self.handed_over += len(ready)
         for key, module in [*((i, self.units[i]) for i in self.leaving(to)), *ready]:
             blob[key] = {"weights": module.state_dict(),
                          "optim": {name: optimizer.state[p] for name, p in module.named_parameters()
