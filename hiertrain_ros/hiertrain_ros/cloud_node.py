@@ -269,7 +269,7 @@ class CloudNode(TrainerNode):
                 "moves": self._moved.move_id if self._moved is not None else 0, **self._ready_status()}
 
     def _ready_status(self) -> dict:
-        movable = getattr(self.trainer, "movable", None)
+        movable = self.trainer.movable
         if movable is None:
             return {}
         return {"kept_ready": ",".join(str(s.split_point) for s in movable.shadows(self.trainer.spec.split_point)),

@@ -74,23 +74,28 @@ class FeaturePayload:
         return len(self.data) * 8 + 32
 
 
-def quantize(features: torch.Tensor, bits: int) -> tuple[np.ndarray, float, float]:
-    """Codes (uint8, one per value), scale and zero point of a batch."""
-    import torch  # in the tensor functions only: pack/unpack/validate serve torch-free nodes
+def _rounded(x: torch.Tensor, bits: int) -> tuple[torch.Tensor, float, float]:
+    """Codes of ``x`` as floats (0 .. 2**bits - 1), scale and zero point: one scale per batch."""
+    import torch
 
     if bits not in VALID_BITS:
         raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
-    x = features.detach().to(torch.float32).cpu()
     lo, hi = float(x.min()), float(x.max())
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError("features contain NaN or Inf; refusing to quantize")
     levels = (1 << bits) - 1
     scale = (hi - lo) / levels
     if scale == 0.0:
-        codes = torch.zeros(x.shape, dtype=torch.uint8)
-    else:
-        codes = torch.round((x - lo) / scale).clamp_(0, levels).to(torch.uint8)
-    return codes.numpy(), scale, lo
+        return torch.zeros_like(x), scale, lo
+    return torch.round((x - lo) / scale).clamp_(0, levels), scale, lo
+
+
+def quantize(features: torch.Tensor, bits: int) -> tuple[np.ndarray, float, float]:
+    """Codes (uint8, one per value), scale and zero point of a batch."""
+    import torch  # in the tensor functions only: pack/unpack/validate serve torch-free nodes
+
+    codes, scale, lo = _rounded(features.detach().to(torch.float32).cpu(), bits)
+    return codes.to(torch.uint8).numpy(), scale, lo
 
 
 def dequantize(codes: np.ndarray, scale: float, zero_point: float) -> torch.Tensor:
@@ -104,17 +109,9 @@ def fake_quantize(features: torch.Tensor, bits: int) -> torch.Tensor:
 
     The gradient passes straight through the rounding (the straight-through estimator).
     """
-    import torch
-
-    if bits not in VALID_BITS:
-        raise ValueError(f"bits must be one of {VALID_BITS}, got {bits}")
     x = features.detach()
-    lo = x.min()
-    scale = (x.max() - lo) / ((1 << bits) - 1)
-    if float(scale) == 0.0:
-        return features
-    rounded = torch.round((x - lo) / scale).clamp_(0, (1 << bits) - 1) * scale + lo
-    return features + (rounded - x)
+    codes, scale, lo = _rounded(x, bits)
+    return features + (codes * scale + lo - x)
 
 
 def pack(codes: np.ndarray, bits: int) -> bytes:

@@ -50,6 +50,7 @@ class _Trainer:
         self.scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, optim.cosine_steps)
                           if optim.cosine_steps > 0 else None)
         self.step = 0
+        self.movable = None  # a core.repartition.MovableSide once make_movable: the split can then move
 
     def _update(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss):
@@ -66,8 +67,7 @@ class _Trainer:
 
     def _with_shadows(self, loss: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """``loss`` plus, on a cloud whose split moves, what keeps the splits past it ready (MovableSide)."""
-        movable = getattr(self, "movable", None)
-        shadows = movable.shadow_loss(labels) if movable is not None else None
+        shadows = self.movable.shadow_loss(labels) if self.movable is not None else None
         return loss if shadows is None else loss + shadows
 
     def _apply(self, backward) -> None:
@@ -123,7 +123,7 @@ class _Trainer:
         ``incoming``: the units this side gains, from the other side's return value.  ``ValueError`` (nothing
         changed) when they are not those of this move.
         """
-        if getattr(self, "movable", None) is None:
+        if self.movable is None:
             raise ValueError(f"this {self.role} was built for one split: it cannot move (see split_policy)")
         outgoing = self.movable.export(to, self.optimizer)
         self.model = self.movable.apply(to, incoming, self.optimizer)
