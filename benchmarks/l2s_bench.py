@@ -166,10 +166,32 @@ def batches_row(report: dict) -> dict:
             "cloud_rejected": sum(int(v) for k, v in cloud.items() if k.startswith("rejected") and v.isdigit())}
 
 
+def _scored(rows) -> list[tuple]:
+    """Return the batches the cloud trained and scored (each before it was trained on), in the order trained."""
+    return sorted((r for r in rows if r[2] is not None and r[4] is not None), key=lambda r: r[2])
+
+
 def final_accuracy(rows, n: int) -> float | None:
     """Mean training accuracy of the cloud's exit on its last ``n`` batches, each scored before it was trained on."""
-    accs = [r[4] for r in sorted((r for r in rows if r[2] is not None and r[4] is not None), key=lambda r: r[2])]
+    accs = [r[4] for r in _scored(rows)]
     return sum(accs[-n:]) / len(accs[-n:]) if accs else None
+
+
+def accuracy_around_moves(rows, n: int = 40, first: int = 10) -> list[dict]:
+    """Per change of the split the cloud trained at: its accuracy on the batches around it.
+
+    On the ``n`` batches before, the ``first`` after and the ``n`` after (see :func:`_scored`).
+    """
+    scored = _scored(rows)
+    out = []
+    for i in range(1, len(scored)):
+        if scored[i][3] != scored[i - 1][3]:
+            def mean(part):
+                return sum(r[4] for r in part) / len(part)
+            out.append({"cloud_s": round(scored[i][2], 2), "from": scored[i - 1][3], "to": scored[i][3],
+                        "before": mean(scored[max(0, i - n):i]), "first_after": mean(scored[i:i + first]),
+                        "after": mean(scored[i:i + n])})
+    return out
 
 
 def algorithm1(candidates: list[int], rate_bps: float, quota: float, measured_s_per_sample: dict) -> dict:
@@ -252,6 +274,7 @@ def analyse(runs: dict, schedule, args) -> dict:
             "edge_steps": edge.get("steps"),
             "batches": batches_row(report),
             "final_accuracy": final_accuracy(rr, args.acc_batches),
+            "accuracy_around_moves": accuracy_around_moves(rr),
             "edge_frames": edge.get("frames"), "edge_dropped_train_buffer": edge.get("dropped_train_buffer"),
             "launch_exit": report.get("launch_exit"), "exit_codes": report.get("exit_codes"),
         }
@@ -396,6 +419,11 @@ def print_tables(summary: dict) -> None:
               f"(from {_f(row['window_start_s'])} s): linucb {_f(row.get('linucb_ms'))} vs oracle "
               f"{_f(row.get('oracle_ms'))} ms/sample, ratio {_f(row.get('ratio'), 3)}; steady oracle "
               f"{_f(row.get('steady_oracle_ms'))}, ratio {_f(row.get('steady_ratio'), 3)}")
+    for name, v in summary["runs"].items():
+        for m in v.get("accuracy_around_moves", []):
+            print(f"{name}: the cloud's accuracy around the {m['from']}->{m['to']} move at {_f(m['cloud_s'])} s: "
+                  f"{_f(m['before'], 3)} on the 40 batches before, {_f(m['first_after'], 3)} on the first 10 after, "
+                  f"{_f(m['after'], 3)} on the 40 after")
     for name, t in summary.get("targets", {}).items():
         print(f"target {name}: {'met' if t['met'] else 'MISSED'} {({k: v for k, v in t.items() if k != 'met'})}")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from benchmarks.l2s_bench import steady_names, steady_oracle
+from benchmarks.l2s_bench import accuracy_around_moves, steady_names, steady_oracle
 
 
 def _rows(period_s: float, n: int = 200) -> list[tuple]:
@@ -26,3 +26,13 @@ def test_the_steady_oracle_is_the_best_run_at_the_segments_rate_in_the_same_wind
     trained = sum(1 for _, _, tc, _, _ in runs[name] if 10.0 <= tc < 50.0)
     assert trained == 160 and delay == pytest.approx(1e3 * 40.0 / (32 * trained))
     assert steady_oracle(runs, 100.0, 110.0, 150.0, 3e6, 32) == (None, None)  # no steady run at that rate
+
+
+def test_the_accuracy_around_a_move_is_taken_in_the_order_the_cloud_trained():
+    # (seq, edge time, cloud time, split, accuracy): two batches at 3, then two at 8 (trained out of order), one
+    # never trained.
+    rows = [(1, 0.0, 1.0, 3, 0.8), (2, 1.0, 2.0, 3, 0.6), (3, 2.0, 4.0, 8, 0.2), (4, 3.0, 3.0, 8, 0.4),
+            (5, 4.0, None, 8, None)]
+    assert accuracy_around_moves(rows, n=2, first=1) == [
+        {"cloud_s": 3.0, "from": 3, "to": 8, "before": pytest.approx(0.7), "first_after": pytest.approx(0.4),
+         "after": pytest.approx(0.3)}]
