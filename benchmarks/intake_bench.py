@@ -5,10 +5,11 @@ Two measurements, per executor the edge node may run (``ros_common.make_executor
 - **stream**: the package's ``camera_sim`` publishes ``--frames`` labelled frames at ``--camera-hz`` to the
   package's ``edge_node`` (no cloud, no link: the edge trains and stores its batches), both as processes, as in the
   link bench's hierarchical mode (its node parameters).  The edge's CPU time from the camera's start to its last
-  frame (plus ``--settle-s``) is read per thread from /proc: the main thread is the executor (every frame and
-  label goes through it), ``dds.*`` threads are Fast DDS, the rest is the trainer and the sender.  CPU time is
-  what a cgroup quota charges: ``intake core`` (main + DDS CPU per frame x ``--camera-hz``) is the share of a
-  core that taking in the camera takes from what a quota-limited edge trains with.
+  frame (plus ``--settle-s``) is read per thread from /proc: the main thread is the executor, the ``intake``
+  thread takes every frame and label (``ros_common.Intake``; an older tree's executor took them itself), ``dds.*``
+  threads are Fast DDS, the rest is the trainer and the sender.  CPU time is what a cgroup quota charges:
+  ``intake core`` (main + intake + DDS CPU per frame x ``--camera-hz``) is the share of a core that taking in the
+  camera takes from what a quota-limited edge trains with.
 - **callback**: ``on_image`` then ``on_label`` called directly on an edge node in this process, without DDS
   or the executor, on frames made as ``camera_sim`` makes them, past a full training buffer (most frames
   dropped, as at 400 Hz); CPU per frame of this thread.
@@ -53,11 +54,13 @@ def thread_cpu(pid: int) -> dict:
 
 
 def cpu_split(pid: int, before: dict, after: dict) -> dict:
-    """CPU seconds between two :func:`thread_cpu` readings: main thread, Fast DDS threads, the rest."""
+    """CPU seconds between two :func:`thread_cpu` readings: main thread, intake thread, Fast DDS threads, the rest."""
     used = {k: after[k] - before.get(k, 0.0) for k in after}
     main = sum(v for (tid, _), v in used.items() if tid == pid)
+    intake = sum(v for (tid, name), v in used.items() if tid != pid and name == "intake")
     dds = sum(v for (tid, name), v in used.items() if tid != pid and name.startswith("dds."))
-    return {"main": main, "dds": dds, "other": sum(used.values()) - main - dds, "total": sum(used.values())}
+    return {"main": main, "intake": intake, "dds": dds, "other": sum(used.values()) - main - intake - dds,
+            "total": sum(used.values())}
 
 
 def bench_config(args) -> SimpleNamespace:
@@ -117,9 +120,10 @@ def run_stream(args, executor: str, log_dir: Path | None) -> dict:
             "camera_hz_achieved": camera_rate(text), "wall_s": t1 - t0, "cpu_s": cpu, "edge_steps": status.get("steps"),
             "dropped_train_buffer": status.get("dropped_train_buffer"), "exit_codes": codes,
             "main_us_per_frame": 1e6 * cpu["main"] / max(1, received),
-            "process_us_per_frame": 1e6 * (cpu["main"] + cpu["dds"]) / max(1, received),
+            "intake_us_per_frame": 1e6 * cpu["intake"] / max(1, received),
+            "process_us_per_frame": 1e6 * (cpu["main"] + cpu["intake"] + cpu["dds"]) / max(1, received),
             # what taking in the camera costs, as a share of one core, at the camera's rate
-            "intake_core": (cpu["main"] + cpu["dds"]) / max(1, received) * args.camera_hz}
+            "intake_core": (cpu["main"] + cpu["intake"] + cpu["dds"]) / max(1, received) * args.camera_hz}
 
 
 def camera_rate(log: str) -> float | None:
@@ -197,7 +201,7 @@ def plot(report: dict, folder: str) -> str:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = [r["executor"] for r in rows]
     bottom = [0.0] * len(rows)
-    for part, colour in (("main", "tab:blue"), ("dds", "tab:orange")):
+    for part, colour in (("main", "tab:blue"), ("intake", "tab:green"), ("dds", "tab:orange")):
         values = [1e6 * r["cpu_s"][part] / max(1, r["frames_received"]) for r in rows]
         ax.bar(names, values, bottom=bottom, color=colour, label=f"{part} thread(s)")
         bottom = [b + v for b, v in zip(bottom, values)]
@@ -239,6 +243,7 @@ def main(argv=None) -> int:
     print_table([{"executor": r["executor"], "frames in": f"{r['frames_received']}/{r['frames_published']}",
                   "camera Hz": round(r["camera_hz_achieved"] or 0),
                   "main us/frame": round(r["main_us_per_frame"], 1),
+                  "intake us/frame": round(r["intake_us_per_frame"], 1),
                   "dds us/frame": round(1e6 * r["cpu_s"]["dds"] / max(1, r["frames_received"]), 1),
                   "intake core": round(r["intake_core"], 3),
                   "trainer+sender s": round(r["cpu_s"]["other"], 2), "wall s": round(r["wall_s"], 2)}

@@ -100,8 +100,9 @@ class EdgeNode(TrainerNode):
             self.weights_pub = self.publisher(WeightSync, TOPICS["weights_to_cloud"], RELIABLE_QOS)
 
     def activate(self) -> None:
-        self.subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
-        self.subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
+        # A camera's every frame and label: taken by the intake thread, not the executor (issue 14)
+        self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
+        self.fast_subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.subscription(Heartbeat, TOPICS["heartbeat"], lambda msg, info: self.on_heartbeat(msg, received_s(info)),
                           heartbeat_qos(self.config.heartbeat_timeout_s))
         if self.config.movable:

@@ -119,3 +119,45 @@ def test_executors_by_name(ros_env):
                 make_executor("events")
     finally:
         rclpy.shutdown()
+
+
+@pytest.mark.system
+def test_the_intake_thread_takes_a_burst_in_order_under_the_nodes_remapping(ros_env):
+    """Intake: a remapped topic's 40 messages, published at once, all reach the callback in its own thread."""
+    import threading
+    import time
+
+    import rclpy
+    from std_msgs.msg import UInt64
+
+    from hiertrain_ros.ros_common import RELIABLE_QOS, Intake
+
+    rclpy.init(args=["--ros-args", "-r", "camera:=/robot/camera", "-r", "__node:=renamed"])
+    owner = rclpy.create_node("owner")
+    sender = rclpy.create_node("sender", use_global_arguments=False)
+    try:
+        got, threads = [], set()
+
+        def take(msg):
+            got.append(msg.data)
+            threads.add(threading.current_thread().name)
+
+        intake = Intake(owner)
+        intake.subscribe(UInt64, "camera", take, RELIABLE_QOS)
+        assert ("renamed_intake", "/") in owner.get_node_names_and_namespaces(), "named after the node, remapped"
+        pub = sender.create_publisher(UInt64, "/robot/camera", RELIABLE_QOS)
+        deadline = time.monotonic() + 10
+        while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for i in range(40):  # within the history's depth of 50: none may be overwritten before it is taken
+            pub.publish(UInt64(data=i))
+        while len(got) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == list(range(40)) and threads == {"intake"}, "no executor spins the owner: the intake took them"
+        intake.close()
+        assert ("renamed_intake", "/") not in owner.get_node_names_and_namespaces()
+        pub.publish(UInt64(data=99))
+        time.sleep(0.3)
+        assert got[-1] == 39, "nothing is taken after close"
+    finally:
+        rclpy.shutdown()
