@@ -40,7 +40,7 @@ def test_pip_launch_edge_reads_the_robot_camera_without_the_simulator(ros_env, t
         # reads _NODE_NAME_UNKNOWN_ until then, so wait for the names rather than read them once.
         readers = lambda: {i.node_name for i in mon.get_subscriptions_info_by_topic(ROBOT_CAMERA)}  # noqa: E731
         wait_for(lambda: "_NODE_NAME_UNKNOWN_" not in readers(), 30, "the camera readers' node names")
-        assert readers() == {"edge_node"}
+        assert readers() == {"edge_node_intake"}, "the edge node's intake (ros_common.Intake) alone reads the camera"
         assert "camera_sim" not in mon.get_node_names()
         assert not mon.get_publishers_info_by_topic("/camera/image_raw")
         frame = np.random.default_rng(0).integers(0, 256, 32 * 32 * 3, dtype=np.uint8)

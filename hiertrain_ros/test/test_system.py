@@ -42,10 +42,10 @@ def test_features_flow_cloud_learns_and_images_stay_on_the_edge(system):
     edge = mon.status["edge_node"]
     assert edge["coding"] == "zstd" and float(edge["encode_ms"]) > 0, edge
 
-    # Privacy boundary, read from the live graph: only the edge reads the camera, and the
-    # cloud subscribes to no image topic at all.
+    # Privacy boundary, read from the live graph: only the edge reads the camera (its intake side node,
+    # ros_common.Intake), and the cloud subscribes to no image topic at all.
     readers = {i.node_name for i in mon.get_subscriptions_info_by_topic("/camera/image_raw")}
-    assert readers == {"edge_node"}
+    assert readers == {"edge_node_intake"}
     cloud_topics = mon.get_subscriber_names_and_types_by_node("cloud_node", "/")
     assert cloud_topics and not [t for t, types in cloud_topics if "sensor_msgs/msg/Image" in types]
     assert all(codes == 0 for codes in graph.stop().values())
