@@ -27,7 +27,7 @@ from .core.replay import LatentReplay, ReplayPacer
 from .core.repartition import MovableSide
 from .core.splits import Split, TrainerRouter
 from .core.training import CloudTrainer, ServingCopy
-from .ros_common import (RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, received_s, run_node,
+from .ros_common import (RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, run_node,
                          seconds_since)
 from .trainer_node import TrainerNode
 
@@ -68,8 +68,7 @@ class CloudNode(TrainerNode):
             self.weights_pub = self.publisher(WeightSync, TOPICS["weights_to_edge"], RELIABLE_QOS)
 
     def activate(self) -> None:
-        self.features_sub = self.subscription(FeatureBatch, TOPICS["features"],
-                                              lambda msg, info: self.on_features(msg, received_s(info)), RELIABLE_QOS)
+        self.features_sub = self.timed_subscription(FeatureBatch, TOPICS["features"], self.on_features, RELIABLE_QOS)
         if self.config.movable:
             self.subscription(WeightSync, TOPICS["weights_to_cloud"], self.on_weights, RELIABLE_QOS)
         # No heartbeat while inactive: to the edge a paused cloud is an unreachable one (it stores).

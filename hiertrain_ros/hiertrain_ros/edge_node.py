@@ -36,15 +36,15 @@ from .core.repartition import EdgeMove, MovableSide, move_bytes
 from .core.splits import ScheduledSplit, Split, SplitContext
 from .core.training import EdgeTrainer
 from .ros_common import (CAMERA_QOS, RECORD_QOS, RELIABLE_QOS, TOPICS, MessageAuth, heartbeat_qos, resolve_robot_id,
-                         received_s, run_node, seconds_since, stamp_ns)
+                         run_node, seconds_since, stamp_ns)
 from .trainer_node import TrainerNode
 
 
 class EdgeNode(TrainerNode):
     role = "edge"
-    # A camera's every frame and label pass through the executor.  rclpy's EventsExecutor (executor: events)
-    # takes them in for a quarter of the SingleThreadedExecutor's CPU (docs/linkbench.md); it is experimental in
-    # rclpy and absent before Jazzy, so it is an option, not the default.
+    # A camera's frames and labels do not pass through the executor (fast_subscription, ros_common.Intake), so the
+    # SingleThreadedExecutor serves the rest; rclpy's EventsExecutor (executor: events) is experimental in rclpy and
+    # absent before Jazzy: an option, not the default.
     executor_kind = "single"
 
     def __init__(self, name: str = "edge_node"):
@@ -103,8 +103,8 @@ class EdgeNode(TrainerNode):
         # A camera's every frame and label: taken by the intake thread, not the executor (issue 14)
         self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.fast_subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
-        self.subscription(Heartbeat, TOPICS["heartbeat"], lambda msg, info: self.on_heartbeat(msg, received_s(info)),
-                          heartbeat_qos(self.config.heartbeat_timeout_s))
+        self.timed_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
+                                heartbeat_qos(self.config.heartbeat_timeout_s))
         if self.config.movable:
             self.subscription(WeightSync, TOPICS["weights_to_edge"], self.on_weights, RELIABLE_QOS)
 

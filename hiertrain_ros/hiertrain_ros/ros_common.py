@@ -497,12 +497,11 @@ def make_executor(kind: str):
     ``single``: rclpy's SingleThreadedExecutor, which rebuilds its wait set over every entity of the node
     (a lifecycle node has about 40: services, timers, QoS events) in Python after each wake-up.
     ``events``: rclpy's EventsExecutor (``rclpy.experimental`` in this ROS release), which dispatches each
-    message from C++: the edge node took in a 400 Hz camera (frames and labels) for a quarter of the CPU, and
-    under a 0.3-core quota it trained about 1.5x faster than with ``single`` (issue 14, docs/linkbench.md).  It is
-    experimental in rclpy, with an open segfault when subscriptions or publishers with event callbacks are destroyed
-    while it spins (ros2/rclpy#1644; a lifecycle node's deactivate does that), so ``single`` stays the default.
-    (Link-bench runs once read as this executor stalling were a camera that had stopped: the edge had received
-    fewer frames than the run needed.)
+    message from C++.  Before the edge took its camera in with :class:`Intake`, it took a 400 Hz camera (frames
+    and labels) in for a third of the CPU with it, and trained about 1.5x faster than with ``single`` under a 0.3-core
+    quota (issue 14, docs/linkbench.md).  It is experimental in rclpy, with an open segfault when subscriptions or
+    publishers with event callbacks are destroyed while it spins (ros2/rclpy#1644; a lifecycle node's deactivate
+    does that), so ``single`` is the default.
     """
     if kind == "single":
         return SingleThreadedExecutor()
@@ -536,7 +535,8 @@ def run_node(node_cls, args=None) -> None:
         gc.freeze()
         # Callbacks only validate and enqueue (heavy work has its own thread), so one
         # executor thread is enough, and it leaves the GIL to the worker.
-        kind = node.declare_parameter("executor", getattr(node_cls, "executor_kind", "single")).value
+        kind = (node.get_parameter("executor") if node.has_parameter("executor") else  # a TrainerNode declares it
+                node.declare_parameter("executor", getattr(node_cls, "executor_kind", "single"))).value
         executor = make_executor(kind)
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok():

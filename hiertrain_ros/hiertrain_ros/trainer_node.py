@@ -17,7 +17,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.timer import Timer
 
 from .core import checkpoint
-from .ros_common import Intake, Rejections, declare_parameters, diagnostic, read_config
+from .ros_common import Intake, Rejections, declare_parameters, diagnostic, read_config, received_s
 
 SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
 
@@ -58,6 +58,8 @@ class TrainerNode(LifecycleNode):
         self.config = None  # read at configure
         self.trainer = None
         autostart = self.declare_parameter("autostart", True).value
+        # run_node's executor (make_executor), declared before autostart activates: a subscription may depend on it
+        self.executor_name = self.declare_parameter("executor", getattr(self, "executor_kind", "single")).value
         declare_parameters(self, config_cls)
         self.rejections = Rejections(self)
         self.last_loss = float("nan")
@@ -119,6 +121,17 @@ class TrainerNode(LifecycleNode):
         sub = self.create_subscription(msg_type, topic, callback, qos)
         self._activated.append(sub)
         return sub
+
+    def timed_subscription(self, msg_type, topic: str, callback, qos):
+        """Make a subscription that exists while active, in activate(): ``callback(msg, received)``.
+
+        ``received``: when the middleware received the message, in seconds on the system clock (``MessageInfo``);
+        None under ``executor: events``, whose rclpy (Kilted) fails on a callback that takes MessageInfo
+        ("SystemError: null argument to internal routine" in spin_once).
+        """
+        if self.executor_name == "events":
+            return self.subscription(msg_type, topic, lambda msg: callback(msg, None), qos)
+        return self.subscription(msg_type, topic, lambda msg, info: callback(msg, received_s(info)), qos)
 
     def fast_subscription(self, msg_type, topic: str, callback, qos):
         """Make a subscription that exists while active and is taken by the node's intake thread, in activate().

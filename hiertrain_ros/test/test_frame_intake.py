@@ -161,3 +161,37 @@ def test_the_intake_thread_takes_a_burst_in_order_under_the_nodes_remapping(ros_
         assert got[-1] == 39, "nothing is taken after close"
     finally:
         rclpy.shutdown()
+
+
+@pytest.mark.system
+def test_edge_and_cloud_take_their_timed_messages_under_the_events_executor(ros_env):
+    """Under the EventsExecutor (which fails on a callback taking MessageInfo) the timed subscriptions take messages."""
+    import time
+
+    import rclpy
+    from hiertrain_interfaces.msg import FeatureBatch, Heartbeat
+
+    from hiertrain_ros.cloud_node import CloudNode
+    from hiertrain_ros.edge_node import EdgeNode
+    from hiertrain_ros.ros_common import RELIABLE_QOS, TOPICS, heartbeat_qos, make_executor
+
+    rclpy.init(args=["--ros-args", "-p", "width:=0.25", "-p", "executor:=events"])
+    try:
+        edge, cloud = EdgeNode(), CloudNode()
+        executor = make_executor("events")
+        for node in (edge, cloud):
+            executor.add_node(node)
+        sender = rclpy.create_node("sender", use_global_arguments=False)
+        beat = sender.create_publisher(Heartbeat, TOPICS["heartbeat"], heartbeat_qos(edge.config.heartbeat_timeout_s))
+        features = sender.create_publisher(FeatureBatch, TOPICS["features"], RELIABLE_QOS)
+        deadline = time.monotonic() + 20
+        while edge._last_heartbeat is None or not cloud.rejections.total:
+            assert time.monotonic() < deadline, "no heartbeat taken by the edge or no batch by the cloud"
+            beat.publish(Heartbeat())
+            features.publish(FeatureBatch(robot_id="other", model_hash=1))  # another model: refused and counted
+            executor.spin_once(timeout_sec=0.1)  # raised SystemError with a MessageInfo callback
+        assert edge.executor_name == cloud.executor_name == "events"
+        for node in (edge, cloud):
+            node.close()
+    finally:
+        rclpy.shutdown()
