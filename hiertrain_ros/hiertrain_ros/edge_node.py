@@ -101,7 +101,7 @@ class EdgeNode(TrainerNode):
 
     def activate(self) -> None:
         # A camera's every frame and label: taken by the intake thread, not the executor (issue 14)
-        self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
+        self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS, self.config.intake_interval_s)
         self.fast_subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.timed_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                 heartbeat_qos(self.config.heartbeat_timeout_s))

@@ -416,7 +416,9 @@ class Intake:
     more than a 0.3-core edge's whole quota (issue 14, docs/linkbench.md).  Here a wait set over these subscriptions
     alone wakes the thread, and everything waiting on each subscription is taken before it waits again, so a burst
     (the messages that came while the process was descheduled, or held back by its CPU quota) costs one wake-up.
-    A message is taken as soon as it comes: nothing is delayed to gather more.
+    With ``min_interval_s`` the thread wakes at most that often: a message that comes sooner after the last
+    wake-up waits for the next one (a camera's label right behind its frame; the frames of a camera faster than
+    1 / ``min_interval_s``), so a fast stream costs fewer wake-ups, and a slower one is taken as it comes.
 
     The subscriptions live on a side node, ``<node>_intake`` in the node's namespace, that no executor spins.  The
     node resolves their topics (``resolve_topic_name``), so its own remappings apply; the side node takes no
@@ -425,13 +427,14 @@ class Intake:
     wait set is rclpy's own (``_rclpy.WaitSet``, as rclpy's ``wait_for_message`` uses it).
     """
 
-    def __init__(self, node, timeout_s: float = 0.1):
+    def __init__(self, node, min_interval_s: float = 0.0, timeout_s: float = 0.1):
         self._side = rclpy.create_node(f"{node.get_name()}_intake", namespace=node.get_namespace(),
                                        context=node.context, use_global_arguments=False,
                                        start_parameter_services=False, enable_rosout=False)
         self._resolve = node.resolve_topic_name
         self._log = node.get_logger()
         self._timeout_ns = int(timeout_s * 1e9)
+        self._interval = min_interval_s
         self._subs: tuple = ()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -453,8 +456,9 @@ class Intake:
         # that timed out, a shutdown) is destroyed once it is released.  The wait set is made again only when a
         # subscription is added: per wake-up, as the executor does it, it cost 10 % more.
         with ExitStack() as held:
-            subs, plan, wait_set = (), [], None
-            while not self._stop.is_set():
+            subs, plan, wait_set, woke = (), [], None, 0.0
+            while not self._stop.wait(max(0.0, woke + self._interval - time.monotonic())):
+                woke = time.monotonic()
                 if self._subs is not subs:
                     subs = self._subs
                     for sub in subs[len(plan):]:

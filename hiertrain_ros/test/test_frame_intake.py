@@ -122,7 +122,8 @@ def test_executors_by_name(ros_env):
 
 
 @pytest.mark.system
-def test_the_intake_thread_takes_a_burst_in_order_under_the_nodes_remapping(ros_env):
+@pytest.mark.parametrize("min_interval_s", [0.0, 0.05])
+def test_the_intake_thread_takes_a_burst_in_order_under_the_nodes_remapping(ros_env, min_interval_s):
     """Intake: a remapped topic's 40 messages, published at once, all reach the callback in its own thread."""
     import threading
     import time
@@ -142,7 +143,7 @@ def test_the_intake_thread_takes_a_burst_in_order_under_the_nodes_remapping(ros_
             got.append(msg.data)
             threads.add(threading.current_thread().name)
 
-        intake = Intake(owner)
+        intake = Intake(owner, min_interval_s)
         intake.subscribe(UInt64, "camera", take, RELIABLE_QOS)
         assert ("renamed_intake", "/") in owner.get_node_names_and_namespaces(), "named after the node, remapped"
         pub = sender.create_publisher(UInt64, "/robot/camera", RELIABLE_QOS)

@@ -184,6 +184,9 @@ class EdgeConfig(ModelParams):
                                     # (rejected_image); the camera's own size, e.g. 640, keeps the node's memory
                                     # and time per frame bounded against a hostile or misconfigured publisher
     predict_every: int = 1          # early-exit prediction (and cloud features) for every k-th frame
+    intake_interval_s: float = 0.005  # frames and labels are taken at most this often (ros_common.Intake): a label
+                                      # with its frame, a camera faster than 200 Hz several frames per wake-up (less
+                                      # CPU; answers up to this much later); 0 = each as it comes
     infer_batch: int = 16           # most frames predicted in one forward pass
     coding: str = DEFAULT_CODING    # lossless coding of the feature codes on the link: "zstd" or "none"
                                     # (core.coding); the cloud decodes whichever a batch declares
@@ -235,7 +238,7 @@ class EdgeConfig(ModelParams):
             raise ValueError(f"robot_id is {len(self.robot_id)} characters, the limit is {MAX_ROBOT_ID}")
         if not 1 <= self.max_frame_side <= MAX_SIDE:
             raise ValueError(f"max_frame_side must be in 1..{MAX_SIDE}, got {self.max_frame_side}")
-        for name in ("link_budget_bps", "outbox_memory_bits"):
+        for name in ("link_budget_bps", "outbox_memory_bits", "intake_interval_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         _replay_checks(self, "replay", ("none",) + MEMORY_POLICIES, "replay_memory_mb", "replay_ratio")
