@@ -50,6 +50,10 @@ class EdgeNode(TrainerNode):
     def __init__(self, name: str = "edge_node"):
         super().__init__(name, EdgeConfig)
 
+    @property
+    def intake_interval_s(self) -> float:
+        return self.config.intake_interval_s
+
     def configure(self) -> None:
         cfg = self.config
         self.robot_id = resolve_robot_id(self, cfg.robot_id)
@@ -101,7 +105,7 @@ class EdgeNode(TrainerNode):
 
     def activate(self) -> None:
         # A camera's every frame and label: taken by the intake thread, not the executor (issue 14)
-        self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS, self.config.intake_interval_s)
+        self.fast_subscription(Image, TOPICS["image"], self.on_image, CAMERA_QOS)
         self.fast_subscription(Label, TOPICS["labels"], self.on_label, RECORD_QOS)
         self.timed_subscription(Heartbeat, TOPICS["heartbeat"], self.on_heartbeat,
                                 heartbeat_qos(self.config.heartbeat_timeout_s))

@@ -133,16 +133,21 @@ class TrainerNode(LifecycleNode):
             return self.subscription(msg_type, topic, lambda msg: callback(msg, None), qos)
         return self.subscription(msg_type, topic, lambda msg, info: callback(msg, received_s(info)), qos)
 
-    def fast_subscription(self, msg_type, topic: str, callback, qos, min_interval_s: float = 0.0):
+    @property
+    def intake_interval_s(self) -> float:
+        """How often at most the intake thread wakes (0: for each message); a node whose config sets it says so."""
+        return 0.0
+
+    def fast_subscription(self, msg_type, topic: str, callback, qos):
         """Make a subscription that exists while active and is taken by the node's intake thread, in activate().
 
         For a camera-rate stream: :class:`~hiertrain_ros.ros_common.Intake` takes it for a fraction of the executor's
-        CPU.  ``callback`` runs in that thread, beside the executor's callbacks and the workers.  ``min_interval_s``
-        is the intake's (the first call's counts).
+        CPU, waking at most every ``intake_interval_s``.  ``callback`` runs in that thread, beside the executor's
+        callbacks and the workers.
         """
         intake = next((e for e in self._activated if isinstance(e, Intake)), None)
         if intake is None:
-            intake = Intake(self, min_interval_s)
+            intake = Intake(self, self.intake_interval_s)
             self._activated.append(intake)
         intake.subscribe(msg_type, topic, callback, qos)
 
