@@ -11,7 +11,8 @@ and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
 2. For each edge-cloud rate, :func:`schedule` picks the policy; it, All-Edge, All-Cloud and the JointDNN-style
    device-cloud split (as a HierTrain policy: the device is worker_l with m_l = k and the whole batch, the cloud
    worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11) each run ``--steps``
-   real iterations on ROS 2; the measured time is worker_o's median step interval after the first step.
+   real iterations on ROS 2, ``--repeats`` times interleaved; the measured time is worker_o's median step interval
+   after the first step (the median over the repeats).
 3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured.
 
 Needs root (namespaces, tc, cgroups).
@@ -26,6 +27,7 @@ import json
 import math
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -334,7 +336,10 @@ def plot(result: dict, path: str) -> None:
     for i, name in enumerate(dict.fromkeys(r["policy"] for r in result["runs"])):
         rows = [r for r in result["runs"] if r["policy"] == name and "measured_s" in r]
         x = [r["edge_cloud_mbps"] for r in rows]
-        ax.plot(x, [r["measured_s"] for r in rows], "o-", color=f"C{i}", label=f"{name} measured")
+        y = [r["measured_s"] for r in rows]
+        spread = [[m - min(r.get("measured_runs_s", [m])) for r, m in zip(rows, y)],
+                  [max(r.get("measured_runs_s", [m])) - m for r, m in zip(rows, y)]]  # earlier JSONs: one run
+        ax.errorbar(x, y, yerr=spread, fmt="o-", color=f"C{i}", capsize=3, label=f"{name} measured (median, range)")
         ax.plot(x, [r["predicted_s"] for r in rows], "x--", color=f"C{i}", alpha=0.6, label=f"{name} predicted")
     c = result["config"]
     ax.set_xlabel("edge-cloud Mbit/s")
@@ -353,6 +358,8 @@ def main() -> None:
     ap.add_argument("--width", type=float, default=0.125, help="VGG-16/ResNet-18 width (LeNet-5 has one)")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs of each policy at each rate, interleaved; a row reports their median and each run")
     ap.add_argument("--device-edge-mbps", type=float, default=5.0)
     ap.add_argument("--edge-cloud-mbps", type=float, nargs="+", default=[1.5, 3.0, 5.0])
     ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
@@ -376,6 +383,8 @@ def main() -> None:
     ap.add_argument("--png", help="plot to this file (default: the JSON's name with .png)")
     ap.add_argument("--plot-only", action="store_true", help="plot the --json of an earlier run and stop")
     args = ap.parse_args()
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     png = args.png or str(Path(args.json).with_suffix(".png"))
     if args.plot_only:
         plot(json.loads(Path(args.json).read_text()), png)
@@ -453,33 +462,46 @@ def main() -> None:
                                  Policy(("device" if split_k else "cloud", "edge",
                                          "device" if not split_k else "cloud"), 0, 0, big_b, 0, 0, 0.0)),
                 }
-                for j, name in enumerate(args.policies):
+                # Each policy --repeats times, interleaved (every policy once, then again), so that the machine's
+                # drift reaches them alike; a row has the median and every run.
+                times: dict[str, list[float]] = {name: [] for name in args.policies}
+                errors: dict[str, list[str]] = {name: [] for name in args.policies}
+                retried = dict.fromkeys(args.policies, 0)
+                for rep in range(args.repeats):
+                    for j, name in enumerate(args.policies):
+                        logs = Path(tmp) / f"{k}-{name}-{rep}"
+                        logs.mkdir()
+                        domain = 60 + (os.getpid() + 2 * (j + len(args.policies) * (rep + args.repeats * k))) % 150
+                        try:
+                            run = run_retried(mesh, quotas, candidates[name], args, domain, logs,
+                                              f"{name} at {ec} Mbit/s (run {rep + 1})")
+                        except RuntimeError as exc:  # failed twice: said in the row, the other policies still run
+                            errors[name].append(str(exc)[-600:])
+                            print(f"{name} at {ec} Mbit/s (run {rep + 1}) failed twice: {errors[name][-1]}", flush=True)
+                            continue
+                        times[name].append(run["measured_s"])
+                        retried[name] += run.get("retried", False)
+                        print(f"{name} at {ec} Mbit/s (run {rep + 1}): {run['measured_s']:.3f} s", flush=True)
+                for name in args.policies:
                     policy = candidates[name]
                     shape = (policy.mapping, policy.m_s, policy.m_l, policy.b_o, policy.b_s, policy.b_l)
                     predicted = problem.iteration_time(*shape)
-                    logs = Path(tmp) / f"{k}-{name}"
-                    logs.mkdir()
-                    domain = 60 + (os.getpid() + 11 * k + 2 * j) % 150
-                    try:
-                        run = run_retried(mesh, quotas, policy, args, domain, logs, f"{name} at {ec} Mbit/s")
-                    except RuntimeError as exc:  # failed twice: said in the row, the other policies still run
-                        result["runs"].append({"edge_cloud_mbps": ec, "policy": name, "mapping": list(policy.mapping),
-                                               "m_s": policy.m_s, "m_l": policy.m_l, "predicted_s": predicted,
-                                               "split": [policy.b_o, policy.b_s, policy.b_l],
-                                               "error_message": str(exc)[-600:]})
-                        print(json.dumps(result["runs"][-1]), flush=True)
-                        continue
                     row = {"edge_cloud_mbps": ec, "device_edge_mbps": de, "policy": name,
                            "mapping": list(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l,
                            "split": [policy.b_o, policy.b_s, policy.b_l], "predicted_s": predicted,
-                           "paper_model_s": paper.iteration_time(*shape),
-                           "measured_s": run["measured_s"], "retried": run.get("retried", False),
-                           "error": run["measured_s"] / predicted - 1 if predicted else None}
+                           "paper_model_s": paper.iteration_time(*shape)}
+                    if times[name]:
+                        measured = statistics.median(times[name])
+                        row.update(measured_s=measured, measured_runs_s=times[name], retried=retried[name],
+                                   error=measured / predicted - 1 if predicted else None)
+                    if errors[name]:
+                        row["error_message"] = errors[name][-1]
+                        row["failed_runs"] = len(errors[name])
                     if name == "JointDNN":
                         row.update(jointdnn_k=split_k, jointdnn_model_s=joint_s)  # joint_split's (no weight exchange)
                     result["runs"].append(row)
                     print(json.dumps(row), flush=True)
-                    write_json(args.json, result)
+                write_json(args.json, result)
                 if args.accuracy_steps and ec == (args.accuracy_mbps or args.edge_cloud_mbps[0]):
                     result["accuracy"] = accuracy_runs(mesh, quotas, candidates, problem, args, Path(tmp) / f"{k}-acc")
                     write_json(args.json, result)
@@ -492,7 +514,8 @@ def main() -> None:
                   "mapping (o,s,l)": ",".join(r["mapping"]), "m_s,m_l": f"{r['m_s']},{r['m_l']}",
                   "b_o,b_s,b_l": ",".join(map(str, r["split"])), "predicted s": round(r["predicted_s"], 3),
                   "Eq. 12 alone s": round(r.get("paper_model_s", r["predicted_s"]), 3),
-                  "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %"}
+                  "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %",
+                  "runs s": " ".join(f"{t:.3f}" for t in r["measured_runs_s"])}
                  for r in result["runs"] if "measured_s" in r])
     write_json(args.json, result)
     plot(result, png)
