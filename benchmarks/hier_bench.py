@@ -37,7 +37,9 @@ from pathlib import Path
 from hiertrain_ros.cli.common import print_table, write_json
 from hiertrain_ros.core.hierschedule import (ROLES, Links, Overheads, Policy, joint_split, problem_from_profiles,
                                              scaled, schedule)
+from hiertrain_ros.cli.launch import LINK_PROFILE
 from hiertrain_ros.linkbench.netns import CGROUP_CPU, MeshEmulator, unavailable_reason
+from hiertrain_ros.ros_common import config_file
 
 # A short CFS period: the quota throttles within a step rather than in 100 ms bursts.  The kernel's smallest quota
 # is 1 ms, so a role under 0.1 core gets a longer period (1 ms / cores: 33 ms at 0.03).
@@ -45,8 +47,11 @@ CFS_PERIOD_US = 10_000
 CFS_MIN_QUOTA_US = 1_000
 
 REPO = Path(__file__).resolve().parents[1]
-# No shared memory and no profile file: it would cross the namespaces and bypass the shaped links.
-_DROPPED_ENV = ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTDDS_DEFAULT_PROFILES_FILE",
+# No shared memory (it would cross the namespaces and bypass the shaped links) and no other profile: every worker
+# gets config/fastdds_link.xml (UDP only, socket buffers larger than the link's queue), as `hiertrain launch --link`
+# gives its nodes.  With the default 208 KiB send buffer and UDPv4, a 393 KB message lost datagrams at the sender's
+# socket (UdpSndbufErrors) and DDS repaired them: 1.65x the bytes on the link, 0.55-0.7 of the nominal rate.
+_DROPPED_ENV = ("ROS_LOCALHOST_ONLY", "ROS_STATIC_PEERS", "FASTDDS_BUILTIN_TRANSPORTS",
                 "FASTRTPS_DEFAULT_PROFILES_FILE")
 
 
@@ -207,12 +212,25 @@ def profile_step_s(profile: dict, batch: int) -> float:
     return sum(batch * (lay["forward_s"] + lay["backward_s"]) + lay["update_s"] for lay in profile["layers"])
 
 
+def link_queue_s(profile: dict, batch: int, rates: dict) -> float:
+    """Seconds of queue every shaped link gets: two of the largest message any policy can send at the slowest rate.
+
+    The largest is the whole batch's input, a layer's activations for the whole batch (float32) or one layer's
+    parameters.  A message dropped at the shaper would be repaired by DDS only at its next periodic heartbeat
+    (``config/fastdds_link.xml``), as ``hiertrain launch --link`` sizes its link's queue for the same reason.
+    """
+    layers = profile["layers"]
+    largest_bits = max(batch * profile["sample_bits"], batch * max(lay["output_bits"] for lay in layers),
+                       max(lay["param_bits"] for lay in layers))
+    return max(2.0, 2 * largest_bits / min(rates.values()))
+
+
 def _env(mesh: MeshEmulator, role: str, domain: int) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
     # The other two by unicast as well as multicast: discovery over the shaped veths once missed a peer for 120 s.
     peers = ";".join(mesh.address(peer, role) for peer in ROLES if peer != role)
-    env.update(FASTDDS_BUILTIN_TRANSPORTS="UDPv4", ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET", ROS_STATIC_PEERS=peers,
-               ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
+    env.update(FASTDDS_DEFAULT_PROFILES_FILE=str(config_file(LINK_PROFILE)), ROS_AUTOMATIC_DISCOVERY_RANGE="SUBNET",
+               ROS_STATIC_PEERS=peers, ROS_DOMAIN_ID=str(domain), PYTHONUNBUFFERED="1")
     return env
 
 
@@ -417,7 +435,7 @@ def main() -> None:
             links = Links(de * 1e6, ec * 1e6)
             rates = {("device", "edge"): de * 1e6, ("edge", "cloud"): ec * 1e6,
                      ("device", "cloud"): links.bps("device", "cloud")}
-            with MeshEmulator(rates) as mesh:
+            with MeshEmulator(rates, queue_s=link_queue_s(profiles["device"], args.batch, rates)) as mesh:
                 overheads = None
                 if "calibration" in result:  # the extension's costs, measured apart from the policies' runs
                     probe_domain = 10 + (os.getpid() + 5 * k) % 40

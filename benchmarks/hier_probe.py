@@ -96,9 +96,11 @@ class Probe:
         for k in range(3):  # warm-up
             self.round_trip(PING, small, k)
         rtt = statistics.median(self.round_trip(PING, small, k) for k in range(7))
-        transfer = statistics.median(self.round_trip(BIG, big, k) for k in range(repeats))
+        transfers = [self.round_trip(BIG, big, k) for k in range(repeats)]
+        transfer = statistics.median(transfers)
         return {"sender": self.role, "receiver": self.peer, "bytes": 4 * big.numel(), "small_rtt_s": rtt,
-                "big_rtt_s": transfer, "rate_bps": 8 * 4 * big.numel() / max(transfer - rtt, 1e-9)}
+                "big_rtt_s": transfer, "big_rtts_s": transfers,
+                "rate_bps": 8 * 4 * big.numel() / max(transfer - rtt, 1e-9)}
 
     def follow(self, until: int) -> Packet:
         """Answer every PING and BIG with an ACK until ``until`` arrives."""
