@@ -114,19 +114,18 @@ def steps_under_quota(quotas: Quotas, role: str, args) -> dict:
     """Median seconds of one whole-model SGD step on ``args.batch`` samples, one thread, under ``role``'s quota.
 
     A whole step is long against the 10 ms CFS period, so the quota does slow it (unlike a single layer's burst).
-    Then, under the same quota, what a worker_o adds to it in a step with no message (the extension's per-step
-    cost): the same step as ``core.hierexec.run_steps`` drives it on the node (All-Device, the bench's lr and
-    momentum, the device's synthetic batches), and the batch's preparation alone.
+    Also the device's preparation of a batch alone, under the same quota.  What a worker adds to the step is timed
+    on the node itself (:func:`node_step_s`).
     """
     code = ("import json, os, statistics, sys, time, torch\n"
             "torch.set_num_threads(1)\n"
-            "from hiertrain_ros.core.hierexec import WorkerConfig, model_layers, run_steps\n"
+            "from hiertrain_ros.core.hierexec import WorkerConfig, model_layers\n"
             f"model = torch.nn.Sequential(*model_layers({args.model!r}, width={args.width}, seed=0)).train()\n"
             "opt = torch.optim.SGD(model.parameters(), lr=0.0)\n"
             f"x, y = torch.randn({args.batch}, 3, 32, 32), torch.randint(0, 10, ({args.batch},))\n"
             f"cfg = WorkerConfig(role='device', mapping='device,edge,cloud', m_s=0, m_l=0, b_o={args.batch}, "
-            f"b_s=0, b_l=0, arch={args.model!r}, width={args.width}, lr={args.lr}, momentum={args.momentum})\n"
-            "worker, batches = cfg.worker(), cfg.batches()\n"
+            f"b_s=0, b_l=0, arch={args.model!r}, width={args.width})\n"
+            "batches = cfg.batches()\n"
             f"open({str(quotas.dirs[role] / 'cgroup.procs')!r}, 'w').write(str(os.getpid()))\n"
             "times = []\n"
             "for rep in range(6):\n"
@@ -135,18 +134,26 @@ def steps_under_quota(quotas: Quotas, role: str, args) -> dict:
             "    torch.nn.functional.cross_entropy(model(x), y).backward()\n"
             "    opt.step()\n"
             "    times.append(time.perf_counter() - t0)\n"
-            "ends = [time.perf_counter()]\n"
-            "run_steps(worker, 6, None, None, 1.0, batches, lambda step, loss: ends.append(time.perf_counter()))\n"
             "prepare = []\n"
             "for step in range(6):\n"
             "    t0 = time.perf_counter()\n"
             "    batches(100 + step)\n"
             "    prepare.append(time.perf_counter() - t0)\n"
-            "json.dump({'sgd_step_s': statistics.median(times[1:]),\n"
-            "           'worker_step_s': statistics.median(b - a for a, b in zip(ends[1:], ends[2:])),\n"
-            "           'batch_s': statistics.median(prepare[1:])}, sys.stdout)\n")
+            "json.dump({'sgd_step_s': statistics.median(times[1:]), 'batch_s': statistics.median(prepare[1:])},\n"
+            "          sys.stdout)\n")
     out = subprocess.run(_python() + ["-c", code], stdout=subprocess.PIPE, cwd=REPO, timeout=900, check=True).stdout
     return json.loads(out)
+
+
+def node_step_s(mesh: MeshEmulator, quotas: Quotas, role: str, args, domain: int, logs: Path) -> float:
+    """Seconds per iteration of ``hier_worker_node`` training All-Device under ``role``'s quota.
+
+    That is a worker_o step with no message, as the node runs it: its executor, DDS's threads and the step's Python
+    beside the SGD step.  The two idle workers go under the cloud's quota, so that nothing else shares ``role``'s.
+    """
+    policy = Policy(("device", "edge", "cloud"), 0, 0, args.batch, 0, 0, 0.0)
+    return run_retried(mesh, quotas, policy, args, domain, logs, f"the node's step under the {role} quota",
+                       quota_of={"device": role, "edge": "cloud", "cloud": "cloud"})["measured_s"]
 
 
 def _probe(mesh: MeshEmulator, quotas: Quotas, role: str, domain: int, *probe_args: str) -> subprocess.Popen:
@@ -235,11 +242,13 @@ def _env(mesh: MeshEmulator, role: str, domain: int) -> dict:
 
 
 def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path,
-               **extra) -> dict:
+               quota_of: dict[str, str] | None = None, **extra) -> dict:
     """Run the three workers for ``args.steps`` iterations of ``policy``; worker_o's median step time.
 
-    ``extra`` are more worker parameters (``steps``, ``data``, ``dump_path``), overriding the defaults.
+    ``quota_of`` maps a worker's role to the role whose quota it runs under (default its own).  ``extra`` are more
+    worker parameters (``steps``, ``data``, ``dump_path``), overriding the defaults.
     """
+    quota_of = quota_of or {role: role for role in ROLES}
     params = {"mapping": ",".join(policy.mapping), "m_s": policy.m_s, "m_l": policy.m_l, "b_o": policy.b_o,
               "b_s": policy.b_s, "b_l": policy.b_l, "arch": args.model, "width": args.width,
               "steps": args.steps, "lr": args.lr, "momentum": args.momentum, "peer_timeout_s": 60.0,
@@ -267,7 +276,7 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
         while len(confined) < len(ROLES) and time.monotonic() < deadline:
             for role in ROLES:
                 if role not in confined and " found its peers" in logfiles[role].read_text(errors="replace"):
-                    quotas.confine(role, procs[role].pid)  # `ip netns exec` execs: the pid is the node
+                    quotas.confine(quota_of[role], procs[role].pid)  # `ip netns exec` execs: the pid is the node
                     starts[role].touch()  # now it may step
                     confined.add(role)
             time.sleep(0.05)
@@ -286,15 +295,16 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
 
 
 def run_retried(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path, what: str,
-                **extra) -> dict:
+                **kwargs) -> dict:
     """:func:`run_policy`, once more if it fails (said in the result: ``retried``)."""
+    logs.mkdir(exist_ok=True)
     try:
-        return run_policy(mesh, quotas, policy, args, domain, logs, **extra)
+        return run_policy(mesh, quotas, policy, args, domain, logs, **kwargs)
     except RuntimeError as exc:
         print(f"{what} failed, run again: {str(exc)[:2000]}", flush=True)
         shutil.rmtree(logs)
         logs.mkdir()
-        return {**run_policy(mesh, quotas, policy, args, domain + 1, logs, **extra), "retried": True}
+        return {**run_policy(mesh, quotas, policy, args, domain + 1, logs, **kwargs), "retried": True}
 
 
 def accuracy_runs(mesh: MeshEmulator, quotas: Quotas, candidates: dict, problem, args, logs: Path) -> dict:
@@ -443,6 +453,11 @@ def main() -> None:
                         per_message = {role: message_cost(mesh, quotas, role, probe_domain + i)
                                        for i, role in enumerate(ROLES)}
                         costs["per_message"] = per_message
+                        node_steps = {role: node_step_s(mesh, quotas, role, args, probe_domain + 6 + 2 * i,
+                                                        Path(tmp) / f"node-step-{role}")
+                                      for i, role in enumerate(ROLES)}
+                        result["calibration"]["node_step_s"] = node_steps
+                        print(f"the node's All-Device step under each quota: {node_steps}", flush=True)
                     size = args.batch * 3 * 32 * 32  # the whole batch's INPUT (uint8 codes)
                     if device_edge is None:  # the same 5 Mbit/s at every edge-cloud rate
                         device_edge = link_rates(mesh, quotas, "device", "edge", probe_domain + 3, size)
@@ -451,7 +466,7 @@ def main() -> None:
                     steps = result["calibration"]["step_under_quota"]
                     overheads = Overheads(
                         per_message_s={role: per_message[role]["per_message_s"] for role in ROLES},
-                        per_step_s={role: max(0.0, steps[role]["worker_step_s"] - steps[role]["sgd_step_s"]
+                        per_step_s={role: max(0.0, node_steps[role] - steps[role]["sgd_step_s"]
                                               - steps[role]["batch_s"]) for role in ROLES},
                         batch_s=steps["device"]["batch_s"],
                         rate_bps={(d["sender"], d["receiver"]): d["rate_bps"] for d in directions})

@@ -33,6 +33,10 @@ from .ros_common import MessageAuth, Rejections, StopFlag, declare_config
 # PARAMETERS per layer) never overwrites one not yet acknowledged.
 HIER_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
+# Messages and the end of the run (``finished``) wake main()'s executor; its timeout only bounds how late a signal
+# is seen.  An idle wake-up costs ~0.6 ms of CPU: at 20 a second (0.05 s) that was 12 ms a second, 40 % of a
+# 0.03-core device's quota (issue 16, docs/seed_systems.md).
+SPIN_TIMEOUT_S = 0.5
 
 
 class HierWorkerNode(Node):
@@ -53,6 +57,7 @@ class HierWorkerNode(Node):
         self.sub = self.create_subscription(HierTensor, f"{cfg.topic_prefix}/{cfg.role}", self.on_message, HIER_QOS)
         self.result: int | None = None  # the exit code once the run is over
         self.step_times: list[float] = []
+        self.finished = self.create_guard_condition(lambda: None)  # wakes main()'s executor when run() ends
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.get_logger().info(f"{cfg.role} is worker_{self.worker.task} of {cfg.mapping}: m_s={cfg.m_s}, "
                                f"m_l={cfg.m_l}, split ({cfg.b_o}, {cfg.b_s}, {cfg.b_l}), {cfg.arch}, "
@@ -133,6 +138,8 @@ class HierWorkerNode(Node):
         except Exception as exc:  # a peer gone, a bad message: a clear error and a non-zero exit
             self.get_logger().error(f"HierTrain worker failed: {exc}")
             self.result = 1
+        finally:
+            self.finished.trigger()
 
     def close(self) -> None:
         pass
@@ -147,7 +154,7 @@ def main(args=None) -> None:
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         while not stop.is_set() and rclpy.ok() and node.result is None:
-            executor.spin_once(timeout_sec=0.05)
+            executor.spin_once(timeout_sec=SPIN_TIMEOUT_S)
         if node.result is not None:
             code = node.result
     except (KeyboardInterrupt, ExternalShutdownException):
