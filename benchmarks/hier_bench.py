@@ -503,7 +503,6 @@ def main() -> None:
                 for rep in range(args.repeats):
                     for j, name in enumerate(args.policies):
                         logs = Path(tmp) / f"{k}-{name}-{rep}"
-                        logs.mkdir()
                         domain = 60 + (os.getpid() + 2 * (j + len(args.policies) * (rep + args.repeats * k))) % 150
                         try:
                             run = run_retried(mesh, quotas, candidates[name], args, domain, logs,
