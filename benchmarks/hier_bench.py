@@ -219,17 +219,17 @@ def profile_step_s(profile: dict, batch: int) -> float:
     return sum(batch * (lay["forward_s"] + lay["backward_s"]) + lay["update_s"] for lay in profile["layers"])
 
 
-def link_queue_s(profile: dict, batch: int, rates: dict) -> float:
-    """Seconds of queue every shaped link gets: two of the largest message any policy can send at the slowest rate.
+def largest_message_bytes(profile: dict, batch: int) -> int:
+    """Return the bytes of the largest message any policy sends.
 
-    The largest is the whole batch's input, a layer's activations for the whole batch (float32) or one layer's
-    parameters.  A message dropped at the shaper would be repaired by DDS only at its next periodic heartbeat
-    (``config/fastdds_link.xml``), as ``hiertrain launch --link`` sizes its link's queue for the same reason.
+    That is the whole batch's input, a layer's activations for the whole batch (float32) or one layer's parameters.
+    Each shaped link's queue holds two (:class:`MeshEmulator`): a message dropped at the shaper would be repaired by
+    DDS only at its next periodic heartbeat (``config/fastdds_link.xml``).
     """
     layers = profile["layers"]
-    largest_bits = max(batch * profile["sample_bits"], batch * max(lay["output_bits"] for lay in layers),
-                       max(lay["param_bits"] for lay in layers))
-    return max(2.0, 2 * largest_bits / min(rates.values()))
+    bits = max(batch * profile["sample_bits"], batch * max(lay["output_bits"] for lay in layers),
+               max(lay["param_bits"] for lay in layers))
+    return math.ceil(bits / 8)
 
 
 def _env(mesh: MeshEmulator, role: str, domain: int) -> dict:
@@ -322,7 +322,6 @@ def accuracy_runs(mesh: MeshEmulator, quotas: Quotas, candidates: dict, problem,
     for j, name in enumerate(args.policies):
         policy = candidates[name]
         run_logs = logs / name
-        run_logs.mkdir()
         dump = run_logs / "weights.pt"
         domain = 60 + (os.getpid() + 7 + 2 * j) % 150
         t0 = time.monotonic()
@@ -445,7 +444,8 @@ def main() -> None:
             links = Links(de * 1e6, ec * 1e6)
             rates = {("device", "edge"): de * 1e6, ("edge", "cloud"): ec * 1e6,
                      ("device", "cloud"): links.bps("device", "cloud")}
-            with MeshEmulator(rates, queue_s=link_queue_s(profiles["device"], args.batch, rates)) as mesh:
+            largest = largest_message_bytes(profiles["device"], args.batch)
+            with MeshEmulator(rates, largest_message_bytes=largest) as mesh:
                 overheads = None
                 if "calibration" in result:  # the extension's costs, measured apart from the policies' runs
                     probe_domain = 10 + (os.getpid() + 5 * k) % 40

@@ -213,13 +213,14 @@ class MeshEmulator:
     SIDES = ("device", "edge", "cloud")
     PAIRS = (("device", "edge"), ("edge", "cloud"), ("device", "cloud"))
 
-    def __init__(self, rates_bps: dict[tuple[str, str], float], *, queue_s: float = 2.0, prefix: str | None = None):
+    def __init__(self, rates_bps: dict[tuple[str, str], float], *, largest_message_bytes: int = 0,
+                 prefix: str | None = None):
         if set(rates_bps) != set(self.PAIRS) or not all(r > 0 for r in rates_bps.values()):
             raise ValueError(f"need a rate > 0 bits/s for each of {self.PAIRS}, got {rates_bps}")
         pid = os.getpid()
         self.prefix = prefix or f"hm{pid}"
         self.rates = {pair: float(rate) for pair, rate in rates_bps.items()}
-        self.queue_s = queue_s
+        self.largest_message_bytes = largest_message_bytes  # each link's queue holds two (tbf_limit_bytes)
         self.ns = {side: f"{self.prefix}-{side}" for side in self.SIDES}
         third = pid % 250 + 1
         self._if: dict[tuple[str, str], str] = {}  # (side, peer) -> the interface in side's namespace
@@ -258,7 +259,7 @@ class MeshEmulator:
 
     def _shape(self, side: str, peer: str, verb: str) -> None:
         rate = self.rates[self._pair(side, peer)]
-        limit = int(max(rate / 8 * self.queue_s, 65536))
+        limit = tbf_limit_bytes(rate, self.largest_message_bytes, 1)
         _run(self.exec_prefix(side) + ["tc", "qdisc", verb, "dev", self._if[(side, peer)], "root", "tbf",
                                        "rate", f"{int(round(rate))}bit", "burst", str(TBF_BURST_BYTES),
                                        "limit", str(limit)])
