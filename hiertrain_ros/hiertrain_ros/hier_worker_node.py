@@ -43,18 +43,23 @@ class HierWorkerNode(Node):
     def __init__(self, name: str = "hier_worker"):
         super().__init__(name)
         self.config = cfg = declare_config(self, WorkerConfig).with_policy_file()
-        import torch
-
-        torch.set_num_threads(1)  # three workers share the host's cores (or a CPU quota each)
-        self.worker = cfg.worker()
-        self.batches = cfg.batches() if cfg.role == "device" else None  # a dataset is read before the first step
         self.peers = [r for r in ROLES if r != cfg.role]
         self.auth = MessageAuth(self, cfg.auth_key_file, cfg.role, Rejections(self))
+        # The HierTensor endpoints before the model: until this process has registered HierTensor, a peer's
+        # HierTensor endpoint makes Fast DDS ask that peer for the type (an XTypes TypeLookup request).  A peer
+        # that leaves before it replies (an idle worker done at once) leaves the type unresolved, and this
+        # participant never matched the other peer's HierTensor endpoints either: "found no device worker within 120 s",
+        # 7 of 43 hier_bench runs (docs/seed_systems.md).
         self.pubs = {peer: self.create_publisher(HierTensor, f"{cfg.topic_prefix}/{peer}", HIER_QOS)
                      for peer in self.peers}
         self.inbox: dict[tuple, Packet] = {}
         self.arrived = threading.Condition()
         self.sub = self.create_subscription(HierTensor, f"{cfg.topic_prefix}/{cfg.role}", self.on_message, HIER_QOS)
+        import torch
+
+        torch.set_num_threads(1)  # three workers share the host's cores (or a CPU quota each)
+        self.worker = cfg.worker()
+        self.batches = cfg.batches() if cfg.role == "device" else None  # a dataset is read before the first step
         self.result: int | None = None  # the exit code once the run is over
         self.step_times: list[float] = []
         self.finished = self.create_guard_condition(lambda: None)  # wakes main()'s executor when run() ends
