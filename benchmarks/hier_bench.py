@@ -10,9 +10,9 @@ and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
    ``--calibrate``, by the ratio of a whole SGD step timed under the role's quota to the profile's step.
 2. For each edge-cloud rate, :func:`schedule` picks the policy; it, All-Edge, All-Cloud and the JointDNN-style
    device-cloud split (as a HierTrain policy: the device is worker_l with m_l = k and the whole batch, the cloud
-   worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11) each run ``--steps``
-   real iterations on ROS 2, ``--repeats`` times interleaved; the measured time is worker_o's median step interval
-   after the first step (the median over the repeats).
+   worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11), and any policy of your
+   own from ``--policies``, each run ``--steps`` real iterations on ROS 2, ``--repeats`` times interleaved; the
+   measured time is worker_o's median step interval after the first step (the median over the repeats).
 3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured.
 
 Needs root (namespaces, tc, cgroups).
@@ -294,6 +294,26 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
     return {"measured_s": measured_ms / 1e3, "exit_codes": codes}
 
 
+NAMED_POLICIES = ("HierTrain", "All-Device", "All-Edge", "All-Cloud", "JointDNN")
+
+
+def parse_policy(spec: str, args) -> Policy:
+    """Return the policy ``o,s,l:m_s,m_l:b_o,b_s,b_l`` (a --policies entry) for ``args.model`` and ``args.batch``."""
+    from hiertrain_ros.core.hierexec import check_policy, model_layers
+
+    try:
+        roles, depths, split = spec.split(":")
+        policy = Policy(tuple(roles.split(",")), *map(int, depths.split(",")), *map(int, split.split(",")), 0.0)
+    except (ValueError, TypeError):
+        raise ValueError(f"--policies: {spec!r} is none of {', '.join(NAMED_POLICIES)} and not a policy "
+                         "o,s,l:m_s,m_l:b_o,b_s,b_l") from None
+    check_policy(policy, len(model_layers(args.model, width=args.width)))
+    if policy.b_o + policy.b_s + policy.b_l != args.batch:
+        raise ValueError(f"--policies: {spec!r} splits {policy.b_o + policy.b_s + policy.b_l} samples, "
+                         f"not the batch of {args.batch}")
+    return policy
+
+
 def run_retried(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain: int, logs: Path, what: str,
                 **kwargs) -> dict:
     """:func:`run_policy`, once more if it fails (said in the result: ``retried``)."""
@@ -392,7 +412,8 @@ def main() -> None:
     ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
                     help="CPU cores of the device, edge and cloud (cgroup-v1 cfs quota)")
     ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"],
-                    help="some of HierTrain, All-Device, All-Edge, All-Cloud, JointDNN")
+                    help="some of HierTrain, All-Device, All-Edge, All-Cloud, JointDNN, or a policy of your own as "
+                         "o,s,l:m_s,m_l:b_o,b_s,b_l (e.g. edge,device,cloud:2,2:60,68,0)")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--accuracy-steps", type=int, default=0,
@@ -412,6 +433,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    try:
+        own = {name: parse_policy(name, args) for name in args.policies if name not in NAMED_POLICIES}
+    except ValueError as exc:
+        ap.error(str(exc))
     png = args.png or str(Path(args.json).with_suffix(".png"))
     if args.plot_only:
         plot(json.loads(Path(args.json).read_text()), png)
@@ -465,13 +490,15 @@ def main() -> None:
                                   + link_rates(mesh, quotas, "device", "cloud", probe_domain + 5, size))
                     steps = result["calibration"]["step_under_quota"]
                     overheads = Overheads(
+                        shared_uplink=True,
                         per_message_s={role: per_message[role]["per_message_s"] for role in ROLES},
                         per_step_s={role: max(0.0, node_steps[role] - steps[role]["sgd_step_s"]
                                               - steps[role]["batch_s"]) for role in ROLES},
                         batch_s=steps["device"]["batch_s"],
                         rate_bps={(d["sender"], d["receiver"]): d["rate_bps"] for d in directions})
                     costs["per_rate"].append({
-                        "edge_cloud_mbps": ec, "links": directions, "per_message_s": overheads.per_message_s,
+                        "edge_cloud_mbps": ec, "links": directions, "shared_uplink": overheads.shared_uplink,
+                        "per_message_s": overheads.per_message_s,
                         "per_step_s": overheads.per_step_s, "batch_s": overheads.batch_s,
                         "effective_over_nominal": {f"{a}->{b}": r / links.bps(a, b)
                                                    for (a, b), r in overheads.rate_bps.items()}})
@@ -494,6 +521,7 @@ def main() -> None:
                                  if 0 < split_k < problem.n else  # k = 0 is All-Cloud, k = N All-Device
                                  Policy(("device" if split_k else "cloud", "edge",
                                          "device" if not split_k else "cloud"), 0, 0, big_b, 0, 0, 0.0)),
+                    **own,
                 }
                 # Each policy --repeats times, interleaved (every policy once, then again), so that the machine's
                 # drift reaches them alike; a row has the median and every run.

@@ -76,6 +76,34 @@ def test_message_counts_of_the_time_model_are_the_packets_sent(policy):
                                   has_params)
 
 
+@pytest.mark.parametrize("policy", [
+    Policy(("edge", "device", "cloud"), 2, 2, 6, 6, 0, 0.0),  # the device trains layers 1-2 on half the batch
+    Policy(("cloud", "device", "edge"), 1, 3, 4, 4, 4, 0.0),  # two joins
+])
+def test_worker_o_sends_each_gradient_before_its_own_backward_below_the_join(policy):
+    """Eqs. 6 and 8 run the senders' backward alongside worker_o's: the GRADIENT must not wait for the latter."""
+    workers = make_workers(policy, lambda: model_layers("lenet5", seed=3), lr=LR)
+    events = []
+    o = workers[policy.mapping[0]]
+
+    def mark(k):  # a forward hook on worker_o's own layer just below join k: notes when its backward begins
+        def hook(_module, _inp, out):
+            out.register_hook(lambda _grad: events.append(("o's backward", k)))
+        return hook
+
+    for k in {policy.m_s, policy.m_l}:
+        o.layers[k - 1].register_forward_hook(mark(k))
+
+    def record(packet):
+        if packet.kind == hierexec.GRADIENT:
+            events.append(("GRADIENT", packet.layer))
+        return packet
+
+    hybrid_step(workers, *synthetic_batch(1, 0, 12), transport=record)
+    for k in {policy.m_s, policy.m_l}:
+        assert events.index(("GRADIENT", k)) < events.index(("o's backward", k)), events
+
+
 @pytest.mark.parametrize("arch, policy", [
     ("vgg16", Policy(("cloud", "device", "edge"), 3, 7, 4, 4, 4, 0.0)),
     ("resnet18", Policy(("edge", "cloud", "device"), 2, 5, 4, 4, 4, 0.0)),

@@ -55,6 +55,14 @@ def test_extended_model_matches_values_worked_by_hand():
     assert Problem(HAND, SIZES, LINKS, 4, slow_up).iteration_time(mapping, 1, 2, *split) == pytest.approx(25.0)
     both = Overheads(**{**OVERHEADS.__dict__, "rate_bps": slow_up.rate_bps})
     assert Problem(HAND, SIZES, LINKS, 4, both).iteration_time(mapping, 1, 2, *split) == pytest.approx(33.5)
+    # The device's one uplink to the cloud carries the cloud's 2 samples (2 * 20/5) and then the device's
+    # activation (1 * 10/5): with shared_uplink, T1f = max(8.2, 3, 2.5, 8 + 2) = 10, 1.8 s more than the paper's.
+    shared = Problem(HAND, SIZES, LINKS, 4, Overheads(shared_uplink=True))
+    assert shared.iteration_time(mapping, 1, 2, *split) == pytest.approx(18.8)
+    assert not Overheads(shared_uplink=True).zero
+    # Where the device is not worker_s, nothing shares a link in Eq. 5.
+    assert shared.iteration_time(("cloud", "edge", "device"), 1, 2, *split) == pytest.approx(
+        Problem(HAND, SIZES, LINKS, 4).iteration_time(("cloud", "edge", "device"), 1, 2, *split))
     # All-Device: no message; 4 samples * 2 layers * (1 + 2) + 2 * 0.1, the device's own step cost and batch: 3.75.
     assert all_on(p, "device").time_s == pytest.approx(24.2 + 3.75)
     assert message_counts(("device", "edge", "cloud"), 0, 0, 4, 0, 0, [True, True]) == dict.fromkeys(ROLES, 0)
@@ -119,7 +127,7 @@ def _random_overheads(rng):
     return Overheads(per_message_s={role: rng.uniform(0, 0.5) for role in ROLES},
                      per_step_s={role: rng.uniform(0, 1) for role in ROLES}, batch_s=rng.uniform(0, 1),
                      rate_bps={(a, b): rng.uniform(1, 20) for a in ROLES for b in ROLES
-                               if a != b and rng.random() < 0.5})
+                               if a != b and rng.random() < 0.5}, shared_uplink=True)
 
 
 @pytest.mark.parametrize("seed, extended", [(seed, False) for seed in range(6)] + [(seed, True) for seed in range(4)])

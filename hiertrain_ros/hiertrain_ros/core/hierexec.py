@@ -378,6 +378,9 @@ class HierWorker:
             for task in joins.get(k, ()):
                 role = self.s if task == "s" else self.l_
                 a = (yield from get(role, ACTIVATION, k)).requires_grad_(True)
+                # Its gradient goes back the moment autograd has it, before worker_o's own backward through the
+                # layers below: the sender's backward overlaps worker_o's, as Eqs. 6 and 8 have it.
+                a.register_hook(lambda grad, role=role, k=k: out(role, GRADIENT, k, grad))
                 received.append((role, k, a))
                 h = a if h is None else torch.cat([h, a])
             if k < self.n and h is not None:
@@ -385,9 +388,7 @@ class HierWorker:
         if h.shape[0] != self.batch:
             raise RuntimeError(f"worker_o has {h.shape[0]} rows at the output, expected the batch of {self.batch}")
         loss = nn.functional.cross_entropy(h, labels)
-        loss.backward()
-        for role, k, a in reversed(received):
-            out(role, GRADIENT, k, a.grad)
+        loss.backward()  # sends each GRADIENT on the way
         depth = {self.s: self.policy.m_s, self.l_: self.policy.m_l}
         for role, _, _ in received:  # the shared layers' gradients, summed into worker_o's own
             for i, layer in enumerate(self.layers[:depth[role]], 1):

@@ -9,7 +9,8 @@ shared layers' gradients are averaged by worker_o.
 - :func:`iteration_time` is Eqs. 1-12: forward and backward per stage (the slowest worker of each), the input
   samples, activations and their gradients over the links, and the update with the gradient/weight exchange.
   With :class:`Overheads` (measured on the workers) it is Eq. 12 extended by what the paper leaves out: a cost per
-  message each worker handles, a fixed cost per step, and the links' effective rates in place of the nominal ones.
+  message each worker handles, a fixed cost per step, the links' effective rates in place of the nominal ones,
+  and optionally the device's uplink shared by input samples and activations.
 - :func:`schedule` is Algorithm 1: for each of the 6 worker mappings and each (m_s, m_l), the relaxed problem
   P1 as a linear program (scipy's HiGHS), rounded as the paper rounds, timed exactly; the best policy wins.
 - :func:`baselines`: All-Device, All-Edge, All-Cloud and a JointDNN-style device-cloud split at one layer.
@@ -82,6 +83,10 @@ class Overheads:
             + sum_w n_w * per_message_s[w]  (n_w: the messages worker w sends or receives in one step)
             + per_step_s[worker_o] + batch_s
 
+    With ``shared_uplink``, Eq. 5 has one more candidate where the device is worker_s: its one link to worker_o
+    carries worker_o's input samples and then its own activations, one after the other (the paper's Eq. 5 has
+    them in parallel).
+
     Message handling is counted one message after another: a step's messages form one chain through worker_o
     (worker_s's and worker_l's may overlap, which the sum ignores).
     """
@@ -91,6 +96,8 @@ class Overheads:
     #                                                                its layers (the step's Python, loss, optimizer)
     batch_s: float = 0.0  # D: the device preparing its batch, once per step
     rate_bps: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (sender, receiver) -> effective bits/s
+    shared_uplink: bool = False  # where the device is worker_s, its uplink to worker_o carries worker_o's input
+    #                              samples and then the device's activations: Eq. 5 also takes their sum
 
     def __post_init__(self):
         for name in ("per_message_s", "per_step_s"):
@@ -107,7 +114,7 @@ class Overheads:
     def zero(self) -> bool:
         """True where this is the paper's model: no extra cost and the nominal rates."""
         return (not any(self.per_message_s.values()) and not any(self.per_step_s.values()) and not self.batch_s
-                and not self.rate_bps)
+                and not self.rate_bps and not self.shared_uplink)
 
 
 def message_counts(mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int,
@@ -209,7 +216,8 @@ class Problem:
         terms = [
             [(q / bw("device", o) + self._s(o, f, 0, m_s), 0, 0),   # Eq. 5
              (0, q / bw("device", s) + self._s(s, f, 0, m_s) + s_out, 0),
-             (0, 0, q / bw("device", l_) + self._s(l_, f, 0, m_s))],
+             (0, 0, q / bw("device", l_) + self._s(l_, f, 0, m_s))]
+            + ([(q / bw("device", o), s_out, 0)] if s == "device" and self.overheads.shared_uplink else []),
             [(self._s(o, b, 0, m_s), 0, 0), (0, self._s(s, b, 0, m_s) + s_grad, 0),  # Eq. 6
              (0, 0, self._s(l_, b, 0, m_s))],
             [(self._s(o, f, m_s, m_l),) * 2 + (0,), (0, 0, self._s(l_, f, m_s, m_l) + l_out)],  # Eq. 7
