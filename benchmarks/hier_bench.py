@@ -379,10 +379,12 @@ def plot(result: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for i, name in enumerate(dict.fromkeys(r["policy"] for r in result["runs"])):
+    fig, ax = plt.subplots(figsize=(9, 4))
+    names = list(dict.fromkeys(r["policy"] for r in result["runs"]))
+    for i, name in enumerate(names):
         rows = [r for r in result["runs"] if r["policy"] == name and "measured_s" in r]
-        x = [r["edge_cloud_mbps"] for r in rows]
+        # A little apart, so that policies measured at one rate do not hide each other.
+        x = [r["edge_cloud_mbps"] + 0.04 * (i - (len(names) - 1) / 2) for r in rows]
         y = [r["measured_s"] for r in rows]
         spread = [[m - min(r.get("measured_runs_s", [m])) for r, m in zip(rows, y)],
                   [max(r.get("measured_runs_s", [m])) - m for r, m in zip(rows, y)]]  # earlier JSONs: one run
@@ -393,7 +395,7 @@ def plot(result: dict, path: str) -> None:
     ax.set_ylabel("seconds per iteration")
     ax.set_title(f"HierTrain, {c['model']}, B={c['batch']}, device-edge {c['device_edge_mbps']} Mbit/s, "
                  f"cores {'/'.join(str(v) for v in c['quota'])}", fontsize=8)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
