@@ -308,9 +308,9 @@ def parse_policy(spec: str, args) -> Policy:
         raise ValueError(f"--policies: {spec!r} is none of {', '.join(NAMED_POLICIES)} and not a policy "
                          "o,s,l:m_s,m_l:b_o,b_s,b_l") from None
     check_policy(policy, len(model_layers(args.model, width=args.width)))
-    if policy.b_o + policy.b_s + policy.b_l != args.batch:
-        raise ValueError(f"--policies: {spec!r} splits {policy.b_o + policy.b_s + policy.b_l} samples, "
-                         f"not the batch of {args.batch}")
+    samples = policy.b_o + policy.b_s + policy.b_l
+    if samples != args.batch:
+        raise ValueError(f"--policies: {spec!r} splits {samples} samples, not the batch of {args.batch}")
     return policy
 
 
@@ -414,7 +414,7 @@ def main() -> None:
     ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
                     help="CPU cores of the device, edge and cloud (cgroup-v1 cfs quota)")
     ap.add_argument("--policies", nargs="+", default=["HierTrain", "All-Edge", "All-Cloud", "JointDNN"],
-                    help="some of HierTrain, All-Device, All-Edge, All-Cloud, JointDNN, or a policy of your own as "
+                    help=f"some of {', '.join(NAMED_POLICIES)}, or a policy of your own as "
                          "o,s,l:m_s,m_l:b_o,b_s,b_l (e.g. edge,device,cloud:2,2:60,68,0)")
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--momentum", type=float, default=0.9)
