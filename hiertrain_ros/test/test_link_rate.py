@@ -35,7 +35,11 @@ def test_the_edge_sees_the_link_come_back_while_it_idles(tmp_path, ros_env):
     report = json.loads(report_file.read_text())
     edge = report["node_status"]["edge_node"]
     assert edge["split_point"] == "8", edge
-    assert int(edge["outbox"]) == 0, f"the edge should be the slow stage at the end: {edge}"
+    # The edge is the slow stage: nothing queues for the link.  The status is read at any instant, so the batch the
+    # edge has just trained may still wait for the sender thread (5 ms, more while the 0.5-core quota throttles the
+    # process): at most that one, and the window not full (CI once read outbox 1, unacked 0).  Link-bound, the window
+    # stays full and the outbox grows.
+    assert int(edge["outbox"]) <= 1 and int(edge["unacked"]) < 8, f"the edge should be the slow stage: {edge}"
     # A batch alone on the link: tbf lets its first TBF_BURST_BYTES through at once, the rest at the rate.
     size = report["feature_bytes"] / report["counts"]["feature_batches"]
     expected = 5.85e6 * size / (size - TBF_BURST_BYTES)
