@@ -11,6 +11,7 @@ message, and the process exits 1: never a hang.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -62,6 +63,7 @@ class HierWorkerNode(Node):
         self.batches = cfg.batches() if cfg.role == "device" else None  # a dataset is read before the first step
         self.result: int | None = None  # the exit code once the run is over
         self.step_times: list[float] = []
+        self.trace: list[dict] | None = [] if cfg.trace_dir else None  # written at the end: no file I/O in a step
         self.finished = self.create_guard_condition(lambda: None)  # wakes main()'s executor when run() ends
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.get_logger().info(f"{cfg.role} is worker_{self.worker.task} of {cfg.mapping}: m_s={cfg.m_s}, "
@@ -79,14 +81,26 @@ class HierWorkerNode(Node):
 
     def receive(self, need: Need, step: int, timeout_s: float) -> Packet | None:
         key = (need.sender, step, need.kind, need.layer)
+        start = time.monotonic()
         with self.arrived:
             self.arrived.wait_for(lambda: key in self.inbox, timeout=timeout_s)
-            return self.inbox.pop(key, None)
+            packet = self.inbox.pop(key, None)
+        self._traced("wait", start, need.sender, step, need.kind, need.layer, packet)
+        return packet
 
     def send(self, packet: Packet) -> None:
+        start = time.monotonic()
         msg = hier_tensor_msg(packet)
         msg.header.stamp = self.get_clock().now().to_msg()
         self.pubs[packet.receiver].publish(self.auth.sign("hier", msg))
+        self._traced("send", start, packet.receiver, packet.step, packet.kind, packet.layer, packet)
+
+    def _traced(self, event: str, start: float, peer: str, step: int, kind: int, layer: int,
+                packet: Packet | None) -> None:
+        if self.trace is not None:
+            self.trace.append({"event": event, "t": start, "s": time.monotonic() - start, "peer": peer,
+                               "step": step, "kind": kind, "layer": layer,
+                               "bytes": len(packet.data) if packet is not None else None})
 
     def wait_for_peers(self) -> None:
         deadline = time.monotonic() + self.config.startup_timeout_s
@@ -113,6 +127,8 @@ class HierWorkerNode(Node):
 
     def on_step(self, step: int, loss: float | None) -> None:
         self.step_times.append(time.monotonic())
+        if self.trace is not None:
+            self.trace.append({"event": "step", "t": self.step_times[-1], "step": step})
         if loss is not None and (step < 10 or step % 100 == 0):
             self.get_logger().info(f"step {step}: loss {loss:.4f}")
 
@@ -144,7 +160,18 @@ class HierWorkerNode(Node):
             self.get_logger().error(f"HierTrain worker failed: {exc}")
             self.result = 1
         finally:
+            if self.trace is not None:
+                self.write_trace()
             self.finished.trigger()
+
+    def write_trace(self) -> None:
+        path = os.path.join(self.config.trace_dir, f"{self.config.role}.jsonl")
+        try:
+            os.makedirs(self.config.trace_dir, exist_ok=True)
+            with open(path, "w") as out:
+                out.writelines(json.dumps(event) + "\n" for event in self.trace)
+        except OSError as exc:  # the run's result stands; the trace is a diagnostic
+            self.get_logger().error(f"could not write the trace {path}: {exc}")
 
     def close(self) -> None:
         pass

@@ -1,5 +1,7 @@
 """HierTrain's hybrid-parallel execution (issue 16): equal to plain SGD, in one process and over real DDS."""
 
+import json
+
 import pytest
 import torch
 
@@ -246,7 +248,7 @@ def _logs(tmp_path):
 def test_three_workers_on_dds_equal_single_process_sgd(ros_env, tmp_path):
     dump = tmp_path / "weights.pt"
     procs = _start_workers(tmp_path, DDS_POLICY, steps=3, seed=0, data_seed=1, dump_path=str(dump),
-                           peer_timeout_s=20.0)
+                           peer_timeout_s=20.0, trace_dir=str(tmp_path / "trace"))
     try:
         codes = {role: proc.wait(timeout=90) for role, proc in procs.items()}
     finally:
@@ -257,6 +259,15 @@ def test_three_workers_on_dds_equal_single_process_sgd(ros_env, tmp_path):
     reference = sgd_reference(model_layers("lenet5", seed=0), batches, lr=LR, momentum=MOMENTUM).state_dict()
     assert _max_diff(weights, reference) < ATOL
     assert _max_diff(weights, torch.nn.ModuleList(model_layers("lenet5", seed=0)).state_dict()) > 1e-3  # it trained
+    # The traces: three steps on each worker, and every message one sent is one its receiver waited for.
+    traces = {role: [json.loads(line) for line in (tmp_path / "trace" / f"{role}.jsonl").read_text().splitlines()]
+              for role in procs}
+    assert all(sum(e["event"] == "step" for e in trace) == 3 for trace in traces.values()), traces
+    sent = sorted((role, e["peer"], e["step"], e["kind"], e["layer"], e["bytes"])
+                  for role, trace in traces.items() for e in trace if e["event"] == "send")
+    waited = sorted((e["peer"], role, e["step"], e["kind"], e["layer"], e["bytes"])
+                    for role, trace in traces.items() for e in trace if e["event"] == "wait")
+    assert sent == waited and len(sent) > 3 * 6, (sent, waited)
 
 
 @pytest.mark.system
