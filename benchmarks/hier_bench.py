@@ -503,8 +503,13 @@ def main() -> None:
                     directions = (device_edge + link_rates(mesh, quotas, "edge", "cloud", probe_domain + 4, size)
                                   + link_rates(mesh, quotas, "device", "cloud", probe_domain + 5, size))
                     steps = result["calibration"]["step_under_quota"]
+                    # A byte's CPU on a role, sent or received, as seconds under its quota (CPU-bound: CPU / cores).
+                    byte_cpu = {role: [d[f"{end}_cpu_per_byte_s"] for d in directions for end in ("sender", "receiver")
+                                       if d[end] == role and d.get(f"{end}_cpu_per_byte_s") is not None]
+                                for role in ROLES}
                     overheads = Overheads(
                         shared_uplink=True,
+                        per_byte_s={role: statistics.mean(v) / cores[role] for role, v in byte_cpu.items() if v},
                         per_message_s={role: per_message[role]["per_message_s"] for role in ROLES},
                         per_step_s={role: max(0.0, node_steps[role] - steps[role]["sgd_step_s"]
                                               - steps[role]["batch_s"]) for role in ROLES},
@@ -514,6 +519,7 @@ def main() -> None:
                         "edge_cloud_mbps": ec, "links": directions, "shared_uplink": overheads.shared_uplink,
                         "per_message_s": overheads.per_message_s,
                         "per_step_s": overheads.per_step_s, "batch_s": overheads.batch_s,
+                        "per_byte_s": overheads.per_byte_s,
                         "effective_over_nominal": {f"{a}->{b}": r / links.bps(a, b)
                                                    for (a, b), r in overheads.rate_bps.items()}})
                     print(f"overheads at {ec} Mbit/s: {json.dumps(costs['per_rate'][-1])}", flush=True)

@@ -12,7 +12,10 @@ host's cgroup tree from the process itself):
 - ``link``: two nodes in two namespaces over a shaped link.  The lead times small round trips, then messages of
   ``--bytes`` (each answered by a small ack); ``8 * bytes / (big round trip - small round trip)`` is the effective
   rate of that direction (DDS fragments and their repair, the sender's and receiver's own handling under their
-  quotas).  Then the follower does the same the other way and hands its numbers back.
+  quotas).  Each side also takes its process's CPU time per round trip (lead) or per answer (follower): the large
+  message's less the small one's, over its bytes, is the CPU a byte costs its sender and its receiver (all
+  threads, the kernel's share in the process included).  Then the follower does the same the other way and hands
+  its numbers back.
 
 Prints one JSON object on stdout after that line.
 """
@@ -66,7 +69,7 @@ class Probe:
         while not predicate():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the {self.role} probe: no {what} within {timeout_s} s")
-            self.executor.spin_once(timeout_sec=0.01)
+            self.executor.spin_once(timeout_sec=0.1)  # returns on a message: no polling in the CPU times
 
     def matched(self, timeout_s: float = 120.0) -> None:
         self.wait(lambda: self.pub.get_subscription_count() >= 1
@@ -84,33 +87,49 @@ class Probe:
             raise RuntimeError(f"the {self.role} probe expected operation {op}, got {packet.layer}")
         return packet
 
-    def round_trip(self, op: int, tensor: torch.Tensor, step: int) -> float:
-        t0 = time.perf_counter()
+    def round_trip(self, op: int, tensor: torch.Tensor, step: int) -> tuple[float, float]:
+        """Seconds and this process's CPU seconds of one message out and its ack back."""
+        t0, cpu = time.perf_counter(), time.process_time()
         self.send(op, step, tensor, ACTIVATION if op == BIG else PARAM_GRADIENT)
         self.take(ACK)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - cpu
 
     def lead(self, size_bytes: int, repeats: int) -> dict:
         """Time small round trips, then ``repeats`` messages of ``size_bytes``: the rate to the peer."""
         small, big = torch.zeros(1), torch.randn(size_bytes // 4)
         for k in range(3):  # warm-up
             self.round_trip(PING, small, k)
-        rtt = statistics.median(self.round_trip(PING, small, k) for k in range(7))
-        transfers = [self.round_trip(BIG, big, k) for k in range(repeats)]
-        transfer = statistics.median(transfers)
-        return {"sender": self.role, "receiver": self.peer, "bytes": 4 * big.numel(), "small_rtt_s": rtt,
-                "big_rtt_s": transfer, "big_rtts_s": transfers,
-                "rate_bps": 8 * 4 * big.numel() / max(transfer - rtt, 1e-9)}
+        pings = [self.round_trip(PING, small, k) for k in range(7)]
+        bigs = [self.round_trip(BIG, big, k) for k in range(repeats)]
+        rtt, transfer = (statistics.median(t for t, _ in runs) for runs in (pings, bigs))
+        nbytes = 4 * big.numel()
+        return {"sender": self.role, "receiver": self.peer, "bytes": nbytes, "small_rtt_s": rtt,
+                "big_rtt_s": transfer, "big_rtts_s": [t for t, _ in bigs],
+                "rate_bps": 8 * nbytes / max(transfer - rtt, 1e-9),
+                "sender_cpu_per_byte_s": max(0.0, statistics.median(c for _, c in bigs)
+                                             - statistics.median(c for _, c in pings)) / nbytes}
 
-    def follow(self, until: int) -> Packet:
-        """Answer every PING and BIG with an ACK until ``until`` arrives."""
+    def follow(self, until: int) -> tuple[Packet, float | None]:
+        """Answer every PING and BIG with an ACK until ``until`` arrives; that packet and the CPU per byte received.
+
+        The CPU of an answer runs from the end of the one before (the wait, the message's arrival and decoding,
+        the ack); a BIG's less a PING's, over its bytes.
+        """
+        cpu = {PING: [], BIG: []}
+        nbytes = 0
         while True:
+            c0 = time.process_time()
             self.wait(lambda: self.inbox, 300.0, f"message from {self.peer}")
             packet = packet_from_msg(self.inbox.popleft())
             decode(packet)
             if packet.layer == until:
-                return packet
+                per_byte = (max(0.0, statistics.median(cpu[BIG]) - statistics.median(cpu[PING])) / nbytes
+                            if cpu[BIG] and cpu[PING] else None)
+                return packet, per_byte
             self.send(ACK, packet.step, torch.zeros(1))
+            if packet.layer in cpu:
+                cpu[packet.layer].append(time.process_time() - c0)
+                nbytes = len(packet.data) if packet.layer == BIG else nbytes
 
 
 def loopback(args) -> dict:
@@ -140,11 +159,13 @@ def link(args) -> dict:
     if args.lead:
         mine = probe.lead(args.bytes, args.repeats)
         probe.send(YOUR_TURN, 0, torch.zeros(1))
-        theirs = probe.follow(DONE)
-        return {"directions": [mine, json.loads(bytes(decode(theirs).to(torch.uint8).tolist()))]}
-    probe.follow(YOUR_TURN)
+        packet, received = probe.follow(DONE)
+        theirs = json.loads(bytes(decode(packet).to(torch.uint8).tolist()))
+        mine["receiver_cpu_per_byte_s"] = theirs.pop("received_cpu_per_byte_s")
+        return {"directions": [mine, {**theirs, "receiver_cpu_per_byte_s": received}]}
+    _, received = probe.follow(YOUR_TURN)
     mine = probe.lead(args.bytes, args.repeats)
-    text = json.dumps(mine).encode()
+    text = json.dumps({**mine, "received_cpu_per_byte_s": received}).encode()
     probe.send(DONE, 0, torch.tensor(list(text), dtype=torch.float32))
     probe.pub.wait_for_all_acked(Duration(seconds=30))
     return {"directions": [mine]}

@@ -97,9 +97,9 @@ class HierWorkerNode(Node):
 
     def _traced(self, event: str, start: float, peer: str, step: int, kind: int, layer: int,
                 packet: Packet | None) -> None:
-        if self.trace is not None:
-            self.trace.append({"event": event, "t": start, "s": time.monotonic() - start, "peer": peer,
-                               "step": step, "kind": kind, "layer": layer,
+        if self.trace is not None:  # t: its start, s: its seconds, cpu: the process's CPU seconds at its end
+            self.trace.append({"event": event, "t": start, "s": time.monotonic() - start, "cpu": time.process_time(),
+                               "peer": peer, "step": step, "kind": kind, "layer": layer,
                                "bytes": len(packet.data) if packet is not None else None})
 
     def wait_for_peers(self) -> None:
@@ -128,7 +128,7 @@ class HierWorkerNode(Node):
     def on_step(self, step: int, loss: float | None) -> None:
         self.step_times.append(time.monotonic())
         if self.trace is not None:
-            self.trace.append({"event": "step", "t": self.step_times[-1], "step": step})
+            self.trace.append({"event": "step", "t": self.step_times[-1], "cpu": time.process_time(), "step": step})
         if loss is not None and (step < 10 or step % 100 == 0):
             self.get_logger().info(f"step {step}: loss {loss:.4f}")
 

@@ -63,6 +63,17 @@ def test_extended_model_matches_values_worked_by_hand():
     # Where the device is not worker_s, nothing shares a link in Eq. 5.
     assert shared.iteration_time(("cloud", "edge", "device"), 1, 2, *split) == pytest.approx(
         Problem(HAND, SIZES, LINKS, 4).iteration_time(("cloud", "edge", "device"), 1, 2, *split))
+    # Worker_o's CPU for its messages' bytes, 0.1 s a byte on the cloud: an activation in and its gradient out per
+    # sample of worker_s (2 * 10/8 bytes) and of worker_l (2 * 5/8), and the parameter gradients in and the weights
+    # out of layer 1 for worker_s (2 * 1/8) and of layers 1-2 for worker_l (2 * 3/8): 0.1 * (2.5 + 1.25 + 1) = 0.475.
+    # Not the 2 + 1 input samples that reach the cloud's workers, nor bytes of another role.
+    on_cloud = Problem(HAND, SIZES, LINKS, 4, Overheads(per_byte_s={"cloud": 0.1, "edge": 7.0}))
+    assert on_cloud.iteration_time(mapping, 1, 2, *split) == pytest.approx(17.0 + 0.475)
+    # Worker_o the device: it also sends worker_s's and worker_l's input samples, 20/8 bytes each: 0.475 + 0.5.
+    on_device = ("device", "cloud", "edge")
+    assert Problem(HAND, SIZES, LINKS, 4, Overheads(per_byte_s={"device": 0.1})).iteration_time(
+        on_device, 1, 2, *split) == pytest.approx(Problem(HAND, SIZES, LINKS, 4).iteration_time(
+            on_device, 1, 2, *split) + 0.975)
     # All-Device: no message; 4 samples * 2 layers * (1 + 2) + 2 * 0.1, the device's own step cost and batch: 3.75.
     assert all_on(p, "device").time_s == pytest.approx(24.2 + 3.75)
     assert message_counts(("device", "edge", "cloud"), 0, 0, 4, 0, 0, [True, True]) == dict.fromkeys(ROLES, 0)
@@ -127,7 +138,8 @@ def _random_overheads(rng):
     return Overheads(per_message_s={role: rng.uniform(0, 0.5) for role in ROLES},
                      per_step_s={role: rng.uniform(0, 1) for role in ROLES}, batch_s=rng.uniform(0, 1),
                      rate_bps={(a, b): rng.uniform(1, 20) for a in ROLES for b in ROLES
-                               if a != b and rng.random() < 0.5}, shared_uplink=True)
+                               if a != b and rng.random() < 0.5}, shared_uplink=True,
+                     per_byte_s={role: rng.uniform(0, 0.1) for role in ROLES})
 
 
 @pytest.mark.parametrize("seed, extended", [(seed, False) for seed in range(6)] + [(seed, True) for seed in range(4)])
@@ -135,12 +147,12 @@ def test_relaxed_lp_bounds_brute_force_and_rounding_lands_near_it(seed, extended
     p = _random_problem(random.Random(seed))
     if extended:
         p = Problem(p._profiles, p.sizes, p.links, p.batch, _random_overheads(random.Random(50 + seed)))
-    per_sample = max(sum(c for term in p.stage_terms(m, 0, p.n)[0] for coef in term for c in coef)
-                     for m in itertools.permutations(ROLES))
     exact = 0
     for mapping in itertools.permutations(ROLES):
         for m_s in range(p.n + 1):
             for m_l in range(m_s, p.n + 1):
+                per_sample = (sum(c for term in p.stage_terms(mapping, m_s, m_l)[0] for coef in term for c in coef)
+                              + sum(p.byte_coefficients(mapping, m_s, m_l)))
                 brute = min(p.iteration_time(mapping, m_s, m_l, *b) for b in _splits(p, m_s, m_l))
                 split, relaxed = p.relaxed(mapping, m_s, m_l)
                 policy = p.solve(mapping, m_s, m_l)

@@ -447,7 +447,7 @@ class WorkerConfig:
     start_file: str = ""     # once the peers are found, wait for this file before the first step (a bench makes it
     #                          after moving the process under its CPU quota); within startup_timeout_s
     trace_dir: str = ""      # at the end, write <trace_dir>/<role>.jsonl: each send, wait and step end with its
-    #                          times (where a step's time goes, message by message)
+    #                          times and the process's CPU time (where a step's time goes, message by message)
 
     def __post_init__(self):
         if self.role not in ROLES:

@@ -82,25 +82,30 @@ class Overheads:
         T = T_1 + T_2 + T_3 + T_update  (Eqs. 5-11, each transfer at ``rate_bps`` where it is given)
             + sum_w n_w * per_message_s[w]  (n_w: the messages worker w sends or receives in one step)
             + per_step_s[worker_o] + batch_s
+            + per_byte_s[worker_o] * (bytes worker_o sends or receives, but the input samples and labels it waits for)
 
     With ``shared_uplink``, Eq. 5 has one more candidate where the device is worker_s: its one link to worker_o
     carries worker_o's input samples and then its own activations, one after the other (the paper's Eq. 5 has
     them in parallel).
 
     Message handling is counted one message after another: a step's messages form one chain through worker_o
-    (worker_s's and worker_l's may overlap, which the sum ignores).
+    (worker_s's and worker_l's may overlap, which the sum ignores).  Worker_o computes throughout the step, so the
+    CPU its messages' bytes take is CPU its layers wait for; the bytes of a worker that only waits for them (its
+    input samples, or the device handing out the shares) overlap their time on the link, which ``rate_bps`` has.
     """
 
     per_message_s: Mapping[str, float] = field(default_factory=dict)  # c_w: one message sent or received on role w
     per_step_s: Mapping[str, float] = field(default_factory=dict)  # F_w: worker_o's per-step cost on role w besides
     #                                                                its layers (the step's Python, loss, optimizer)
     batch_s: float = 0.0  # D: the device preparing its batch, once per step
+    per_byte_s: Mapping[str, float] = field(default_factory=dict)  # e_w: worker_o on role w, per byte it sends or
+    #                                                                receives (its CPU for them, under its quota)
     rate_bps: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (sender, receiver) -> effective bits/s
     shared_uplink: bool = False  # where the device is worker_s, its uplink to worker_o carries worker_o's input
     #                              samples and then the device's activations: Eq. 5 also takes their sum
 
     def __post_init__(self):
-        for name in ("per_message_s", "per_step_s"):
+        for name in ("per_message_s", "per_step_s", "per_byte_s"):
             for role, value in getattr(self, name).items():
                 if role not in ROLES or not value >= 0:
                     raise ValueError(f"{name} needs a role of {ROLES} and a value >= 0, got {role!r}: {value}")
@@ -114,7 +119,7 @@ class Overheads:
     def zero(self) -> bool:
         """True where this is the paper's model: no extra cost and the nominal rates."""
         return (not any(self.per_message_s.values()) and not any(self.per_step_s.values()) and not self.batch_s
-                and not self.rate_bps and not self.shared_uplink)
+                and not any(self.per_byte_s.values()) and not self.rate_bps and not self.shared_uplink)
 
 
 def message_counts(mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int,
@@ -191,13 +196,30 @@ class Problem:
         return self.overheads.rate_bps.get((sender, receiver)) or self.links.bps(sender, receiver)
 
     def fixed_cost(self, mapping, m_s: int, m_l: int, b_o: int, b_s: int, b_l: int) -> float:
-        """Return the extension's terms beyond Eqs. 5-11: message handling and the per-step cost (0 in the paper)."""
+        """Return the extension's terms beyond Eqs. 5-11 that depend on which shares are empty, not on their sizes.
+
+        Message handling, the per-step cost, and worker_o's bytes of the shared layers' parameter blocks (0 in the
+        paper); the bytes that grow with a share are :meth:`byte_coefficients`.
+        """
         ov = self.overheads
         if ov.zero:
             return 0.0
         counts = message_counts(mapping, m_s, m_l, b_o, b_s, b_l, [bits > 0 for bits in self.sizes.param_bits])
+        o, s, l_ = mapping
+        blocks = sum(2 * self._params[m] / 8 for m, b in ((m_s, b_s), (m_l, b_l)) if b)  # gradients in, weights out
         return (sum(n * ov.per_message_s.get(role, 0.0) for role, n in counts.items())
-                + ov.per_step_s.get(mapping[0], 0.0) + ov.batch_s)
+                + ov.per_step_s.get(o, 0.0) + ov.batch_s + ov.per_byte_s.get(o, 0.0) * blocks)
+
+    def byte_coefficients(self, mapping, m_s: int, m_l: int) -> tuple[float, float, float]:
+        """Seconds per sample of (b_o, b_s, b_l) that worker_o spends on the bytes of its messages (the extension).
+
+        Each sample of worker_s's share is an activation in and its gradient out at m_s (worker_l's at m_l), and,
+        where worker_o is the device, an input sample out first.
+        """
+        o = mapping[0]
+        e = self.overheads.per_byte_s.get(o, 0.0)
+        sent = self.sizes.sample_bits / 8 if o == "device" else 0.0
+        return 0.0, e * (sent + 2 * self._out(m_s) / 8), e * (sent + 2 * self._out(m_l) / 8)
 
     def stage_terms(self, mapping, m_s: int, m_l: int) -> tuple[list, float]:
         """Return the four max-terms of Eqs. 5-8 as per-sample coefficients on (b_o, b_s, b_l), and the rest.
@@ -237,6 +259,7 @@ class Problem:
         terms, rest = self.stage_terms(mapping, m_s, m_l)
         split = (b_o, b_s, b_l)
         return (sum(max(sum(c * x for c, x in zip(coef, split)) for coef in term) for term in terms) + rest
+                + sum(c * x for c, x in zip(self.byte_coefficients(mapping, m_s, m_l), split))
                 + self.fixed_cost(mapping, m_s, m_l, b_o, b_s, b_l))
 
     def relaxed(self, mapping, m_s: int, m_l: int) -> tuple[tuple[float, float, float], float]:
@@ -260,7 +283,10 @@ class Problem:
         return best
 
     def _relaxed(self, mapping, m_s: int, m_l: int, share_bounds) -> tuple[tuple[float, float, float] | None, float]:
-        """P1 over the shares' ``share_bounds`` (Eqs. 5-11 only): the split and the minimum; None if infeasible."""
+        """P1 over the shares' ``share_bounds``: the split and the minimum; None if infeasible.
+
+        Eqs. 5-11, and worker_o's bytes where the extension has them; the fixed cost is the caller's.
+        """
         from scipy.optimize import linprog
 
         terms, rest = self.stage_terms(mapping, m_s, m_l)
@@ -277,7 +303,7 @@ class Problem:
         bounds = [(lo_o, hi_o), (lo_s, hi_s if m_s else 0), (lo_l, hi_l if m_l else 0)] + [(0, None)] * len(terms)
         if any(lo > hi for lo, hi in bounds[:3]):
             return None, math.inf
-        result = linprog([0.0] * 3 + [1.0] * len(terms), A_ub=a_ub, b_ub=b_ub,
+        result = linprog([*self.byte_coefficients(mapping, m_s, m_l)] + [1.0] * len(terms), A_ub=a_ub, b_ub=b_ub,
                          A_eq=[[1.0, 1.0, 1.0] + [0.0] * len(terms)], b_eq=[big_b], bounds=bounds, method="highs")
         if result.status == 2:  # infeasible: no split of B within these bounds
             return None, math.inf
