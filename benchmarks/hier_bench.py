@@ -503,13 +503,16 @@ def main() -> None:
                     directions = (device_edge + link_rates(mesh, quotas, "edge", "cloud", probe_domain + 4, size)
                                   + link_rates(mesh, quotas, "device", "cloud", probe_domain + 5, size))
                     steps = result["calibration"]["step_under_quota"]
-                    # A byte's CPU on a role, sent or received, as seconds under its quota (CPU-bound: CPU / cores).
-                    byte_cpu = {role: [d[f"{end}_cpu_per_byte_s"] for d in directions for end in ("sender", "receiver")
-                                       if d[end] == role and d.get(f"{end}_cpu_per_byte_s") is not None]
-                                for role in ROLES}
+                    # A byte's CPU on a role, sent to or received from a peer, as seconds under the role's quota
+                    # (CPU-bound: CPU / cores).  Per peer: on the slower links a byte took about 3x the CPU.
+                    byte_cpu = {}
+                    for d in directions:
+                        for end, peer in (("sender", "receiver"), ("receiver", "sender")):
+                            if d.get(f"{end}_cpu_per_byte_s") is not None:
+                                byte_cpu.setdefault((d[end], d[peer]), []).append(d[f"{end}_cpu_per_byte_s"])
                     overheads = Overheads(
                         shared_uplink=True,
-                        per_byte_s={role: statistics.mean(v) / cores[role] for role, v in byte_cpu.items() if v},
+                        per_byte_s={pair: statistics.mean(v) / cores[pair[0]] for pair, v in byte_cpu.items()},
                         per_message_s={role: per_message[role]["per_message_s"] for role in ROLES},
                         per_step_s={role: max(0.0, node_steps[role] - steps[role]["sgd_step_s"]
                                               - steps[role]["batch_s"]) for role in ROLES},
@@ -519,7 +522,7 @@ def main() -> None:
                         "edge_cloud_mbps": ec, "links": directions, "shared_uplink": overheads.shared_uplink,
                         "per_message_s": overheads.per_message_s,
                         "per_step_s": overheads.per_step_s, "batch_s": overheads.batch_s,
-                        "per_byte_s": overheads.per_byte_s,
+                        "per_byte_s": {f"{a}-{b}": e for (a, b), e in overheads.per_byte_s.items()},
                         "effective_over_nominal": {f"{a}->{b}": r / links.bps(a, b)
                                                    for (a, b), r in overheads.rate_bps.items()}})
                     print(f"overheads at {ec} Mbit/s: {json.dumps(costs['per_rate'][-1])}", flush=True)

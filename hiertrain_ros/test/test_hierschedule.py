@@ -63,17 +63,19 @@ def test_extended_model_matches_values_worked_by_hand():
     # Where the device is not worker_s, nothing shares a link in Eq. 5.
     assert shared.iteration_time(("cloud", "edge", "device"), 1, 2, *split) == pytest.approx(
         Problem(HAND, SIZES, LINKS, 4).iteration_time(("cloud", "edge", "device"), 1, 2, *split))
-    # Worker_o's CPU for its messages' bytes, 0.1 s a byte on the cloud: an activation in and its gradient out per
-    # sample of worker_s (2 * 10/8 bytes) and of worker_l (2 * 5/8), and the parameter gradients in and the weights
-    # out of layer 1 for worker_s (2 * 1/8) and of layers 1-2 for worker_l (2 * 3/8): 0.1 * (2.5 + 1.25 + 1) = 0.475.
-    # Not the 2 + 1 input samples that reach the cloud's workers, nor bytes of another role.
-    on_cloud = Problem(HAND, SIZES, LINKS, 4, Overheads(per_byte_s={"cloud": 0.1, "edge": 7.0}))
-    assert on_cloud.iteration_time(mapping, 1, 2, *split) == pytest.approx(17.0 + 0.475)
-    # Worker_o the device: it also sends worker_s's and worker_l's input samples, 20/8 bytes each: 0.475 + 0.5.
+    # Worker_o's CPU for its messages' bytes, 0.1 s a byte on the cloud with the device (worker_s) and 0.2 with the
+    # edge (worker_l): an activation in and its gradient out per sample of worker_s (2 * 10/8 bytes) and of
+    # worker_l (2 * 5/8), and the parameter gradients in and the weights out of layer 1 for worker_s (2 * 1/8) and
+    # of layers 1-2 for worker_l (2 * 3/8): 0.1 * (2.5 + 0.25) + 0.2 * (1.25 + 0.75) = 0.675.  Not the 2 + 1 input
+    # samples that reach the cloud's workers, nor another role's bytes.
+    on_cloud = Problem(HAND, SIZES, LINKS, 4, Overheads(per_byte_s={("cloud", "device"): 0.1, ("cloud", "edge"): 0.2,
+                                                                    ("edge", "cloud"): 7.0}))
+    assert on_cloud.iteration_time(mapping, 1, 2, *split) == pytest.approx(17.0 + 0.675)
+    # Worker_o the device: it also sends worker_s's and worker_l's input samples, 20/8 bytes each: 0.1 * 9.75.
     on_device = ("device", "cloud", "edge")
-    assert Problem(HAND, SIZES, LINKS, 4, Overheads(per_byte_s={"device": 0.1})).iteration_time(
-        on_device, 1, 2, *split) == pytest.approx(Problem(HAND, SIZES, LINKS, 4).iteration_time(
-            on_device, 1, 2, *split) + 0.975)
+    device_bytes = Overheads(per_byte_s={("device", "cloud"): 0.1, ("device", "edge"): 0.1})
+    assert Problem(HAND, SIZES, LINKS, 4, device_bytes).iteration_time(on_device, 1, 2, *split) == pytest.approx(
+        Problem(HAND, SIZES, LINKS, 4).iteration_time(on_device, 1, 2, *split) + 0.975)
     # All-Device: no message; 4 samples * 2 layers * (1 + 2) + 2 * 0.1, the device's own step cost and batch: 3.75.
     assert all_on(p, "device").time_s == pytest.approx(24.2 + 3.75)
     assert message_counts(("device", "edge", "cloud"), 0, 0, 4, 0, 0, [True, True]) == dict.fromkeys(ROLES, 0)
@@ -139,7 +141,7 @@ def _random_overheads(rng):
                      per_step_s={role: rng.uniform(0, 1) for role in ROLES}, batch_s=rng.uniform(0, 1),
                      rate_bps={(a, b): rng.uniform(1, 20) for a in ROLES for b in ROLES
                                if a != b and rng.random() < 0.5}, shared_uplink=True,
-                     per_byte_s={role: rng.uniform(0, 0.1) for role in ROLES})
+                     per_byte_s={(a, b): rng.uniform(0, 0.1) for a in ROLES for b in ROLES if a != b})
 
 
 @pytest.mark.parametrize("seed, extended", [(seed, False) for seed in range(6)] + [(seed, True) for seed in range(4)])
@@ -185,6 +187,10 @@ def test_bad_inputs_are_clear_errors():
         Links(device_edge=1.0, edge_cloud=0.0)
     with pytest.raises(ValueError, match="m_s"):
         Problem(HAND, SIZES, LINKS, 4).stage_terms(ROLES, 2, 1)
+    with pytest.raises(ValueError, match="per_byte_s needs"):
+        Overheads(per_byte_s={("device", "device"): 0.1})
+    with pytest.raises(ValueError, match="rate_bps needs"):
+        Overheads(rate_bps={("device", "edge"): 0.0})
 
 
 def test_measured_profile_feeds_the_scheduler():

@@ -82,7 +82,8 @@ class Overheads:
         T = T_1 + T_2 + T_3 + T_update  (Eqs. 5-11, each transfer at ``rate_bps`` where it is given)
             + sum_w n_w * per_message_s[w]  (n_w: the messages worker w sends or receives in one step)
             + per_step_s[worker_o] + batch_s
-            + per_byte_s[worker_o] * (bytes worker_o sends or receives, but the input samples and labels it waits for)
+            + sum_p per_byte_s[(worker_o, p)] * (bytes worker_o sends to or receives from worker p, but the input
+                                                 samples and labels it waits for)
 
     With ``shared_uplink``, Eq. 5 has one more candidate where the device is worker_s: its one link to worker_o
     carries worker_o's input samples and then its own activations, one after the other (the paper's Eq. 5 has
@@ -98,22 +99,26 @@ class Overheads:
     per_step_s: Mapping[str, float] = field(default_factory=dict)  # F_w: worker_o's per-step cost on role w besides
     #                                                                its layers (the step's Python, loss, optimizer)
     batch_s: float = 0.0  # D: the device preparing its batch, once per step
-    per_byte_s: Mapping[str, float] = field(default_factory=dict)  # e_w: worker_o on role w, per byte it sends or
-    #                                                                receives (its CPU for them, under its quota)
+    per_byte_s: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (w, p) -> e_wp: worker_o on role
+    #                                    w, per byte it sends to or receives from role p (its CPU, under its quota)
     rate_bps: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (sender, receiver) -> effective bits/s
     shared_uplink: bool = False  # where the device is worker_s, its uplink to worker_o carries worker_o's input
     #                              samples and then the device's activations: Eq. 5 also takes their sum
 
     def __post_init__(self):
-        for name in ("per_message_s", "per_step_s", "per_byte_s"):
+        for name in ("per_message_s", "per_step_s"):
             for role, value in getattr(self, name).items():
                 if role not in ROLES or not value >= 0:
                     raise ValueError(f"{name} needs a role of {ROLES} and a value >= 0, got {role!r}: {value}")
         if not self.batch_s >= 0:
             raise ValueError(f"batch_s must be >= 0, got {self.batch_s}")
+        pairs = {(a, b) for a in ROLES for b in ROLES if a != b}
         for pair, value in self.rate_bps.items():
-            if len(pair) != 2 or not set(pair) <= set(ROLES) or pair[0] == pair[1] or not value > 0:
+            if tuple(pair) not in pairs or not value > 0:
                 raise ValueError(f"rate_bps needs (sender, receiver) roles and a rate > 0, got {pair}: {value}")
+        for pair, value in self.per_byte_s.items():
+            if tuple(pair) not in pairs or not value >= 0:
+                raise ValueError(f"per_byte_s needs (role, peer) roles and a value >= 0, got {pair}: {value}")
 
     @property
     def zero(self) -> bool:
@@ -206,9 +211,10 @@ class Problem:
             return 0.0
         counts = message_counts(mapping, m_s, m_l, b_o, b_s, b_l, [bits > 0 for bits in self.sizes.param_bits])
         o, s, l_ = mapping
-        blocks = sum(2 * self._params[m] / 8 for m, b in ((m_s, b_s), (m_l, b_l)) if b)  # gradients in, weights out
+        blocks = sum(ov.per_byte_s.get((o, peer), 0.0) * 2 * self._params[m] / 8  # gradients in, weights out
+                     for peer, m, b in ((s, m_s, b_s), (l_, m_l, b_l)) if b)
         return (sum(n * ov.per_message_s.get(role, 0.0) for role, n in counts.items())
-                + ov.per_step_s.get(o, 0.0) + ov.batch_s + ov.per_byte_s.get(o, 0.0) * blocks)
+                + ov.per_step_s.get(o, 0.0) + ov.batch_s + blocks)
 
     def byte_coefficients(self, mapping, m_s: int, m_l: int) -> tuple[float, float, float]:
         """Seconds per sample of (b_o, b_s, b_l) that worker_o spends on the bytes of its messages (the extension).
@@ -216,10 +222,11 @@ class Problem:
         Each sample of worker_s's share is an activation in and its gradient out at m_s (worker_l's at m_l), and,
         where worker_o is the device, an input sample out first.
         """
-        o = mapping[0]
-        e = self.overheads.per_byte_s.get(o, 0.0)
+        o, s, l_ = mapping
+        e = self.overheads.per_byte_s
         sent = self.sizes.sample_bits / 8 if o == "device" else 0.0
-        return 0.0, e * (sent + 2 * self._out(m_s) / 8), e * (sent + 2 * self._out(m_l) / 8)
+        return (0.0, e.get((o, s), 0.0) * (sent + 2 * self._out(m_s) / 8),
+                e.get((o, l_), 0.0) * (sent + 2 * self._out(m_l) / 8))
 
     def stage_terms(self, mapping, m_s: int, m_l: int) -> tuple[list, float]:
         """Return the four max-terms of Eqs. 5-8 as per-sample coefficients on (b_o, b_s, b_l), and the rest.
