@@ -44,6 +44,11 @@ PING, ACK, BIG, YOUR_TURN, DONE = range(5)  # the probe's operations, in the pac
 TOPIC = "hiertrain/probe"
 
 
+def cpu_per_byte(big: list[float], small: list[float], nbytes: int) -> float:
+    """CPU seconds a byte costs: the median CPU of a large message's exchange less a small one's, over its bytes."""
+    return max(0.0, statistics.median(big) - statistics.median(small)) / nbytes
+
+
 class Probe:
     def __init__(self, role: str, peer: str):
         self.role, self.peer = role, peer
@@ -106,8 +111,7 @@ class Probe:
         return {"sender": self.role, "receiver": self.peer, "bytes": nbytes, "small_rtt_s": rtt,
                 "big_rtt_s": transfer, "big_rtts_s": [t for t, _ in bigs],
                 "rate_bps": 8 * nbytes / max(transfer - rtt, 1e-9),
-                "sender_cpu_per_byte_s": max(0.0, statistics.median(c for _, c in bigs)
-                                             - statistics.median(c for _, c in pings)) / nbytes}
+                "sender_cpu_per_byte_s": cpu_per_byte([c for _, c in bigs], [c for _, c in pings], nbytes)}
 
     def follow(self, until: int) -> tuple[Packet, float | None]:
         """Answer every PING and BIG with an ACK until ``until`` arrives; that packet and the CPU per byte received.
@@ -123,13 +127,12 @@ class Probe:
             packet = packet_from_msg(self.inbox.popleft())
             decode(packet)
             if packet.layer == until:
-                per_byte = (max(0.0, statistics.median(cpu[BIG]) - statistics.median(cpu[PING])) / nbytes
-                            if cpu[BIG] and cpu[PING] else None)
-                return packet, per_byte
+                return packet, cpu_per_byte(cpu[BIG], cpu[PING], nbytes) if cpu[BIG] and cpu[PING] else None
             self.send(ACK, packet.step, torch.zeros(1))
             if packet.layer in cpu:
                 cpu[packet.layer].append(time.process_time() - c0)
-                nbytes = len(packet.data) if packet.layer == BIG else nbytes
+            if packet.layer == BIG:
+                nbytes = len(packet.data)
 
 
 def loopback(args) -> dict:
