@@ -13,7 +13,8 @@ and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
    worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11), and any policy of your
    own from ``--policies``, each run ``--steps`` real iterations on ROS 2, ``--repeats`` times interleaved; the
    measured time is worker_o's median step interval after the first step (the median over the repeats).
-3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured.
+3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured; and per rate, HierTrain's
+   runs against those of the fastest baseline (:func:`against_baselines`).
 
 Needs root (namespaces, tc, cgroups).
 
@@ -303,6 +304,40 @@ def run_policy(mesh: MeshEmulator, quotas: Quotas, policy: Policy, args, domain:
 
 
 NAMED_POLICIES = ("HierTrain", "All-Device", "All-Edge", "All-Cloud", "JointDNN")
+BASELINES = NAMED_POLICIES[1:]
+
+
+def _work(row: dict) -> tuple:
+    """Who trains what in a row's policy: worker_o, then (worker, m, samples) of the tasks S and L that have samples.
+
+    All-Edge and a schedule that puts the whole batch on the edge are one policy whatever the idle workers' order.
+    """
+    mapping, shares = row["mapping"], row["split"][1:]
+    return (mapping[0],) + tuple((w, m, b) for w, m, b in zip(mapping[1:], (row["m_s"], row["m_l"]), shares) if b)
+
+
+def against_baselines(rows: list[dict]) -> dict | None:
+    """HierTrain's runs at one rate against those of the baseline with the lowest median.
+
+    The runs of a policy are separate processes, interleaved with the other policies' runs, so they are independent
+    samples; the machine's speed moves between them by 10-20 % (one core's LeNet-5 step took 16-24 ms of CPU in
+    processes seconds apart, unconfined).  A one-sided Mann-Whitney U test (scipy) on the two sets of run times says
+    whether HierTrain is slower (``p_slower``) or faster (``p_faster``) than that baseline; it needs no assumption
+    about the noise's shape, and with 5 runs each it can reach p = 0.004.  None without HierTrain or a baseline run.
+    """
+    from scipy.stats import mannwhitneyu
+
+    measured = {r["policy"]: r for r in rows if r.get("measured_runs_s")}
+    baselines = [name for name in BASELINES if name in measured]
+    if "HierTrain" not in measured or not baselines:
+        return None
+    best = min(baselines, key=lambda name: measured[name]["measured_s"])
+    ours, theirs = measured["HierTrain"], measured[best]
+    a, b = ours["measured_runs_s"], theirs["measured_runs_s"]
+    return {"best_baseline": best, "same_policy": _work(ours) == _work(theirs),
+            "median_ratio": ours["measured_s"] / theirs["measured_s"], "runs": [len(a), len(b)],
+            "p_slower": float(mannwhitneyu(a, b, alternative="greater").pvalue),
+            "p_faster": float(mannwhitneyu(a, b, alternative="less").pvalue)}
 
 
 def parse_policy(spec: str, args) -> Policy:
@@ -586,6 +621,9 @@ def main() -> None:
                         row.update(jointdnn_k=split_k, jointdnn_model_s=joint_s)  # joint_split's (no weight exchange)
                     result["runs"].append(row)
                     print(json.dumps(row), flush=True)
+                verdict = against_baselines([r for r in result["runs"] if r["edge_cloud_mbps"] == ec])
+                if verdict:
+                    result.setdefault("against_baselines", []).append({"edge_cloud_mbps": ec, **verdict})
                 write_json(args.json, result)
                 if args.accuracy_steps and ec == (args.accuracy_mbps or args.edge_cloud_mbps[0]):
                     result["accuracy"] = accuracy_runs(mesh, quotas, candidates, problem, args, Path(tmp) / f"{k}-acc")
@@ -602,6 +640,12 @@ def main() -> None:
                   "measured s": round(r["measured_s"], 3), "error": f"{100 * r['error']:+.0f} %",
                   "runs s": " ".join(f"{t:.3f}" for t in r["measured_runs_s"])}
                  for r in result["runs"] if "measured_s" in r])
+    if result.get("against_baselines"):
+        print("HierTrain's runs against the baseline with the lowest median (one-sided Mann-Whitney U on the runs):")
+        print_table([{"edge-cloud Mbit/s": v["edge_cloud_mbps"], "fastest baseline": v["best_baseline"],
+                      "same policy": v["same_policy"], "HierTrain / baseline (medians)": round(v["median_ratio"], 3),
+                      "p slower": round(v["p_slower"], 3), "p faster": round(v["p_faster"], 3),
+                      "runs": "/".join(map(str, v["runs"]))} for v in result["against_baselines"]])
     write_json(args.json, result)
     plot(result, png)
 
