@@ -11,8 +11,8 @@ and three cgroup-v1 CPU quotas (default 0.1, 0.3 and 1 core: ratios 1 : 3 : 10).
 2. For each edge-cloud rate, :func:`schedule` picks the policy; it, All-Edge, All-Cloud and the JointDNN-style
    device-cloud split (as a HierTrain policy: the device is worker_l with m_l = k and the whole batch, the cloud
    worker_o; unlike JointDNN it also sends layers 1..k's weights back and forth, Eq. 11), and any policy of your
-   own from ``--policies``, each run ``--steps`` real iterations on ROS 2, ``--repeats`` times interleaved; the
-   measured time is worker_o's median step interval after the first step (the median over the repeats).
+   own from ``--policies``, each run ``--steps`` real iterations on ROS 2, in ``--repeats`` rounds of shuffled
+   order; the measured time is worker_o's median step interval after the first step (the median over the rounds).
 3. JSON (``--json``) and a table: predicted (Eq. 12 for the policy run) against measured; and per rate, HierTrain's
    runs against those of the fastest baseline (:func:`against_baselines`).
 
@@ -27,6 +27,7 @@ import argparse
 import json
 import math
 import os
+import random
 import re
 import shutil
 import statistics
@@ -451,8 +452,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--repeats", type=int, default=1,
-                    help="runs of each policy at each rate, interleaved; a row reports their median and each run "
-                         "(with --calibrate, also of each timed step of the calibration)")
+                    help="runs of each policy at each rate, in rounds of shuffled order; a row reports their median "
+                         "and each run (with --calibrate, also of each timed step of the calibration)")
     ap.add_argument("--device-edge-mbps", type=float, default=5.0)
     ap.add_argument("--edge-cloud-mbps", type=float, nargs="+", default=[1.5, 3.0, 5.0])
     ap.add_argument("--quota", type=float, nargs=3, default=[0.1, 0.3, 1.0], metavar=("DEVICE", "EDGE", "CLOUD"),
@@ -582,16 +583,24 @@ def main() -> None:
                     **own,
                 }
                 # Each policy --repeats times, interleaved (every policy once, then again), so that the machine's
-                # drift reaches them alike; a row has the median and every run.
+                # drift reaches them alike; a row has the median and every run.  Each round in its own order,
+                # shuffled (seeded by the round, so a bench can be repeated), so that no policy always has the same
+                # place or follows the same one: in one fixed order the same All-Device policy measured 0.161 s a
+                # step as the round's first policy and 0.199 s right after All-Cloud (medians of 4).  A row keeps
+                # which policy ran before each of its runs.
                 times: dict[str, list[float]] = {name: [] for name in args.policies}
+                after: dict[str, list[str | None]] = {name: [] for name in args.policies}
                 errors: dict[str, list[str]] = {name: [] for name in args.policies}
                 retried = dict.fromkeys(args.policies, 0)
+                previous = None
                 for rep in range(args.repeats):
-                    for j, name in enumerate(args.policies):
+                    order = random.Random(1000 * k + rep).sample(args.policies, len(args.policies))
+                    for j, name in enumerate(order):
                         logs = Path(tmp) / f"{k}-{name}-{rep}"
                         domain = 60 + (os.getpid() + 2 * (j + len(args.policies) * (rep + args.repeats * k))) % 150
                         run_dir = "-".join((str(ec), re.sub(r"[^\w.-]", "_", name), str(rep + 1)))  # a ROS value
                         trace = {"trace_dir": str(Path(args.trace_dir).resolve() / run_dir)} if args.trace_dir else {}
+                        before, previous = previous, name
                         try:
                             run = run_retried(mesh, quotas, candidates[name], args, domain, logs,
                                               f"{name} at {ec} Mbit/s (run {rep + 1})", **trace)
@@ -600,6 +609,7 @@ def main() -> None:
                             print(f"{name} at {ec} Mbit/s (run {rep + 1}) failed twice: {errors[name][-1]}", flush=True)
                             continue
                         times[name].append(run["measured_s"])
+                        after[name].append(before)
                         retried[name] += run.get("retried", False)
                         print(f"{name} at {ec} Mbit/s (run {rep + 1}): {run['measured_s']:.3f} s", flush=True)
                 for name in args.policies:
@@ -612,8 +622,8 @@ def main() -> None:
                            "paper_model_s": paper.iteration_time(*shape)}
                     if times[name]:
                         measured = statistics.median(times[name])
-                        row.update(measured_s=measured, measured_runs_s=times[name], retried=retried[name],
-                                   error=measured / predicted - 1 if predicted else None)
+                        row.update(measured_s=measured, measured_runs_s=times[name], runs_after=after[name],
+                                   retried=retried[name], error=measured / predicted - 1 if predicted else None)
                     if errors[name]:
                         row["error_message"] = errors[name][-1]
                         row["failed_runs"] = len(errors[name])
